@@ -390,8 +390,12 @@ class DiT(nn.Module):
                 f"{self.input_size} (its positional embedding is fixed); build it with input_size={x.shape[-1]}"
             )
 
-    def forward(self, x, t, y, task=None):
-        """x (B, G*C, H, W), t (B,) timesteps 0..999 (long or float), y (B,) labels, task (B,) for router models."""
+    def forward(self, x, t, y, task=None, force_drop_ids=None):
+        """x (B, G*C, H, W), t (B,) timesteps 0..999 (long or float), y (B,) labels, task (B,) for router models.
+
+        force_drop_ids (B,): 1 where the label is replaced by the null id; given, it replaces the random
+        dropout, so train.py can draw the drops with the rest of its batch plan (exact resume, DDP = 1 rank).
+        """
         self.check_input(x)
         if isinstance(self.x_embedder, PatchEmbedRouter):
             x = self.x_embedder(x, task)  # (B, N, D)
@@ -400,7 +404,7 @@ class DiT(nn.Module):
                 raise ValueError("task given, but this model has one patch embedding; call make_multitask first")
             x = self.x_embedder(x)  # (B, N, D)
         x = x + self.pos_embed  # (B, N, D), N = H*W/p**2
-        c = self.t_embedder(t) + self.y_embedder(y, self.training)  # (B, D)
+        c = self.t_embedder(t) + self.y_embedder(y, self.training, force_drop_ids)  # (B, D)
         for block in self.blocks:
             x = block(x, c)  # (B, N, D)
         x = self.final_layer(x, c)  # (B, N, p*p*C_out)
