@@ -247,16 +247,21 @@ def parse_override(text):
     return section, key, value
 
 
+def apply_overrides(config, overrides):
+    """Apply `section.key=value` strings to `config` in place, in order, with the same checks as a file."""
+    for text in overrides:
+        section, key, value = parse_override(text)
+        _apply(config, {section: {key: value}}, f"override '{text}'")
+    return config
+
+
 def load_config(path=None, overrides=()):
     """Resolve a Config: defaults <- base files <- `path` <- each `section.key=value` override, in order."""
     config = Config()
     if path is not None:
         for raw, source in _read_yaml(path, frozenset()):
             _apply(config, raw, source)
-    for text in overrides:
-        section, key, value = parse_override(text)
-        _apply(config, {section: {key: value}}, f"override '{text}'")
-    return config
+    return apply_overrides(config, overrides)
 
 
 def config_from_dict(raw, source="<dict>"):
