@@ -1,0 +1,391 @@
+"""Tests for minidp/dit.py: the dense DiT, its checkpoint compatibility, widening, the task router and MACs.
+
+Each claim is checked against an independent reference: parameter counts against REFERENCE.md / the scaling
+paper's Table 1 and a closed-form count, state-dict keys against the released DiT key list written out here,
+embeddings against diffusers' helpers (skipped when diffusers is absent) and hand values, attention against an
+explicit softmax, MACs against torch.utils.flop_counter.FlopCounterMode, widening and routing against the
+unwidened / single-embedder model. Weights are randomised wherever DiT's zero init would make a check vacuous.
+Big presets are built on the meta device (no memory, no init cost).
+
+Run: python -m pytest -q tests/test_dit.py      (about 10 s on an idle 2-core machine)
+"""
+
+import copy
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from minidp.dit import (
+    DIT_PRESETS,
+    DiT,
+    Attention,
+    CheckpointMismatchError,
+    build_dit,
+    count_params,
+    dit_macs,
+    load_dit_state_dict,
+    make_multitask,
+    sincos_2d,
+    task_label,
+    timestep_embedding,
+    widen_input,
+)
+
+
+def micro(**overrides):
+    """The unit-test preset at 8x8 with 10 classes (tiny label table)."""
+    return build_dit("micro", **{"input_size": 8, "num_classes": 10, **overrides})
+
+
+@torch.no_grad()
+def randomise(model, seed=0, std=0.1):
+    """Give every trainable parameter random values, so zero-initialised paths are exercised."""
+    g = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        if p.requires_grad:
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model.eval()
+
+
+def inputs(model, batch=3, groups=1, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, groups * model.in_channels, model.input_size, model.input_size, generator=g)
+    t = torch.randint(0, 1000, (batch,), generator=g)
+    y = torch.randint(0, model.num_classes, (batch,), generator=g)
+    return x, t, y
+
+
+def released_dit_shapes(depth, D, p, C=4, num_classes=1000, tokens=256):
+    """Key -> shape of a released DiT checkpoint (REFERENCE.md Sec. 2; learn_sigma, so 2C output channels)."""
+    shapes = {
+        "pos_embed": (1, tokens, D),
+        "x_embedder.proj.weight": (D, C, p, p),
+        "x_embedder.proj.bias": (D,),
+        "t_embedder.mlp.0.weight": (D, 256),
+        "t_embedder.mlp.0.bias": (D,),
+        "t_embedder.mlp.2.weight": (D, D),
+        "t_embedder.mlp.2.bias": (D,),
+        "y_embedder.embedding_table.weight": (num_classes + 1, D),
+    }
+    for n in range(depth):
+        shapes.update({
+            f"blocks.{n}.attn.qkv.weight": (3 * D, D),
+            f"blocks.{n}.attn.qkv.bias": (3 * D,),
+            f"blocks.{n}.attn.proj.weight": (D, D),
+            f"blocks.{n}.attn.proj.bias": (D,),
+            f"blocks.{n}.mlp.fc1.weight": (4 * D, D),
+            f"blocks.{n}.mlp.fc1.bias": (4 * D,),
+            f"blocks.{n}.mlp.fc2.weight": (D, 4 * D),
+            f"blocks.{n}.mlp.fc2.bias": (D,),
+            f"blocks.{n}.adaLN_modulation.1.weight": (6 * D, D),
+            f"blocks.{n}.adaLN_modulation.1.bias": (6 * D,),
+        })  # fmt: skip
+    shapes.update({
+        "final_layer.linear.weight": (p * p * 2 * C, D),
+        "final_layer.linear.bias": (p * p * 2 * C,),
+        "final_layer.adaLN_modulation.1.weight": (2 * D, D),
+        "final_layer.adaLN_modulation.1.bias": (2 * D,),
+    })  # fmt: skip
+    return shapes
+
+
+# ---------------------------------------------------------------------------------------------- sizes
+
+
+@pytest.mark.parametrize(
+    "name, millions", [("DiT-S/2", 32.96), ("DiT-B/2", 130.5), ("DiT-L/2", 458.1), ("DiT-XL/2", 675.1)]
+)
+def test_param_counts_match_released_dit(name, millions):
+    with torch.device("meta"):
+        model = build_dit(name)
+    D, depth, p, N = model.hidden_size, model.depth, model.patch_size, 256
+    # Closed form: per block qkv 3D^2+3D, proj D^2+D, fc1 4D^2+4D, fc2 4D^2+D, adaLN 6D^2+6D.
+    trainable = (
+        (4 * p * p * D + D)  # patch conv
+        + (256 * D + D + D * D + D)  # timestep MLP
+        + 1001 * D  # label table with null row
+        + depth * (18 * D * D + 15 * D)
+        + (2 * D * D + 2 * D) + (D * p * p * 8 + p * p * 8)  # final adaLN + linear
+    )  # fmt: skip
+    assert count_params(model) == trainable
+    # DiT's reported figures (printed by its train.py) count every parameter, the frozen pos_embed included.
+    assert count_params(model, trainable_only=False) == trainable + N * D
+    decimals = 2 if millions < 100 else 1
+    assert round(count_params(model, trainable_only=False) / 1e6, decimals) == millions
+
+
+@pytest.mark.parametrize(
+    "name, params", [("a1", 14.8e6), ("a2", 77.2e6), ("a3", 215e6), ("a4", 458e6), ("a5", 1.2e9), ("a6", 1.9e9)]
+)
+def test_scaling_paper_family_within_3_percent_of_table_1(name, params):
+    with torch.device("meta"):
+        model = build_dit(name)
+    assert model.num_heads == 16 and model.patch_size == 2
+    assert abs(count_params(model) / params - 1) < 0.03
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+
+
+def test_state_dict_keys_and_shapes_are_the_released_ones_for_xl2():
+    with torch.device("meta"):
+        model = build_dit("DiT-XL/2")
+    got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert got == released_dit_shapes(depth=28, D=1152, p=2)
+    # strict load of a released-format state dict (meta tensors: shapes and keys only, nothing allocated)
+    sd = {k: torch.empty(s, device="meta") for k, s in released_dit_shapes(depth=28, D=1152, p=2).items()}
+    load_dit_state_dict(model, sd)
+
+
+def test_released_format_s2_state_dict_loads_strict_and_sets_every_weight():
+    shapes = released_dit_shapes(depth=12, D=384, p=2)
+    assert len(shapes) == 132  # REFERENCE.md: DiT-S/2 has 132 keys
+    sd = {k: torch.full(s, float(i)) for i, (k, s) in enumerate(shapes.items())}
+    model = build_dit("DiT-S/2")
+    load_dit_state_dict(model, sd)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, sd[k]), k
+
+
+def test_loading_another_architecture_lists_missing_and_unexpected_keys():
+    sd = {"extra.weight": torch.zeros(1), **build_dit("micro", input_size=8, depth=3).state_dict()}
+    with pytest.raises(CheckpointMismatchError) as err:  # also a ValueError
+        load_dit_state_dict(micro(depth=2), sd)
+    msg = str(err.value)
+    assert "missing" not in msg  # depth 2 keys are all in a depth-3 dict
+    assert "11 unexpected keys: extra.weight, blocks.2.attn.qkv.weight" in msg and "(+6 more)" in msg
+    assert "y_embedder.embedding_table.weight: checkpoint (1001, 32) vs model (11, 32)" in msg
+    with pytest.raises(ValueError, match="missing keys: blocks.2.attn.qkv.weight"):
+        load_dit_state_dict(micro(depth=3), micro(depth=2).state_dict())
+
+
+def test_config_rebuilds_the_architecture_after_widening_and_routing():
+    model = make_multitask(widen_input(micro(), 3), 2)
+    rebuilt = DiT(**model.config)
+    load_dit_state_dict(rebuilt, model.state_dict())
+    x, t, y = inputs(model, groups=3)
+    task = torch.tensor([1, 0, 1])
+    randomise(model)
+    load_dit_state_dict(rebuilt, model.state_dict())
+    assert torch.equal(rebuilt.eval()(x, t, y, task=task), model(x, t, y, task=task))
+
+
+# ---------------------------------------------------------------------------------------------- building blocks
+
+
+def test_timestep_embedding_matches_diffusers_and_hand_values():
+    t = torch.tensor([0, 1, 999])
+    emb = timestep_embedding(t, 256)
+    assert emb.shape == (3, 256)
+    # cos first: at t = 0 the first half is 1 and the second half 0; frequency 0 is exactly 1 rad per step
+    assert torch.equal(emb[0], torch.cat([torch.ones(128), torch.zeros(128)]))
+    assert math.isclose(emb[1, 0].item(), math.cos(1.0), abs_tol=1e-6)
+    assert math.isclose(emb[1, 128].item(), math.sin(1.0), abs_tol=1e-6)
+    embeddings = pytest.importorskip("diffusers.models.embeddings")
+    ref = embeddings.get_timestep_embedding(t, 256, flip_sin_to_cos=True, downscale_freq_shift=0)
+    torch.testing.assert_close(emb, ref.float(), atol=1e-5, rtol=0)
+
+
+def test_pos_embed_matches_diffusers_sincos_and_column_first_layout():
+    D, grid = 16, 4
+    pos = sincos_2d(D, grid)  # (16 tokens, D)
+    # token 1 = row 0, column 1: its first D/2 channels encode column 1 (sin(1 * w_0) = sin 1), the rest row 0
+    assert math.isclose(pos[1, 0].item(), math.sin(1.0), abs_tol=1e-6)
+    assert torch.equal(pos[1, D // 2 :], pos[0, D // 2 :])
+    embeddings = pytest.importorskip("diffusers.models.embeddings")
+    ref = embeddings.get_2d_sincos_pos_embed(D, grid, base_size=grid, interpolation_scale=1.0, output_type="pt")
+    torch.testing.assert_close(pos, ref.float(), atol=1e-6, rtol=0)
+    assert torch.equal(micro(input_size=8).pos_embed[0], sincos_2d(32, 4))
+
+
+def test_attention_equals_explicit_softmax_attention():
+    torch.manual_seed(0)
+    attn = Attention(dim=8, num_heads=2)
+    x = torch.randn(2, 5, 8)
+    q, k, v = attn.qkv(x).reshape(2, 5, 3, 2, 4).unbind(2)  # each (B, N, nh, hd)
+    weights = torch.softmax(torch.einsum("bnhd,bmhd->bhnm", q, k) / math.sqrt(4), dim=-1)
+    ref = attn.proj(torch.einsum("bhnm,bmhd->bnhd", weights, v).reshape(2, 5, 8))
+    torch.testing.assert_close(attn(x), ref, atol=1e-6, rtol=1e-5)
+
+
+def test_unpatchify_inverts_row_major_patchify():
+    model = micro()  # p = 2, out_channels = 8, 4x4 tokens
+    img = torch.randn(2, 8, 8, 8)
+    # token (i, j) holds its p x p x C patch in (p_row, p_col, channel) order
+    tokens = img.reshape(2, 8, 4, 2, 4, 2).permute(0, 2, 4, 3, 5, 1).reshape(2, 16, 2 * 2 * 8)
+    assert torch.equal(model.unpatchify(tokens), img)
+
+
+# ---------------------------------------------------------------------------------------------- adaLN-Zero
+
+
+def test_fresh_dit_outputs_zeros_and_each_block_is_identity():
+    model = micro()
+    x, t, y = inputs(model)
+    assert torch.equal(model(x, t, y), torch.zeros(3, 8, 8, 8))
+    tokens, c = torch.randn(3, 16, 32), torch.randn(3, 32)
+    assert torch.equal(model.blocks[0](tokens, c), tokens)
+
+
+def test_one_adamw_step_on_a_real_loss_makes_output_nonzero():
+    torch.manual_seed(0)
+    model = micro()
+    x, t, y = inputs(model)
+    eps = torch.randn(3, 4, 8, 8)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loss = F.mse_loss(model(x, t, y)[:, :4], eps)
+    loss.backward()
+    opt.step()
+    assert model(x, t, y).abs().max() > 1e-4
+    assert F.mse_loss(model(x, t, y)[:, :4], eps) < loss
+
+
+# ---------------------------------------------------------------------------------------------- labels and guidance
+
+
+def test_label_dropout_only_in_training_mode():
+    model = randomise(micro(class_dropout_prob=1.0))  # every label dropped when dropout applies
+    x, t, y = inputs(model)
+    null = torch.full_like(y, model.num_classes)
+    cond_eval, null_eval = model(x, t, y), model(x, t, null)
+    assert not torch.allclose(cond_eval, null_eval)
+    model.train()
+    torch.testing.assert_close(model(x, t, y), null_eval)
+    force = model.y_embedder(y, train=False, force_drop_ids=torch.tensor([1, 0, 1]))
+    table = model.y_embedder.embedding_table.weight
+    assert torch.equal(force, table[torch.stack([null[0], y[1], null[2]])])
+
+
+def test_forward_with_cfg_scale_1_is_conditional_and_scale_s_is_the_guidance_formula():
+    model = randomise(micro())
+    x, t, y = inputs(model)
+    cond, uncond = model(x, t, y), model(x, t, torch.full_like(y, model.num_classes))
+    torch.testing.assert_close(model.forward_with_cfg(x, t, y, 1.0), cond, atol=1e-5, rtol=0)
+    guided = model.forward_with_cfg(x, t, y, 4.0)
+    torch.testing.assert_close(guided[:, :4], uncond[:, :4] + 4.0 * (cond[:, :4] - uncond[:, :4]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(guided[:, 4:], cond[:, 4:], atol=1e-5, rtol=0)  # learned variance: conditional
+
+
+# ---------------------------------------------------------------------------------------------- widening and routing
+
+
+@pytest.mark.parametrize("groups", [2, 3])
+def test_widened_model_on_copies_of_one_latent_equals_original(groups):
+    model = randomise(micro())
+    x, t, y = inputs(model)
+    before = model(x, t, y)
+    widen_input(model, groups)
+    assert model.x_embedder.proj.weight.shape == (32, 4 * groups, 2, 2)
+    assert model.out_channels == 8 and model.config["in_groups"] == groups
+    torch.testing.assert_close(model(x.repeat(1, groups, 1, 1), t, y), before, atol=1e-5, rtol=0)
+
+
+def test_mixed_task_batch_uses_each_samples_own_patch_embedding():
+    model = randomise(make_multitask(micro(), 3))  # every router entry gets different random weights
+    x, t, y = inputs(model, batch=5)
+    task = torch.tensor([2, 0, 1, 0, 2])
+    mixed = model(x, t, y, task=task)
+    for k, embed in enumerate(model.x_embedder.embedders):
+        # reference: a plain single-embedder DiT holding task k's conv
+        single = DiT(**{**model.config, "num_tasks": 0}).eval()
+        sd = {key: v for key, v in model.state_dict().items() if not key.startswith("x_embedder.")}
+        sd.update({f"x_embedder.{key}": v for key, v in embed.state_dict().items()})
+        sd["y_embedder.embedding_table.weight"] = sd["y_embedder.embedding_table.weight"][: model.num_classes + 1]
+        load_dit_state_dict(single, sd)
+        torch.testing.assert_close(mixed[task == k], single(x, t, y)[task == k], atol=1e-6, rtol=0)
+
+
+def test_absent_tasks_still_get_gradients_so_ddp_sees_every_parameter():
+    model = make_multitask(micro(), 3)
+    x, t, y = inputs(model, batch=2)
+    model(x, t, y, task=torch.tensor([1, 1])).square().sum().backward()
+    assert all(p.grad is not None for p in model.x_embedder.parameters())
+
+
+def test_task_labels_follow_the_null_row_and_start_as_class_group_means():
+    model = micro()
+    table = model.y_embedder.embedding_table.weight.clone()
+    make_multitask(model, 2, class_groups=[[0, 3], [5, 6, 7]])
+    new = model.y_embedder.embedding_table.weight
+    assert new.shape == (10 + 1 + 2, 32)
+    assert torch.equal(new[:11], table)  # classes and the null row keep their ids
+    assert task_label(model, 0) == 11 and task_label(model, 1) == 12
+    torch.testing.assert_close(new[11], table[[0, 3]].mean(0))
+    torch.testing.assert_close(new[12], table[[5, 6, 7]].mean(0))
+    model = micro()
+    table = model.y_embedder.embedding_table.weight.clone()
+    make_multitask(model, 2)  # default: contiguous groups, classes 0-4 and 5-9
+    torch.testing.assert_close(model.y_embedder.embedding_table.weight[11:], torch.stack([table[:5].mean(0), table[5:10].mean(0)]))
+
+
+def test_widening_and_routing_compose_in_either_order():
+    base = randomise(micro())
+    a = make_multitask(widen_input(copy.deepcopy(base), 2), 2)
+    b = widen_input(make_multitask(copy.deepcopy(base), 2), 2)
+    assert a.config == b.config
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(va, vb), ka
+    x, t, y = inputs(base, batch=2, groups=2)
+    task = torch.tensor([0, 1])
+    assert torch.equal(a.eval()(x, t, y, task=task), b.eval()(x, t, y, task=task))
+
+
+# ---------------------------------------------------------------------------------------------- MACs
+
+
+@pytest.mark.parametrize("name", ["micro", "tiny", "a1"])
+@pytest.mark.parametrize("input_size", [8, 16])
+def test_analytic_macs_match_flop_counter(name, input_size):
+    model = build_dit(name, input_size=input_size, num_classes=10)
+    x, t, y = inputs(model, batch=2)
+    # The fused CPU attention kernel has no flop formula; the math backend runs it as counted bmm's.
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x, t, y)
+    macs = counter.get_total_flops() / 2
+    assert abs(dit_macs(model, batch=2) / macs - 1) < 0.02
+
+
+def test_router_model_costs_one_embedding_per_sample():
+    model = make_multitask(widen_input(micro(), 2), 3)
+    x, t, y = inputs(model, batch=4, groups=2)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(x, t, y, task=torch.tensor([0, 2, 2, 1]))
+    assert abs(dit_macs(model, batch=4) / (counter.get_total_flops() / 2) - 1) < 0.02
+
+
+def test_xl2_256px_macs_match_dit_paper_118_6_gflops():
+    # DiT's defaults are XL/2's: 32x32x4 latents (256 px), learn_sigma; a config dict needs no model
+    assert round(dit_macs(DIT_PRESETS["DiT-XL/2"]) / 1e9, 1) == 118.6
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def test_unknown_preset_names_the_valid_ones():
+    with pytest.raises(ValueError, match=r"'DiT-XXL/2'.*DiT-S/2.*a1.*tiny"):
+        build_dit("DiT-XXL/2")
+
+
+def test_image_size_not_divisible_by_patch_is_rejected():
+    with pytest.raises(ValueError, match="input_size=10 is not divisible by patch_size=4"):
+        build_dit("tiny", input_size=10)
+    model = micro()
+    with pytest.raises(ValueError, match=r"spatial size \(16, 16\).*input_size=8"):
+        model(torch.zeros(1, 4, 16, 16), torch.zeros(1), torch.zeros(1, dtype=torch.long))
+
+
+def test_task_id_without_router_entry_is_rejected():
+    model = make_multitask(micro(), 2)
+    x, t, y = inputs(model, batch=2)
+    with pytest.raises(ValueError, match="task id 2 has no router entry; valid ids are 0..1"):
+        model(x, t, y, task=torch.tensor([0, 2]))
+    with pytest.raises(ValueError, match="pass task"):
+        model(x, t, y)
+    with pytest.raises(ValueError, match="make_multitask"):
+        micro()(x, t, y, task=torch.tensor([0, 0]))
+    with pytest.raises(ValueError, match="task 2 has no label"):
+        task_label(model, 2)
