@@ -264,8 +264,7 @@ def train(argv=None):
     def request_stop(signum, frame):
         stop_requested["flag"] = True
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    previous_handlers = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def save(at_step):
         if master:
@@ -371,6 +370,8 @@ def train(argv=None):
         sample.evaluate(ema, cfg, out_dir, device)
     if log_file:
         log_file.close()
+    for sig, handler in previous_handlers.items():
+        signal.signal(sig, handler)
     if ddp:
         dist.barrier()
         dist.destroy_process_group()
