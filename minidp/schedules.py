@@ -117,12 +117,12 @@ def canonical_prediction(prediction):
 
 
 def _at(values, t, like):
-    """values[t] (float64 (T,) table) cast to like's dtype, on t's device, shaped to broadcast over like.
+    """values[t] (float64 (T,) table) cast to like's dtype and device, shaped to broadcast over like.
 
     t: LongTensor (B,); like: (B, ...) -> returns (B, 1, ..., 1). Cast on the CPU first so devices without
-    float64 (MPS) still work, then move and index.
+    float64 (MPS) still work, then move and index (t may live on the CPU while like is on a GPU).
     """
-    v = values.to(like.dtype).to(t.device)[t]  # (B,)
+    v = values.to(like.dtype).to(like.device)[t.to(like.device)]  # (B,)
     return v.reshape(-1, *([1] * (like.dim() - 1)))  # (B, 1, ..., 1)
 
 

@@ -204,7 +204,8 @@ def test_ddim_eta1_full_steps_matches_ddpm_ancestral(name):
 
 def fixed_random_model(x_t, t):
     """A fixed "model" whose prediction depends on x_t and t, so it differs at every step."""
-    W = torch.tensor([[0.6, -0.3, 0.1], [0.2, 0.5, -0.4], [-0.1, 0.3, 0.7]], dtype=x_t.dtype)
+    W = torch.tensor([[0.6, -0.3, 0.1], [0.2, 0.5, -0.4], [-0.1, 0.3, 0.7]], dtype=x_t.dtype,
+                     device=x_t.device)
     return torch.einsum("oc,bchw->bohw", W, x_t) + torch.sin(t.to(x_t.dtype) / 97).reshape(-1, 1, 1, 1)
 
 
@@ -371,3 +372,29 @@ def test_bad_input_raises_value_error_naming_value_and_choices():
         ddim_sample(model, x, s, clip_x0=-1.0)
     with pytest.raises(ValueError, match=r"shape \(1, 2, 2, 2\), expected \(1, 1, 2, 2\)"):
         ddim_sample(lambda x_t, t: torch.cat([x_t, x_t], 1), x, s, steps=2)
+
+
+# ---- devices ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_sampling_and_timesteps_match_cpu():
+    from minidp.schedules import MultinomialTimesteps, sample_uniform_timesteps
+
+    s = NoiseSchedule("cosine")
+    x_T = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(10))
+    cpu = ddim_sample(fixed_random_model, x_T, s, steps=10, prediction="v")
+    gpu = ddim_sample(fixed_random_model, x_T.cuda(), s, steps=10, prediction="v")
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, rtol=1e-5, atol=1e-5)
+    # a CPU generator gives the same timesteps whatever device they are sent to
+    t_cpu = sample_uniform_timesteps(8, generator=torch.Generator().manual_seed(1))
+    t_gpu = sample_uniform_timesteps(8, generator=torch.Generator().manual_seed(1), device="cuda")
+    assert t_gpu.device.type == "cuda" and torch.equal(t_gpu.cpu(), t_cpu)
+    m = MultinomialTimesteps([1, 2, 3, 4], 1000)
+    t_gpu = m.sample(8, generator=torch.Generator().manual_seed(2), device="cuda")
+    assert torch.equal(t_gpu.cpu(), m.sample(8, generator=torch.Generator().manual_seed(2)))
+    # the schedule lives on the CPU; t on the CPU with data on the GPU is accepted too
+    x0 = torch.ones(2, 1, 2, 2, device="cuda")
+    torch.testing.assert_close(s.q_sample(x0, torch.tensor([0, 999]), x0).cpu(),
+                               s.q_sample(x0.cpu(), torch.tensor([0, 999]), x0.cpu()))

@@ -68,11 +68,15 @@ def test_cosine_alpha_bar_matches_hand_formula_at_start_middle_end():
     assert s.alpha_bar[-1].item() == pytest.approx(cos_f((T - 1) / T) / cos_f(0) * 0.001, rel=1e-9)
 
 
-def test_cosine_spends_more_timesteps_at_high_noise_than_linear():
-    # The scaling paper's Fig. 10 argument: cosine destroys signal more slowly, so more timesteps (and more
-    # DDIM steps) sit at high noise. At t = T/2 linear has alpha_bar ~ 0.08, cosine ~ 0.49.
+def test_cosine_corrupts_more_slowly_and_keeps_more_timesteps_at_informative_noise_levels():
+    # The scaling paper's Fig. 10 argument: linear destroys the signal early (alpha_bar(T/2) ~ 0.08 against
+    # cosine's ~ 0.49) and then spends its last ~230 timesteps at log-SNR < -6, nearly pure noise; cosine
+    # spreads its timesteps over the band |log-SNR| < 3 where the coarse structure of x0 is decided.
     lin, cos = NoiseSchedule("linear"), NoiseSchedule("cosine")
     assert lin.alpha_bar[T // 2] < 0.1 < 0.4 < cos.alpha_bar[T // 2]
+    lin_l, cos_l = lin.log_snr(torch.arange(T)), cos.log_snr(torch.arange(T))
+    assert (cos_l.abs() < 3).sum() > 1.4 * (lin_l.abs() < 3).sum()  # 726 against 482 timesteps
+    assert (lin_l < -6).sum() > 200 and (cos_l < -6).sum() < 50
 
 
 def test_make_betas_respects_custom_range():
