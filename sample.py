@@ -112,7 +112,7 @@ def evaluate_depth(model, cfg, out_dir, device, quick=False):
     figures.mkdir(parents=True, exist_ok=True)
     k = min(4, n)
     aligned = metrics.align_lstsq(pred[:k], gt[:k], valid[:k])
-    viz.depth_grid(rgbs[0][:k], gt[:k], aligned, valid[:k], figures / "depth_grid.png")
+    depth_grid_figure(rgbs[0][:k], gt[:k], aligned, valid[:k], figures / "depth_grid.png")
     progression_figure(model, cfg, device, figures / "denoising_progression.png")
     return result
 
@@ -132,7 +132,22 @@ def progression_figure(model, cfg, device, path):
         d = data.decode_depth(x0_hat.float().cpu())
         panels.append(metrics.align_lstsq(d, gt, valid)[0])
         titles.append(f"x0 at t={t}")
-    viz.depth_row(batch["cond"][0][0].cpu(), panels, titles, gt[0], path)
+    rng = dict(valid=valid[0], near=gt[0][valid[0]].min().item(), far=gt[0][valid[0]].max().item())
+    row = [viz.to_image(batch["cond"][0][0].cpu())] + [viz.depth_to_rgb(p, **rng) for p in panels]
+    viz.save_grid([row + [viz.depth_to_rgb(gt[0], **rng)]], [["input"] + titles + ["ground truth"]], path)
+
+
+def depth_grid_figure(rgb, gt, pred, valid, path, max_err=0.3):
+    """One row per image: input, ground truth, aligned prediction (same colour range), |relative error|."""
+    rows, titles = [], []
+    for i in range(len(gt)):
+        v = valid[i]
+        rng = dict(valid=v, near=gt[i][v].min().item(), far=gt[i][v].max().item())
+        err = ((pred[i] - gt[i]).abs() / gt[i].clamp_min(1e-6) / max_err).clamp(0, 1) * v  # white = max_err or more
+        rows.append([viz.to_image(rgb[i]), viz.depth_to_rgb(gt[i], **rng), viz.depth_to_rgb(pred[i], **rng),
+                     err.numpy()])
+        titles.append(["input", "ground truth", "prediction (aligned)", f"|rel. error| (white >= {max_err:.0%})"])
+    viz.save_grid(rows, titles, path)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -186,7 +201,9 @@ def evaluate_class(model, cfg, out_dir, device, quick=False):
     }
     figures = Path(out_dir) / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    viz.class_grid(samples, y.cpu(), K, figures / "class_samples.png")
+    rows = [[viz.to_image(img) for img in samples[y.cpu() == k][:8]] for k in range(K)]
+    viz.save_grid(rows, [[f"class {k}"] + [""] * (len(r) - 1) for k, r in enumerate(rows)],
+                  figures / "class_samples.png", cell=64)
     return result
 
 
