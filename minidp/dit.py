@@ -1,0 +1,620 @@
+"""DiT: the dense diffusion transformer with adaLN-Zero conditioning.
+
+Implements "Scalable Diffusion Models with Transformers" (Peebles & Xie, 2023) as used by "Scaling
+Properties of Diffusion Models for Perceptual Tasks" (Ravishankar et al., 2024; papers/001, Sec. 3.1,
+Table 1) and its perception fine-tuning (Marigold, Ke et al. 2024; papers/001 Sec. 4).
+
+    x (B, C, H, W) --patchify--> tokens (B, N, D) + pos_embed
+    c = t_embedder(t) + y_embedder(y)                                   (B, D)
+    per block:  x = x + gate_msa * Attn(LN(x) * (1 + scale_msa) + shift_msa)
+                x = x + gate_mlp * MLP (LN(x) * (1 + scale_mlp) + shift_mlp)
+    final layer: Linear(LN(x) * (1 + scale) + shift) --unpatchify--> (B, out_channels, H, W)
+
+Shape legend: B batch, C channels, H/W image height/width (latent pixels), p patch size,
+h/w token grid height/width (H/p, W/p), N = h*w tokens, D width (hidden size), nh heads, hd head width D/nh,
+G input groups, K tasks.
+
+Notable choices:
+- Module tree and state-dict keys are exactly those of the released DiT checkpoints (REFERENCE.md Sec. 2),
+  so `DiT-XL-2-256x256.pt` loads strict=True into `build_dit("DiT-XL/2")`. Attention, MLP and patch
+  embedding are written here instead of imported from timm; they keep timm's parameter names.
+- Attention goes through torch's fused `scaled_dot_product_attention`.
+- The label table always has the null (classifier-free guidance) row, even with class_dropout_prob = 0
+  (DiT drops the row then); this keeps task label ids stable. No released checkpoint is affected.
+- Input widening (Marigold): the patch-embedding conv is repeated for G input groups and divided by G,
+  so the widened model computes the original function when every group carries the same latent.
+- Multi-task (the scaling paper's generalist): a `PatchEmbedRouter` holds one patch embedding per task,
+  and task k gets the label id `num_classes + 1 + k` (a row appended AFTER the null row). The official
+  release uses ids 1000..1003 because its table has no null row at 1000; here the null row stays at
+  `num_classes` so guidance and label dropout keep working, and the task rows go after it.
+- `dit_macs` counts multiply-accumulates analytically (the scaling paper plots compute in MACs; DiT's
+  "Gflops" are MACs too).
+"""
+
+import inspect
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Small pure helpers
+# ----------------------------------------------------------------------------------------------------------
+
+
+def modulate(x, shift, scale):
+    """adaLN modulation of tokens (B, N, D) by per-sample shift/scale (B, D): x * (1 + scale) + shift."""
+    # The "1 +" makes a zero scale the identity, which is what adaLN-Zero's zero init relies on.
+    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+
+def timestep_embedding(t, dim, max_period=10000):
+    """Sinusoidal timestep features (B, dim), cos first: [cos(t * f_i), sin(t * f_i)], f_i = max_period^(-i/half).
+
+    t is the integer timestep 0..999 as a float (B,); DiT feeds it unscaled.
+    """
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = t.float()[:, None] * freqs[None]  # (B, half)
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, 2*half)
+    if dim % 2:  # odd widths get a zero pad column, as in DiT
+        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
+    return emb
+
+
+def sincos_1d(dim, pos):
+    """1-D sin-cos features (M, dim) of positions pos (M,): [sin(pos * w_i), cos(pos * w_i)], w_i = 10000^(-2i/dim)."""
+    if dim % 2:
+        raise ValueError(f"sincos_1d needs an even dim, got {dim}")
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))  # (dim/2,)
+    out = pos.double()[:, None] * omega[None]  # (M, dim/2)
+    return torch.cat([torch.sin(out), torch.cos(out)], dim=1)  # (M, dim), sin first (MAE/DiT order)
+
+
+def sincos_2d(dim, grid_size):
+    """Fixed 2-D sin-cos positional embedding (grid_size**2, dim), tokens in row-major order.
+
+    The first dim/2 channels encode the column (x) index and the last dim/2 the row (y) index: that is
+    the order of MAE's `get_2d_sincos_pos_embed`, which DiT uses (its meshgrid puts w first).
+    """
+    if dim % 4:
+        raise ValueError(f"sincos_2d needs a width divisible by 4, got hidden_size={dim}")
+    coords = torch.arange(grid_size, dtype=torch.float64)
+    rows, cols = torch.meshgrid(coords, coords, indexing="ij")  # (h, w) each
+    emb_x = sincos_1d(dim // 2, cols.reshape(-1))  # (N, D/2)
+    emb_y = sincos_1d(dim // 2, rows.reshape(-1))  # (N, D/2)
+    return torch.cat([emb_x, emb_y], dim=1).float()  # (N, D)
+
+
+def cfg_combine(cond, uncond, scale):
+    """Classifier-free guidance: uncond + s * (cond - uncond). Local stand-in; ddim.py's cfg_combine replaces it."""
+    return uncond + scale * (cond - uncond)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Embedders
+# ----------------------------------------------------------------------------------------------------------
+
+
+class TimestepEmbedder(nn.Module):
+    """Scalar timesteps (B,) -> (B, D): 256 sinusoidal features then an MLP."""
+
+    def __init__(self, hidden_size, frequency_embedding_size=256):
+        super().__init__()
+        self.frequency_embedding_size = frequency_embedding_size
+        # Indices 0 and 2 match DiT's `t_embedder.mlp.{0,2}` keys.
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_embedding_size, hidden_size),
+            nn.SiLU(),
+            nn.Linear(hidden_size, hidden_size),
+        )
+
+    def forward(self, t):
+        t_freq = timestep_embedding(t, self.frequency_embedding_size)  # (B, 256)
+        return self.mlp(t_freq.to(self.mlp[0].weight.dtype))  # (B, D)
+
+
+class LabelEmbedder(nn.Module):
+    """Class labels (B,) -> (B, D); row `num_classes` is the null label used for classifier-free guidance.
+
+    Extra rows after the null row hold task labels (see make_multitask): the table has
+    num_classes + 1 + num_tasks rows.
+    """
+
+    def __init__(self, num_classes, hidden_size, dropout_prob, num_tasks=0):
+        super().__init__()
+        self.num_classes = num_classes
+        self.dropout_prob = dropout_prob
+        self.embedding_table = nn.Embedding(num_classes + 1 + num_tasks, hidden_size)
+
+    def token_drop(self, labels, force_drop_ids=None):
+        """Replace labels by the null id with probability dropout_prob (or where force_drop_ids == 1)."""
+        if force_drop_ids is None:
+            drop_ids = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
+        else:
+            drop_ids = force_drop_ids == 1
+        return torch.where(drop_ids, torch.full_like(labels, self.num_classes), labels)
+
+    def forward(self, labels, train, force_drop_ids=None):
+        # Dropout trains the unconditional model used by guidance; never at evaluation unless forced.
+        if (train and self.dropout_prob > 0) or force_drop_ids is not None:
+            labels = self.token_drop(labels, force_drop_ids)
+        return self.embedding_table(labels)  # (B, D)
+
+
+class PatchEmbed(nn.Module):
+    """Images (B, C, H, W) -> tokens (B, N, D) by a stride-p convolution (non-overlapping p x p patches)."""
+
+    def __init__(self, img_size, patch_size, in_chans, embed_dim):
+        super().__init__()
+        if img_size % patch_size:
+            raise ValueError(f"input_size={img_size} is not divisible by patch_size={patch_size}")
+        self.img_size = img_size
+        self.patch_size = patch_size
+        self.grid_size = img_size // patch_size
+        self.num_patches = self.grid_size**2
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, bias=True)
+
+    def forward(self, x):
+        x = self.proj(x)  # (B, D, h, w)
+        return x.flatten(2).transpose(1, 2)  # (B, N, D), tokens in row-major order
+
+
+class PatchEmbedRouter(nn.Module):
+    """One PatchEmbed per task, chosen per sample by task id (the scaling paper's generalist model).
+
+    Each sample goes through exactly one embedder, so compute equals a single PatchEmbed's. Samples are
+    grouped by task with one sort (no Python loop over the batch); every embedder is called, on an empty
+    batch if its task is absent, so all parameters stay in the autograd graph (DDP needs no
+    find_unused_parameters).
+    """
+
+    def __init__(self, embedders):
+        super().__init__()
+        self.embedders = nn.ModuleList(embedders)
+        first = self.embedders[0]
+        self.img_size, self.patch_size = first.img_size, first.patch_size
+        self.grid_size, self.num_patches = first.grid_size, first.num_patches
+
+    def forward(self, x, task):
+        num_tasks = len(self.embedders)
+        if task is None:
+            raise ValueError("this model routes its patch embedding by task: pass task=(B,) long task ids")
+        if task.shape != (x.shape[0],):
+            raise ValueError(f"task must have shape ({x.shape[0]},), got {tuple(task.shape)}")
+        bad = task[(task < 0) | (task >= num_tasks)]
+        if bad.numel():
+            raise ValueError(f"task id {bad[0].item()} has no router entry; valid ids are 0..{num_tasks - 1}")
+        order = torch.argsort(task, stable=True)  # (B,) samples grouped by task
+        counts = torch.bincount(task, minlength=num_tasks).tolist()
+        pieces = x[order].split(counts)  # K pieces of (B_k, C, H, W)
+        tokens = torch.cat([emb(piece) for emb, piece in zip(self.embedders, pieces)])  # (B, N, D), sorted
+        return tokens[torch.argsort(order)]  # (B, N, D), back in batch order
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Transformer blocks
+# ----------------------------------------------------------------------------------------------------------
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with one fused qkv projection (timm's parameter names)."""
+
+    def __init__(self, dim, num_heads):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"hidden_size={dim} is not divisible by num_heads={num_heads}")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        B, N, D = x.shape
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, D // self.num_heads)  # (B, N, 3, nh, hd)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4)  # each (B, nh, N, hd)
+        x = F.scaled_dot_product_attention(q, k, v)  # (B, nh, N, hd), softmax(q k^T / sqrt(hd)) v
+        x = x.transpose(1, 2).reshape(B, N, D)  # (B, N, D), heads concatenated
+        return self.proj(x)
+
+
+class Mlp(nn.Module):
+    """Feed-forward D -> mlp_ratio*D -> D with tanh-approximated GELU (as DiT)."""
+
+    def __init__(self, dim, hidden_dim):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU(approximate="tanh")
+        self.fc2 = nn.Linear(hidden_dim, dim)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))  # (B, N, D)
+
+
+class DiTBlock(nn.Module):
+    """Transformer block with adaLN-Zero: c regresses shift/scale/gate for attention and MLP.
+
+    `self.mlp` is called on (B, N, D) tokens only, so an MoE layer can replace it (moe.py).
+    """
+
+    def __init__(self, hidden_size, num_heads, mlp_ratio=4.0):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(hidden_size, num_heads)
+        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
+        # Index 1 matches DiT's `adaLN_modulation.1` key; this Linear is zero-initialised (the "Zero").
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
+
+    def forward(self, x, c):
+        # 6 x (B, D): shift/scale/gate for the attention branch, then for the MLP branch
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
+        x = x + gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))
+        x = x + gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        return x  # (B, N, D)
+
+
+class FinalLayer(nn.Module):
+    """adaLN (shift, scale) then a Linear to p*p*out_channels values per token."""
+
+    def __init__(self, hidden_size, patch_size, out_channels):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels, bias=True)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
+
+    def forward(self, x, c):
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=1)  # 2 x (B, D)
+        return self.linear(modulate(self.norm_final(x), shift, scale))  # (B, N, p*p*C_out)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The model
+# ----------------------------------------------------------------------------------------------------------
+
+
+class DiT(nn.Module):
+    """Diffusion transformer: (x_t (B, G*C, H, W), t (B,), y (B,)) -> (B, out_channels, H, W).
+
+    in_channels is the channel count of ONE input group (the target latent); a widened model (in_groups =
+    G, see widen_input) takes G*in_channels channels, conditions first and the noisy target last.
+    out_channels = 2*in_channels with learn_sigma (the second half is DiT's learned variance; DDIM ignores it).
+    num_tasks > 0 builds a PatchEmbedRouter and task label rows (see make_multitask).
+    """
+
+    def __init__(
+        self,
+        input_size=32,
+        patch_size=2,
+        in_channels=4,
+        hidden_size=1152,
+        depth=28,
+        num_heads=16,
+        mlp_ratio=4.0,
+        class_dropout_prob=0.1,
+        num_classes=1000,
+        learn_sigma=True,
+        in_groups=1,
+        num_tasks=0,
+    ):
+        super().__init__()
+        # Every constructor argument, so DiT(**model.config) rebuilds the architecture from a checkpoint.
+        self.config = dict(
+            input_size=input_size, patch_size=patch_size, in_channels=in_channels, hidden_size=hidden_size,
+            depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, class_dropout_prob=class_dropout_prob,
+            num_classes=num_classes, learn_sigma=learn_sigma, in_groups=in_groups, num_tasks=num_tasks,
+        )  # fmt: skip
+        if in_groups < 1:
+            raise ValueError(f"in_groups must be >= 1, got {in_groups}")
+        if num_tasks < 0:
+            raise ValueError(f"num_tasks must be >= 0, got {num_tasks}")
+        self.input_size = input_size
+        self.patch_size = patch_size
+        self.in_channels = in_channels
+        self.in_groups = in_groups
+        self.out_channels = in_channels * 2 if learn_sigma else in_channels
+        self.learn_sigma = learn_sigma
+        self.hidden_size = hidden_size
+        self.depth = depth
+        self.num_heads = num_heads
+        self.num_classes = num_classes
+        self.num_tasks = num_tasks
+
+        def patch_embed():
+            return PatchEmbed(input_size, patch_size, in_groups * in_channels, hidden_size)
+
+        if num_tasks:
+            self.x_embedder = PatchEmbedRouter([patch_embed() for _ in range(num_tasks)])
+        else:
+            self.x_embedder = patch_embed()
+        self.t_embedder = TimestepEmbedder(hidden_size)
+        self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob, num_tasks)
+        num_patches = self.x_embedder.num_patches
+        # Fixed sin-cos embedding, a frozen Parameter (not a buffer) because released checkpoints store it.
+        self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, hidden_size), requires_grad=False)
+        self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)])
+        self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
+        self.initialize_weights()
+
+    def patch_embedders(self):
+        """Every PatchEmbed of the model: the single one, or one per task of the router."""
+        if isinstance(self.x_embedder, PatchEmbedRouter):
+            return list(self.x_embedder.embedders)
+        return [self.x_embedder]
+
+    @torch.no_grad()
+    def initialize_weights(self):
+        """DiT's init: xavier Linear/conv, N(0, 0.02) embeddings, zeros for every adaLN output and the head."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        self.pos_embed.copy_(sincos_2d(self.hidden_size, self.x_embedder.grid_size)[None])  # (1, N, D)
+        for embed in self.patch_embedders():
+            # Xavier on the conv viewed as a Linear (D, C*p*p), like DiT.
+            w = embed.proj.weight
+            nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+            nn.init.zeros_(embed.proj.bias)
+        nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        # adaLN-Zero: zero gates make every residual block the identity at init, and the zero head makes the
+        # whole model output 0 (so the first loss is that of predicting eps = 0).
+        for block in self.blocks:
+            nn.init.zeros_(block.adaLN_modulation[-1].weight)
+            nn.init.zeros_(block.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)
+        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
+        nn.init.zeros_(self.final_layer.linear.weight)
+        nn.init.zeros_(self.final_layer.linear.bias)
+
+    def unpatchify(self, x):
+        """Tokens (B, N, p*p*C_out) -> images (B, C_out, H, W)."""
+        c, p, h = self.out_channels, self.patch_size, self.x_embedder.grid_size
+        x = x.reshape(x.shape[0], h, h, p, p, c)  # (B, h, w, p, p, C)
+        x = torch.einsum("bhwpqc->bchpwq", x)  # (B, C, h, p, w, p)
+        return x.reshape(x.shape[0], c, h * p, h * p)  # (B, C, H, W)
+
+    def check_input(self, x):
+        """Raise a ValueError naming what is wrong with x's shape."""
+        want_c = self.in_groups * self.in_channels
+        if x.ndim != 4 or x.shape[1] != want_c:
+            raise ValueError(
+                f"x must be (B, {want_c}, H, W) ({self.in_groups} group(s) of {self.in_channels} channels), "
+                f"got {tuple(x.shape)}"
+            )
+        if x.shape[-2:] != (self.input_size, self.input_size):
+            raise ValueError(
+                f"x has spatial size {tuple(x.shape[-2:])} but this DiT was built for input_size="
+                f"{self.input_size} (its positional embedding is fixed); build it with input_size={x.shape[-1]}"
+            )
+
+    def forward(self, x, t, y, task=None):
+        """x (B, G*C, H, W), t (B,) timesteps 0..999 (long or float), y (B,) labels, task (B,) for router models."""
+        self.check_input(x)
+        if isinstance(self.x_embedder, PatchEmbedRouter):
+            x = self.x_embedder(x, task)  # (B, N, D)
+        else:
+            if task is not None:
+                raise ValueError("task given, but this model has one patch embedding; call make_multitask first")
+            x = self.x_embedder(x)  # (B, N, D)
+        x = x + self.pos_embed  # (B, N, D), N = H*W/p**2
+        c = self.t_embedder(t) + self.y_embedder(y, self.training)  # (B, D)
+        for block in self.blocks:
+            x = block(x, c)  # (B, N, D)
+        x = self.final_layer(x, c)  # (B, N, p*p*C_out)
+        return self.unpatchify(x)  # (B, C_out, H, W)
+
+    def forward_with_cfg(self, x, t, y, cfg_scale):
+        """Classifier-free guidance in one batched forward of 2B samples (conditional, then null labels).
+
+        Guidance acts on the eps channels (the first in_channels); the learned-variance half, if any, is
+        the conditional one. (DiT's sample script guides only 3 of 4 channels, a quirk kept for its FID.)
+        """
+        B = x.shape[0]
+        y_null = torch.full_like(y, self.num_classes)
+        out = self.forward(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, y_null]))  # (2B, C_out, H, W)
+        cond, uncond = out[:B], out[B:]  # (B, C_out, H, W) each
+        eps = cfg_combine(cond[:, : self.in_channels], uncond[:, : self.in_channels], cfg_scale)
+        return torch.cat([eps, cond[:, self.in_channels :]], dim=1)  # (B, C_out, H, W)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ----------------------------------------------------------------------------------------------------------
+
+
+class CheckpointMismatchError(ValueError):
+    """A state dict whose keys or shapes do not match the model's architecture."""
+
+
+def load_dit_state_dict(model, state_dict):
+    """Strict load of a DiT state dict; on mismatch raise CheckpointMismatchError listing what differs.
+
+    torch's own strict error is accurate but long; this one names the first few missing keys, unexpected
+    keys and shape mismatches in one message, which is usually enough to see which preset was meant.
+    """
+    if "model" in state_dict and "ema" in state_dict:
+        raise ValueError("this looks like a training checkpoint {'model', 'ema', ...}: pass ckpt['ema'] or ckpt['model']")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and state_dict[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        lines = [f"state dict does not match this {type(model).__name__} (config {getattr(model, 'config', {})}):"]
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+            if items:
+                more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+                lines.append(f"  {len(items)} {title}: " + ", ".join(items[:5]) + more)
+        raise CheckpointMismatchError("\n".join(lines))
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Perception fine-tuning: input widening (Marigold) and the per-task patch-embedding router
+# ----------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def widen_input(model, groups):
+    """Make `model` take `groups` groups of its in_channels (conditions first, noisy target last); in place.
+
+    Each patch-embedding conv gets its weight repeated `groups` times along the input-channel axis and
+    divided by `groups` (Marigold: x0.5 for RGB + target; the scaling paper's release: x1/3 for three
+    groups). The widened conv applied to G copies of one latent sums G equal terms / G, i.e. computes
+    exactly the original embedding, so fine-tuning starts from the pre-trained function. out_channels is
+    unchanged (the model still predicts the target only). Widen BEFORE building the optimizer: the conv
+    is a new Parameter.
+    """
+    if not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"groups must be an int >= 1, got {groups!r}")
+    if model.in_groups != 1:
+        raise ValueError(f"model is already widened (in_groups={model.in_groups}); widen a model with in_groups=1")
+    for embed in model.patch_embedders():
+        old = embed.proj
+        new = nn.Conv2d(
+            old.in_channels * groups, old.out_channels, old.kernel_size, old.stride,
+            device=old.weight.device, dtype=old.weight.dtype,
+        )  # fmt: skip
+        new.weight.copy_(old.weight.repeat(1, groups, 1, 1) / groups)  # (D, G*C, p, p)
+        new.bias.copy_(old.bias)
+        embed.proj = new
+    model.in_groups = groups
+    model.config["in_groups"] = groups
+    return model
+
+
+@torch.no_grad()
+def make_multitask(model, num_tasks, class_groups=None):
+    """Give `model` one patch embedding per task and one label row per task; in place.
+
+    The router's entries all start as copies of the current embedder (widened or not: this composes with
+    widen_input in either order). Task k's label is `num_classes + 1 + k` (after the null row, see the
+    module docstring), initialised as the mean of the class rows in class_groups[k] (the scaling paper's
+    release initialises its task rows from means of class-embedding groups). class_groups: list of
+    num_tasks lists of class ids; default splits the classes into num_tasks contiguous groups.
+    """
+    if not isinstance(num_tasks, int) or num_tasks < 1:
+        raise ValueError(f"num_tasks must be an int >= 1, got {num_tasks!r}")
+    if model.num_tasks:
+        raise ValueError(f"model is already multi-task (num_tasks={model.num_tasks})")
+    num_classes = model.num_classes
+    if class_groups is None:
+        class_groups = [g.tolist() for g in torch.arange(num_classes).tensor_split(num_tasks)]
+    if len(class_groups) != num_tasks:
+        raise ValueError(f"class_groups has {len(class_groups)} groups, expected num_tasks={num_tasks}")
+    for k, group in enumerate(class_groups):
+        if len(group) == 0 or any(not 0 <= c < num_classes for c in group):
+            raise ValueError(f"class_groups[{k}]={group!r} must be a non-empty list of class ids in 0..{num_classes - 1}")
+
+    model.x_embedder = PatchEmbedRouter([_copy_patch_embed(model.x_embedder) for _ in range(num_tasks)])
+    old = model.y_embedder.embedding_table
+    new = nn.Embedding(old.num_embeddings + num_tasks, old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype)
+    new.weight[: old.num_embeddings] = old.weight  # classes and the null row keep their ids
+    for k, group in enumerate(class_groups):
+        new.weight[old.num_embeddings + k] = old.weight[torch.tensor(group, device=old.weight.device)].mean(0)
+    model.y_embedder.embedding_table = new
+    model.num_tasks = num_tasks
+    model.config["num_tasks"] = num_tasks
+    return model
+
+
+def _copy_patch_embed(embed):
+    """An independent copy of a PatchEmbed (same weights, new Parameters)."""
+    copy = PatchEmbed(embed.img_size, embed.patch_size, embed.proj.in_channels, embed.proj.out_channels)
+    copy.to(device=embed.proj.weight.device, dtype=embed.proj.weight.dtype)
+    copy.load_state_dict(embed.state_dict())
+    return copy
+
+
+def task_label(model, k):
+    """The label id of task k in a multi-task model: num_classes + 1 + k (after the null row)."""
+    if not 0 <= k < model.num_tasks:
+        raise ValueError(f"task {k} has no label; this model has num_tasks={model.num_tasks}")
+    return model.num_classes + 1 + k
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Compute and size
+# ----------------------------------------------------------------------------------------------------------
+
+# Constructor defaults, so dit_macs can take a partial config (e.g. a preset's architecture dict).
+DIT_DEFAULTS = {
+    name: p.default for name, p in inspect.signature(DiT.__init__).parameters.items() if name != "self"
+}
+
+
+def dit_macs(model_or_config, batch=1):
+    """Analytic multiply-accumulates of one forward pass of a dense DiT on `batch` samples.
+
+    Counts every matmul/conv: patch embed, timestep MLP, per block the adaLN Linear (per sample), qkv and
+    output projections (4 N D^2), attention scores and weighted sum (2 N^2 D), the MLP (2 N D F), and the
+    final layer. Elementwise ops, norms, softmax and the label lookup are not MACs. For DiT-XL/2 at
+    256 px this gives DiT's reported 118.6 "Gflops" (which are MACs). A router model costs the same as a
+    single embedder: each sample goes through one.
+    """
+    cfg = model_or_config.config if isinstance(model_or_config, nn.Module) else model_or_config
+    unknown = sorted(set(cfg) - set(DIT_DEFAULTS))
+    if unknown:
+        raise ValueError(f"dit_macs counts dense DiTs; unknown config keys {unknown} (valid: {sorted(DIT_DEFAULTS)})")
+    cfg = {**DIT_DEFAULTS, **cfg}
+    D, p = cfg["hidden_size"], cfg["patch_size"]
+    if cfg["input_size"] % p:
+        raise ValueError(f"input_size={cfg['input_size']} is not divisible by patch_size={p}")
+    N = (cfg["input_size"] // p) ** 2
+    F_ = int(D * cfg["mlp_ratio"])
+    c_in = cfg["in_groups"] * cfg["in_channels"]
+    c_out = cfg["in_channels"] * (2 if cfg["learn_sigma"] else 1)
+    patch = N * c_in * p * p * D
+    t_embed = 256 * D + D * D
+    block = 6 * D * D + N * 4 * D * D + 2 * N * N * D + 2 * N * D * F_
+    final = 2 * D * D + N * D * p * p * c_out
+    return batch * (patch + t_embed + cfg["depth"] * block + final)
+
+
+def count_params(model, trainable_only=True):
+    """Number of parameters (trainable only by default, which excludes DiT's frozen pos_embed)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Presets
+# ----------------------------------------------------------------------------------------------------------
+
+# Architecture only (depth, width, heads, patch); input_size, in_channels, num_classes, ... come from
+# build_dit's overrides (DiT's defaults: 32x32x4 SD-VAE latents of 256 px images, 1000 classes).
+DIT_PRESETS = {}
+for _size, (_depth, _hidden, _heads) in {"S": (12, 384, 6), "B": (12, 768, 12), "L": (24, 1024, 16), "XL": (28, 1152, 16)}.items():
+    for _patch in (2, 4, 8):
+        DIT_PRESETS[f"DiT-{_size}/{_patch}"] = dict(depth=_depth, hidden_size=_hidden, num_heads=_heads, patch_size=_patch)
+# The scaling paper's dense family (papers/001 Table 1): width and depth grow together, 16 heads, patch 2.
+for _name, (_hidden, _depth) in {"a1": (256, 12), "a2": (512, 16), "a3": (768, 20), "a4": (1024, 24), "a5": (1536, 28), "a6": (1792, 32)}.items():
+    DIT_PRESETS[_name] = dict(depth=_depth, hidden_size=_hidden, num_heads=16, patch_size=2)
+# CPU sizes. "tiny": the laptop pre-training preset, for 32x32 pixel-space images (input_size=32,
+# in_channels=3): 64 tokens of width 128, ~2.0M parameters, trains a recognisable class-conditional model
+# in minutes. "micro": unit tests only (~83K parameters with 1000 classes; use input_size 8).
+DIT_PRESETS["tiny"] = dict(depth=6, hidden_size=128, num_heads=4, patch_size=4)
+DIT_PRESETS["micro"] = dict(depth=2, hidden_size=32, num_heads=2, patch_size=2)
+
+
+def _preset_builder(arch):
+    def build(**overrides):
+        return DiT(**{**arch, **overrides})
+
+    return build
+
+
+DiT_models = {name: _preset_builder(arch) for name, arch in DIT_PRESETS.items()}
+
+
+def build_dit(name, **overrides):
+    """Build preset `name` (see DiT_models), with constructor overrides, e.g. build_dit("tiny", in_channels=3)."""
+    if name not in DiT_models:
+        raise ValueError(f"unknown DiT preset {name!r}; valid presets: {', '.join(DiT_models)}")
+    return DiT_models[name](**overrides)
