@@ -19,7 +19,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout, no install needed
-from minidp.moe import GeluMlp, MoEFeedForward
+from minidp.dit import Mlp
+from minidp.moe import MoEFeedForward
 
 B, N, D, H = 8, 256, 384, 1536      # batch, tokens (a 32x32 latent at patch 2), DiT-S width, 4D
 TOP_K, REPEATS, WARMUP = 2, 15, 3
@@ -40,7 +41,7 @@ def seconds(module, x):
 def main():
     torch.manual_seed(0)
     x = torch.randn(B, N, D, requires_grad=True)
-    dense = GeluMlp(D, H)
+    dense = Mlp(D, H)
     moes = {E: MoEFeedForward(D, E, TOP_K, hidden_dim=H // TOP_K, expert="gelu") for E in (4, 8, 16)}
     for module in [dense, *moes.values()]:
         for _ in range(WARMUP):

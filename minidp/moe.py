@@ -45,27 +45,18 @@ Letter legend for shape comments: B batch, N tokens per sample, D width, M = B*N
 K top-k slots per token, P = M*K routed (token, slot) pairs, H expert hidden width.
 """
 
+import inspect
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from minidp.dit import DIT_DEFAULTS, DIT_PRESETS, DiT, Mlp, count_params, dit_macs
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Experts
 # ----------------------------------------------------------------------------------------------------------
-
-class GeluMlp(nn.Module):
-    """DiT's MLP: fc1 (D -> H) -> GELU(tanh) -> fc2 (H -> D), with biases. Key names match DiT's `Mlp`."""
-
-    def __init__(self, dim, hidden_dim):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
-        self.fc2 = nn.Linear(hidden_dim, dim)
-
-    def forward(self, x):
-        # DiT uses the tanh approximation of GELU (its `approx_gelu`); upcycled experts must match it exactly.
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
-
 
 class SwiGLU(nn.Module):
     """DiT-MoE's expert (Shazeer 2020, "GLU variants"): down(silu(gate(x)) * up(x)), no biases.
@@ -84,7 +75,8 @@ class SwiGLU(nn.Module):
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
-EXPERT_TYPES = {"gelu": GeluMlp, "swiglu": SwiGLU}
+# "gelu" is DiT's own MLP class (fc1 -> GELU(tanh) -> fc2), so an upcycled expert is literally a dense MLP.
+EXPERT_TYPES = {"gelu": Mlp, "swiglu": SwiGLU}
 
 
 def expert_macs(expert, dim, hidden_dim):
@@ -158,7 +150,8 @@ class MoEFeedForward(nn.Module):
             outputs.append(expert(chunk))
         out = torch.cat(outputs)                                    # (P, D)
         out = out * weights.reshape(-1)[order].unsqueeze(-1)        # (P, D) times each pair's weight
-        y = torch.zeros_like(tokens).index_add_(0, pair_token, out)  # (M, D) sum over a token's K slots
+        # new_zeros from `out`, not from `tokens`: under bf16 autocast the two dtypes differ.
+        y = out.new_zeros(B * N, D).index_add_(0, pair_token, out)  # (M, D) sum over a token's K slots
 
         if self.shared is not None:
             y = y + self.shared(tokens)                             # every token, unweighted (DiT-MoE)
@@ -170,6 +163,68 @@ class MoEFeedForward(nn.Module):
         self.last_aux = {"balance_loss": self.balance_alpha * (f * P).sum(), "load": load.detach()}
         return y.reshape(B, N, D)                                   # (B, N, D)
 
+
+# ----------------------------------------------------------------------------------------------------------
+# The MoE DiT
+# ----------------------------------------------------------------------------------------------------------
+
+def moe_block_ids(depth, moe_every):
+    """Indices of the blocks that get an MoE layer: every block (moe_every=1), or blocks 1, 3, 5, ... (2).
+
+    Every-other-layer MoE (GShard, sparse upcycling) halves the expert parameters; we put the MoE in the
+    second block of each pair so the first block always stays dense.
+    """
+    return [i for i in range(depth) if (i + 1) % moe_every == 0]
+
+
+def init_expert_weights(layer):
+    """DiT-MoE's init of a fresh MoE layer: xavier-uniform expert (and shared) Linears, zero biases.
+
+    The router keeps nn.Linear's default (kaiming-uniform, a = sqrt(5)), which is DiT-MoE's gate init.
+    DiT.initialize_weights cannot be reused: it zeroes every Linear's bias, and SwiGLU Linears have none.
+    """
+    for module in layer.modules():
+        if isinstance(module, nn.Linear) and module is not layer.router:
+            nn.init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+
+
+class DiTMoE(DiT):
+    """A DiT whose blocks' `mlp` are MoEFeedForward layers (DiT-MoE; or, from upcycle.py, GELU experts).
+
+    Everything else (embedders, attention, adaLN, widened inputs, task router) is DiT's, with DiT's key
+    names; an MoE block's MLP keys become `blocks.i.mlp.router.weight`, `blocks.i.mlp.experts.j.*` and
+    `blocks.i.mlp.shared.*`. Defaults are DiT-MoE's: SwiGLU experts, a shared expert of width 2D, top-k
+    weights not renormalised. `DiTMoE(**model.config)` rebuilds the architecture.
+    """
+
+    def __init__(self, num_experts=8, top_k=2, moe_every=1, expert="swiglu", num_shared=2, renormalize=False,
+                 balance_alpha=0.01, **dit_kwargs):
+        super().__init__(**dit_kwargs)
+        if not isinstance(moe_every, int) or not 1 <= moe_every <= self.depth:
+            raise ValueError(f"moe_every must be an integer in 1..depth={self.depth} (1: every block, 2: every "
+                             f"other block), got {moe_every!r}")
+        hidden_dim = int(self.hidden_size * self.config["mlp_ratio"])  # the dense MLP's width, DiT-MoE's too
+        for i in moe_block_ids(self.depth, moe_every):
+            layer = MoEFeedForward(self.hidden_size, num_experts, top_k, hidden_dim, expert, num_shared,
+                                   renormalize, balance_alpha)
+            init_expert_weights(layer)
+            self.blocks[i].mlp = layer  # DiTBlock calls self.mlp on (B, N, D) tokens only
+        self.config.update(num_experts=num_experts, top_k=top_k, moe_every=moe_every, expert=expert,
+                           num_shared=num_shared, renormalize=renormalize, balance_alpha=balance_alpha)
+
+
+# Constructor defaults of the MoE part of the config (the rest is DiT's, DIT_DEFAULTS).
+MOE_DEFAULTS = {
+    name: p.default for name, p in inspect.signature(DiTMoE.__init__).parameters.items()
+    if name not in ("self", "dit_kwargs")
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Auxiliary outputs, compute and size
+# ----------------------------------------------------------------------------------------------------------
 
 def moe_aux(model):
     """Collect the auxiliary outputs of every MoEFeedForward in `model` from its last forward.
@@ -188,3 +243,79 @@ def moe_aux(model):
     balance = sum(m.last_aux["balance_loss"] for m in layers)
     loads = torch.stack([m.last_aux["load"] for m in layers])       # (L, E)
     return balance, loads
+
+
+def moe_macs(model_or_config, batch=1):
+    """Analytic multiply-accumulates of one forward of an MoE DiT on `batch` samples.
+
+    {"active": what the forward actually computes (router + K routed experts + shared expert per token),
+     "total": what it would cost if every token went through all E experts}. Starts from dit_macs (the
+    dense DiT, same counting rules) and swaps each MoE block's dense MLP (2 D H per token) for the MoE cost.
+    Counted analytically because tracing tools (thop) do not follow the data-dependent dispatch.
+    """
+    cfg = model_or_config.config if isinstance(model_or_config, nn.Module) else model_or_config
+    if "num_experts" not in cfg:
+        raise ValueError("moe_macs needs an MoE DiT or its config (with num_experts); use dit.dit_macs for a dense DiT")
+    moe = {**MOE_DEFAULTS, **{k: v for k, v in cfg.items() if k in MOE_DEFAULTS}}
+    dense_cfg = {k: v for k, v in cfg.items() if k not in MOE_DEFAULTS}
+    dense = dit_macs(dense_cfg, batch=batch)
+    arch = {**DIT_DEFAULTS, **dense_cfg}
+    D = arch["hidden_size"]
+    H = int(D * arch["mlp_ratio"])
+    N = (arch["input_size"] // arch["patch_size"]) ** 2
+    E, K = moe["num_experts"], moe["top_k"]
+    one = expert_macs(moe["expert"], D, H)
+    shared = expert_macs(moe["expert"], D, moe["num_shared"] * D)
+    # Per token of each MoE block: router (D E) + experts + shared, minus the dense MLP it replaces.
+    per_token = {"active": D * E + K * one + shared - 2 * D * H, "total": D * E + E * one + shared - 2 * D * H}
+    blocks = len(moe_block_ids(arch["depth"], moe["moe_every"]))
+    return {k: dense + batch * blocks * N * v for k, v in per_token.items()}
+
+
+def moe_params(model):
+    """{"active": parameters one token uses, "total": all} (trainable ones, as dit.count_params).
+
+    Active = total minus the (E - K) routed experts a token does not visit in each MoE layer; the router
+    and the shared expert count as active (every token uses them).
+    """
+    total = count_params(model)
+    idle = sum((m.num_experts - m.top_k) * count_params(m.experts[0])
+               for m in model.modules() if isinstance(m, MoEFeedForward))
+    return {"active": total - idle, "total": total}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Presets
+# ----------------------------------------------------------------------------------------------------------
+
+# "8E2A" = 8 experts, 2 active per token. DiT-MoE's expert type (SwiGLU) and shared expert (width 2D)
+# come from DiTMoE's defaults. Paper's Table 2 / REFERENCE.md: S/2-8E2A 199M total / 71M active,
+# S/2-16E2A 369M, B/2-8E2A 796M, L/2-8E2A 2.8B / 1.0B (checked in tests/test_moe.py).
+MOE_PRESETS = {
+    "DiT-S/2-8E2A": dict(DIT_PRESETS["DiT-S/2"], num_experts=8, top_k=2),
+    "DiT-S/2-16E2A": dict(DIT_PRESETS["DiT-S/2"], num_experts=16, top_k=2),
+    "DiT-B/2-8E2A": dict(DIT_PRESETS["DiT-B/2"], num_experts=8, top_k=2),
+    "DiT-L/2-8E2A": dict(DIT_PRESETS["DiT-L/2"], num_experts=8, top_k=2),
+    "DiT-XL/2-8E2A": dict(DIT_PRESETS["DiT-XL/2"], num_experts=8, top_k=2),
+    # CPU sizes with dit.py's tiny / micro width and depth ("micro" is for unit tests only).
+    "tiny-8E2A": dict(DIT_PRESETS["tiny"], num_experts=8, top_k=2),
+    "tiny-16E2A": dict(DIT_PRESETS["tiny"], num_experts=16, top_k=2),
+    "micro-4E2A": dict(DIT_PRESETS["micro"], num_experts=4, top_k=2),
+}
+
+
+def _preset_builder(arch):
+    def build(**overrides):
+        return DiTMoE(**{**arch, **overrides})
+
+    return build
+
+
+DiTMoE_models = {name: _preset_builder(arch) for name, arch in MOE_PRESETS.items()}
+
+
+def build_moe(name, **overrides):
+    """Build MoE preset `name` (see DiTMoE_models) with constructor overrides, e.g. build_moe("tiny-8E2A", in_channels=3)."""
+    if name not in DiTMoE_models:
+        raise ValueError(f"unknown MoE preset {name!r}; valid presets: {', '.join(DiTMoE_models)}")
+    return DiTMoE_models[name](**overrides)

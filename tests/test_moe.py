@@ -12,7 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minidp.moe import GeluMlp, MoEFeedForward, SwiGLU, moe_aux
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from minidp.dit import Mlp, build_dit, load_dit_state_dict
+from minidp.moe import (DiTMoE, DiTMoE_models, MoEFeedForward, SwiGLU, build_moe, moe_aux, moe_macs,
+                        moe_params)
 
 
 def naive_moe(layer, x):
@@ -41,15 +46,6 @@ def test_swiglu_matches_its_formula_and_has_no_bias():
     expected = ((x @ a.T) * torch.sigmoid(x @ a.T) * (x @ b.T)) @ c.T   # silu(z) = z * sigmoid(z)
     torch.testing.assert_close(f(x), expected, rtol=1e-5, atol=1e-6)
     assert all(m.bias is None for m in (f.gate_proj, f.up_proj, f.down_proj))
-
-
-def test_gelu_expert_uses_tanh_gelu_like_dit():
-    torch.manual_seed(0)
-    f = GeluMlp(6, 10)
-    x = torch.randn(3, 6)
-    z = x @ f.fc1.weight.T + f.fc1.bias
-    gelu_tanh = 0.5 * z * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (z + 0.044715 * z ** 3)))
-    torch.testing.assert_close(f(x), gelu_tanh @ f.fc2.weight.T + f.fc2.bias, rtol=1e-5, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------- dispatch
@@ -81,7 +77,7 @@ def test_dispatch_matches_naive_per_token_loop_with_gradients(expert, num_shared
 def test_renormalized_copies_of_one_expert_equal_that_expert():
     # The upcycling identity at the layer level: K weights summing to 1 times E identical MLPs = the MLP.
     torch.manual_seed(0)
-    dense = GeluMlp(8, 16)
+    dense = Mlp(8, 16)
     layer = MoEFeedForward(8, num_experts=4, top_k=2, hidden_dim=16, renormalize=True)
     for e in layer.experts:
         e.load_state_dict(dense.state_dict())
@@ -143,8 +139,95 @@ def test_moe_aux_sums_layers_and_stacks_loads():
     balance, loads = moe_aux(model)
     torch.testing.assert_close(balance, model[0].last_aux["balance_loss"] + model[1].last_aux["balance_loss"])
     assert loads.shape == (2, 4) and not loads.requires_grad
-    dense_balance, dense_loads = moe_aux(GeluMlp(6, 8))
+    dense_balance, dense_loads = moe_aux(Mlp(6, 8))
     assert float(dense_balance) == 0.0 and dense_loads.numel() == 0
+
+
+def test_moe_aux_before_any_forward_is_an_error():
+    with pytest.raises(RuntimeError, match="forward"):
+        moe_aux(MoEFeedForward(6, 4, 2))
+
+
+# ------------------------------------------------------------------------------------------------ MoE DiT
+
+def tiny_batch(model, batch=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    c = model.in_groups * model.in_channels
+    x = torch.randn(batch, c, model.input_size, model.input_size, generator=g)
+    t = torch.randint(0, 1000, (batch,), generator=g)
+    y = torch.randint(0, model.num_classes, (batch,), generator=g)
+    return x, t, y
+
+
+def test_moe_dit_replaces_mlps_of_every_block_or_every_other_block():
+    every = build_moe("micro-4E2A", input_size=8, num_classes=10)
+    assert all(isinstance(b.mlp, MoEFeedForward) for b in every.blocks)
+    other = build_moe("micro-4E2A", input_size=8, num_classes=10, depth=4, moe_every=2)
+    assert [type(b.mlp) for b in other.blocks] == [Mlp, MoEFeedForward, Mlp, MoEFeedForward]
+    layer = every.blocks[0].mlp   # DiT-MoE's expert: SwiGLU of width 4D, shared SwiGLU of width 2D
+    assert isinstance(layer.experts[0], SwiGLU) and layer.experts[0].gate_proj.weight.shape == (128, 32)
+    assert layer.shared.gate_proj.weight.shape == (64, 32) and not layer.renormalize
+
+
+def test_moe_dit_config_rebuilds_the_same_architecture():
+    model = build_moe("micro-4E2A", input_size=8, num_classes=10, moe_every=2, renormalize=True)
+    rebuilt = DiTMoE(**model.config)
+    load_dit_state_dict(rebuilt, model.state_dict())   # strict: same keys and shapes
+    x, t, y = tiny_batch(model)
+    model.eval(), rebuilt.eval()
+    torch.testing.assert_close(rebuilt(x, t, y), model(x, t, y))
+
+
+def test_moe_dit_trains_router_and_reports_per_layer_loads():
+    torch.manual_seed(0)
+    model = build_moe("micro-4E2A", input_size=8, num_classes=10)
+    # adaLN-Zero makes every block the identity at init; open the gates so the MoE branch matters.
+    for block in model.blocks:
+        torch.nn.init.normal_(block.adaLN_modulation[-1].weight, std=0.1)
+    torch.nn.init.normal_(model.final_layer.linear.weight, std=0.1)
+    x, t, y = tiny_batch(model)
+    out = model(x, t, y)
+    balance, loads = moe_aux(model)
+    assert out.shape == (2, 8, 8, 8) and loads.shape == (2, 4)
+    torch.testing.assert_close(loads.sum(dim=1), torch.ones(2))
+    (out.square().mean() + balance).backward()
+    assert all(b.mlp.router.weight.grad.abs().sum() > 0 for b in model.blocks)
+
+
+# -------------------------------------------------------------------------------------- parameters, MACs
+
+@pytest.mark.parametrize("name,total,active", [
+    ("DiT-S/2-8E2A", 199e6, 71e6), ("DiT-S/2-16E2A", 369e6, 71e6), ("DiT-B/2-8E2A", 796e6, None),
+    ("DiT-L/2-8E2A", 2.8e9, 1.0e9)])
+def test_parameter_counts_match_paper_table2(name, total, active):
+    # Paper Table 2 / REFERENCE.md §3 (256 px: 32x32x4 latents, 1000 classes). Meta device: no memory.
+    with torch.device("meta"):
+        model = build_moe(name)
+    counts = moe_params(model)
+    assert abs(counts["total"] / total - 1) < 0.02, counts
+    if active is not None:
+        assert abs(counts["active"] / active - 1) < 0.02, counts
+
+
+def flop_counter_macs(model, batch):
+    """MACs of one forward as counted by torch's FlopCounterMode (FLOPs / 2). The math attention backend
+    decomposes attention into counted matmuls (the fused CPU kernel has no FLOP formula)."""
+    x, t, y = tiny_batch(model, batch)
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(x, t, y)
+    return counter.get_total_flops() / 2
+
+
+def test_analytic_macs_match_flop_counter():
+    # Blocks 1 and 3 are MoE, 0 and 2 dense, so both kinds of block are counted. Both sides count every
+    # matmul and nothing else, so they agree exactly (the acceptance bar was 2 %).
+    torch.manual_seed(0)
+    kwargs = dict(input_size=8, num_classes=10, depth=4, moe_every=2)
+    model = build_moe("micro-4E2A", **kwargs)
+    assert moe_macs(model, batch=2)["active"] == flop_counter_macs(model, batch=2)
+    # "total" = every token through every expert: what a top-4-of-4 model actually computes.
+    everything = flop_counter_macs(build_moe("micro-4E2A", top_k=4, **kwargs), batch=2)
+    assert moe_macs(model, batch=2)["total"] == everything
 
 
 # --------------------------------------------------------------------------------------------- bad input
@@ -158,6 +241,12 @@ def test_bad_arguments_raise_value_error_naming_them(kwargs, name):
         MoEFeedForward(8, **kwargs)
 
 
-def test_moe_aux_before_any_forward_is_an_error():
-    with pytest.raises(RuntimeError, match="forward"):
-        moe_aux(MoEFeedForward(6, 4, 2))
+def test_bad_model_arguments_raise_value_error_naming_them():
+    with pytest.raises(ValueError, match="moe_every"):
+        build_moe("micro-4E2A", input_size=8, moe_every=3)   # micro has depth 2
+    with pytest.raises(ValueError, match="tiny-8E2A"):
+        build_moe("tiny-8E3A")                               # the error lists the valid presets
+    with pytest.raises(ValueError, match="num_experts"):
+        moe_macs(build_dit("micro", input_size=8, num_classes=10))   # a dense model: use dit_macs
+    assert set(DiTMoE_models) >= {"DiT-S/2-8E2A", "DiT-S/2-16E2A", "DiT-B/2-8E2A", "DiT-L/2-8E2A",
+                                  "DiT-XL/2-8E2A", "tiny-8E2A"}
