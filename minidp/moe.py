@@ -1,4 +1,4 @@
-"""Mixture-of-experts feed-forward layer (router, top-k dispatch, shared expert, balance loss).
+"""Mixture-of-experts feed-forward layer (router, top-k dispatch, shared expert, balance loss) and the MoE DiT.
 
 A sparse MoE layer (Shazeer et al. 2017) replaces a transformer block's MLP by E expert MLPs and a router
 that sends every token to its top-k experts; the layer's output is the router-weighted sum of those k
@@ -171,8 +171,8 @@ class MoEFeedForward(nn.Module):
 def moe_block_ids(depth, moe_every):
     """Indices of the blocks that get an MoE layer: every block (moe_every=1), or blocks 1, 3, 5, ... (2).
 
-    Every-other-layer MoE (GShard, sparse upcycling) halves the expert parameters; we put the MoE in the
-    second block of each pair so the first block always stays dense.
+    Every-other-layer MoE (as in GShard) halves the expert parameters; we put the MoE in the second block
+    of each pair so the first block always stays dense.
     """
     return [i for i in range(depth) if (i + 1) % moe_every == 0]
 

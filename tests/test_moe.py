@@ -250,3 +250,16 @@ def test_bad_model_arguments_raise_value_error_naming_them():
         moe_macs(build_dit("micro", input_size=8, num_classes=10))   # a dense model: use dit_macs
     assert set(DiTMoE_models) >= {"DiT-S/2-8E2A", "DiT-S/2-16E2A", "DiT-B/2-8E2A", "DiT-L/2-8E2A",
                                   "DiT-XL/2-8E2A", "tiny-8E2A"}
+
+
+def test_layer_runs_under_bf16_autocast_close_to_float32():
+    # Training on CUDA uses bf16 autocast; the CPU autocast exercises the same mixed-dtype scatter-add.
+    torch.manual_seed(0)
+    layer = MoEFeedForward(16, num_experts=4, top_k=2, expert="swiglu", num_shared=2)
+    x = torch.randn(2, 6, 16)
+    reference = layer(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x)
+        y.float().square().mean().backward()
+    torch.testing.assert_close(y.float(), reference, rtol=0.05, atol=0.05)
+    assert layer.router.weight.grad is not None
