@@ -40,6 +40,9 @@ Notable choices:
   calls it "2 shared experts". We follow the released code (num_shared is that width multiplier over D), not
   "2 x 4D": the code's width is the one that reproduces the paper's Table 2 counts (S/2-8E2A 199M total /
   71M active; 2 x 4D would give ~230M). The shared expert has the same type as the routed experts.
+- DiTMoE is dit.py's DiT with some blocks' `mlp` swapped for this layer, so embeddings, attention, input
+  widening and the task router are shared code; `moe_macs` / `moe_params` report active vs total compute
+  and size (the scaling paper plots its MoE runs against compute in MACs).
 
 Letter legend for shape comments: B batch, N tokens per sample, D width, M = B*N tokens, E experts,
 K top-k slots per token, P = M*K routed (token, slot) pairs, H expert hidden width.
