@@ -21,6 +21,7 @@ Notable choices:
 """
 
 import argparse
+import contextlib
 import copy
 import json
 import math
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from minidp import config as cfglib
-from minidp import data, dit, schedules, vae
+from minidp import data, dit, moe, schedules, upcycle, vae
 
 
 class InputError(Exception):
@@ -87,13 +88,18 @@ def load_checkpoint(path, what):
     return ckpt
 
 
+def architecture(model_config):
+    """An untrained model of the architecture a checkpoint's `model_config` describes (dense DiT or MoE DiT)."""
+    return moe.DiTMoE(**model_config) if "num_experts" in model_config else dit.DiT(**model_config)
+
+
 def model_from_checkpoint(ckpt, path, weights="ema"):
     """Rebuild the model a minidp checkpoint describes and load its `weights` ("ema" or "model")."""
     if "model_config" not in ckpt or weights not in ckpt:
         keys = ", ".join(list(ckpt)[:5])
         raise InputError(f"{path}: not a minidp training checkpoint (no 'model_config'/'{weights}'; keys: {keys})")
     try:
-        model = dit.DiT(**ckpt["model_config"])
+        model = architecture(ckpt["model_config"])
         dit.load_dit_state_dict(model, ckpt[weights])
     except (TypeError, ValueError, RuntimeError) as e:
         raise InputError(f"{path}: {str(e).splitlines()[0]}") from None
@@ -134,15 +140,33 @@ def fmt_time(seconds):
 # ----------------------------------------------------------------------------------------------------------
 
 def new_model(cfg, codec):
-    """A freshly initialised class-conditional DiT for this config's data."""
-    return dit.build_dit(
-        cfg.model.preset,
-        input_size=cfg.data.resolution // codec.downsample,
-        in_channels=codec.channels,
-        num_classes=cfg.data.num_classes,
-        learn_sigma=cfg.model.learn_sigma,
-        class_dropout_prob=cfg.model.class_dropout_prob,
-    )
+    """A freshly initialised class-conditional DiT (or DiT-MoE, for an MoE preset) for this config's data."""
+    kwargs = dict(input_size=cfg.data.resolution // codec.downsample, in_channels=codec.channels,
+                  num_classes=cfg.data.num_classes, learn_sigma=cfg.model.learn_sigma,
+                  class_dropout_prob=cfg.model.class_dropout_prob)
+    if cfg.model.preset in moe.DiTMoE_models:
+        return moe.build_moe(cfg.model.preset, balance_alpha=cfg.model.balance_alpha, **kwargs)
+    if cfg.model.preset not in dit.DiT_models:
+        raise InputError(f"model.preset: unknown preset {cfg.model.preset!r}; valid: "
+                         f"{', '.join(list(dit.DiT_models) + list(moe.DiTMoE_models))}")
+    return dit.build_dit(cfg.model.preset, **kwargs)
+
+
+def for_task(model, cfg, codec):
+    """Marigold's conversion of a class-conditional model: widen the input for the condition images and give
+    the task its label row and patch embedding. A model already converted (a fine-tuned checkpoint) is kept."""
+    groups = data.num_cond_images(cfg.data.task) + 1
+    expected_size = cfg.data.resolution // codec.downsample
+    if model.input_size != expected_size or model.in_channels != codec.channels:
+        raise InputError(
+            f"the checkpoint's model takes {model.in_channels}x{model.input_size}x{model.input_size} "
+            f"inputs, this config needs {codec.channels}x{expected_size}x{expected_size}")
+    if model.num_tasks == 0:
+        return dit.make_multitask(dit.widen_input(model, groups), 1)
+    if model.in_groups != groups:
+        raise InputError(f"the checkpoint's model takes {model.in_groups} input groups, task "
+                         f"{cfg.data.task!r} needs {groups}")
+    return model
 
 
 def initial_model(cfg, codec):
@@ -154,7 +178,22 @@ def initial_model(cfg, codec):
             return model_from_checkpoint(ckpt, tc.init_from), f"continuing from {tc.init_from}"
         return new_model(cfg, codec), f"pre-training {cfg.model.preset} from scratch"
 
-    # finetune: a class-conditional model, widened for the condition images (Marigold) and given a task row.
+    if tc.upcycle_from:  # the scaling paper's §4.4: upcycle a fine-tuned dense model, continue fine-tuning
+        ckpt = load_checkpoint(tc.upcycle_from, "train.upcycle_from")
+        dense = for_task(model_from_checkpoint(ckpt, tc.upcycle_from), cfg, codec)
+        m = cfg.model
+        try:
+            model = upcycle.upcycle(dense, m.upcycle_experts, m.upcycle_top_k, every=m.upcycle_every,
+                                    generator=torch.Generator().manual_seed(tc.seed))
+        except ValueError as e:
+            raise InputError(f"train.upcycle_from: {tc.upcycle_from}: {e}") from None
+        for layer in model.modules():
+            if isinstance(layer, moe.MoEFeedForward):
+                layer.balance_alpha = m.balance_alpha
+        model.config["balance_alpha"] = m.balance_alpha
+        return model, (f"upcycling {tc.upcycle_from} (its step {ckpt.get('step', '?')}) to {m.upcycle_experts} "
+                       f"experts, top-{m.upcycle_top_k}, every {m.upcycle_every} block(s)")
+
     use_init = bool(tc.init_from) and (Path(tc.init_from).is_file() or not tc.init_optional)
     if use_init:  # a missing file is an error unless init_optional says the quickstart may start from scratch
         ckpt = load_checkpoint(tc.init_from, "train.init_from")
@@ -164,14 +203,12 @@ def initial_model(cfg, codec):
         model = new_model(cfg, codec)
         missing = f" ({tc.init_from} not found, init_optional: true)" if tc.init_from else ""
         source = f"fine-tuning {cfg.model.preset} from scratch{missing}"
-    expected_size = cfg.data.resolution // codec.downsample
-    if model.input_size != expected_size or model.in_channels != codec.channels:
-        raise InputError(
-            f"train.init_from: the checkpoint's model takes {model.in_channels}x{model.input_size}x"
-            f"{model.input_size} inputs, this config needs {codec.channels}x{expected_size}x{expected_size}")
-    model = dit.widen_input(model, data.num_cond_images(cfg.data.task) + 1)
-    model = dit.make_multitask(model, 1)
-    return model, source
+    return for_task(model, cfg, codec), source
+
+
+def model_macs(model):
+    """Forward MACs per sample: analytic, counting only the experts a token visits in an MoE model."""
+    return moe.moe_macs(model)["active"] if "num_experts" in model.config else dit.dit_macs(model)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -242,11 +279,14 @@ def train(argv=None):
         opt.load_state_dict(ckpt["opt"])
         step = ckpt["step"]
         torch.set_rng_state(ckpt["rng"]["torch"])
-    train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if ddp else model
+    # An expert that no token of this rank picked has no gradient: DDP must be told to expect that.
+    train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
+                      find_unused_parameters=is_moe) if ddp else model
 
     # the label the model is conditioned on: the scene's class (pre-training) or the task's row (fine-tuning)
     task_label = None if tc.mode == "pretrain" else dit.task_label(model, 0)
-    macs_per_sample = dit.dit_macs(model, batch=1)
+    macs_per_sample = model_macs(model)
+    is_moe = "num_experts" in model.config
     latent = (model.out_channels if not model.learn_sigma else model.out_channels // 2,
               model.input_size, model.input_size)
 
@@ -275,7 +315,8 @@ def train(argv=None):
             })
 
     log_file = open(out_dir / "log.jsonl", "a") if master else None
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    # bf16 autocast on CUDA (DESIGN.md); float32 on CPU, where bf16 matmuls are slow.
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     samples_seen = step * tc.global_batch
     window_loss, window_steps, window_start, run_start = 0.0, 0, time.time(), time.time()
     last_saved = step if resume else None
@@ -294,6 +335,7 @@ def train(argv=None):
 
         # --- 2. forward / backward over this rank's micro-batches ---
         step_loss = torch.zeros((), device=device)
+        step_balance, loads = torch.zeros((), device=device), None
         for m in range(accum):
             sl = slice((rank * accum + m) * micro, (rank * accum + m + 1) * micro)
             batch = data.make_batch(dc, indices[sl], device)
@@ -304,13 +346,20 @@ def train(argv=None):
             x_in = torch.cat([codec.encode(c) for c in batch["cond"]] + [x_t], dim=1)
             y = batch["label"] if task_label is None else torch.full_like(batch["label"], task_label)
             task = None if task_label is None else torch.zeros_like(y)
-            sync = m == accum - 1 or not ddp  # DDP all-reduces gradients only on the last micro-step
-            ctx = train_model.no_sync() if not sync else torch.enable_grad()
-            with ctx, autocast:
-                out = train_model(x_in, t_m, y, task=task, force_drop_ids=drop[sl].to(device))
-                pred = out[:, : x0.shape[1]]  # drop the learned-sigma half if the model has one
-                loss = masked_mse(pred.float(), schedule.target(x0, eps, t_m, cfg.diffusion.prediction), batch["mask"])
-            (loss / accum).backward()
+            # DDP all-reduces gradients only on the last micro-step; earlier ones accumulate locally.
+            last = m == accum - 1
+            with train_model.no_sync() if ddp and not last else contextlib.nullcontext():
+                with autocast:
+                    out = train_model(x_in, t_m, y, task=task, force_drop_ids=drop[sl].to(device))
+                    pred = out[:, : x0.shape[1]].float()  # drop the learned-sigma half if the model has one
+                loss = masked_mse(pred, schedule.target(x0, eps, t_m, cfg.diffusion.prediction), batch["mask"])
+                if is_moe:  # DiT-MoE's balance loss, returned explicitly by the MoE layers of this forward
+                    balance, loads = moe.moe_aux(model)
+                    step_balance += balance.detach() / accum
+                    loss_total = loss + balance
+                else:
+                    loss_total = loss
+                (loss_total / accum).backward()
             step_loss += loss.detach() / accum
 
         # --- 3. agree across ranks on the loss and on stopping, then step ---
@@ -343,6 +392,8 @@ def train(argv=None):
             eta = (tc.steps - step) * tc.global_batch / rate
             record = {"step": step, "loss": window_loss / window_steps, "lr": lr, "samples_per_s": rate,
                       "train_macs": 3 * macs_per_sample * samples_seen, "time": time.time() - run_start}
+            if is_moe:  # this rank's last micro-batch: balance loss and each MoE layer's expert load (L, E)
+                record.update(balance_loss=step_balance.item(), expert_load=loads.tolist())
             log_file.write(json.dumps(record) + "\n")
             log_file.flush()
             print(f"step {step:>6}/{tc.steps} | loss {record['loss']:.4f} | lr {lr:.2e} | "

@@ -36,6 +36,10 @@ class ModelConfig:
     preset: str = "tiny"             # a name from dit.DiT_models (e.g. "DiT-S/2", "a1", "tiny")
     learn_sigma: bool = False        # DiT's learned variance; DDIM ignores it, so minidp trains without it
     class_dropout_prob: float = 0.1  # DiT: labels dropped with p = 0.1 for classifier-free guidance
+    balance_alpha: float = 0.01      # DiT-MoE's balance-loss weight, for MoE presets and upcycled models (0: off)
+    upcycle_experts: int = 8         # E when train.upcycle_from turns a dense checkpoint into an MoE (paper §4.4)
+    upcycle_top_k: int = 2           # k; upcycled routers renormalise top-k weights, so training starts from the dense model
+    upcycle_every: int = 1           # 1: every block's MLP becomes an MoE layer; 2: every other block
 
 
 @dataclass
@@ -66,6 +70,7 @@ class TrainConfig:
     out_dir: str = "runs/pretrain"   # config.yaml, log.jsonl, ckpt.pt, eval.json, figures/ land here
     init_from: str = ""              # checkpoint to fine-tune from ("" = from scratch)
     init_optional: bool = False      # True: a missing init_from is not an error; train from scratch and say so
+    upcycle_from: str = ""           # a dense checkpoint to upcycle into an MoE and continue fine-tuning ("" = none)
     steps: int = 1000                # optimiser steps
     global_batch: int = 256          # DiT: 256 over all ranks and accumulation micro-steps
     micro_batch: int = 0             # per-rank batch of one forward; 0 = global_batch / world_size (no accumulation)
