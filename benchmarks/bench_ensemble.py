@@ -69,11 +69,11 @@ def merged_rmse(members, scale, shift, truth):
 
 def scipy_fit(x, start, **cost_kwargs):
     """Marigold's solver: scipy BFGS, gradients by finite differences (2M + 1 cost evaluations each)."""
-    t0 = time.perf_counter()
+    tic = time.perf_counter()
     res = scipy.optimize.minimize(
         lambda p: numpy_cost(p, x, **cost_kwargs), start, method="BFGS", tol=TOL, options={"maxiter": MAX_ITER}
     )
-    return res, time.perf_counter() - t0
+    return res, time.perf_counter() - tic
 
 
 def as_params(res, m):
@@ -91,15 +91,16 @@ def main():
           f"max_iter {MAX_ITER}, tol {TOL}, torch {torch.__version__}, 1 thread")
 
     compilation_fit(members[:, :, :8, :8])  # warm-up: the first torch.optim use imports torch._dynamo (~2 s)
-    t0 = time.perf_counter()
+    tic = time.perf_counter()
     scale, shift = compilation_fit(members, max_iter=MAX_ITER, tol=TOL)
-    torch_time = time.perf_counter() - t0
+    torch_time = time.perf_counter() - tic
     x = members[:, 0].flatten(1).double().numpy()  # (M, P)
     torch_cost = numpy_cost(torch.cat([scale[:, 0], shift[:, 0]]).double().numpy(), x)
-    s0, t0_ = compilation_init(members)
-    start = torch.cat([s0[:, 0], t0_[:, 0]]).double().numpy()
-    print(f"start: cost {numpy_cost(start, x):.5f} (minidp.ensemble.compilation_cost: {compilation_cost(members, s0, t0_).item():.5f}), "
-          f"merged RMSE {merged_rmse(members, s0, t0_, truth):.5f}")
+    s0, t0 = compilation_init(members)
+    start = torch.cat([s0[:, 0], t0[:, 0]]).double().numpy()
+    minidp_start = compilation_cost(members, s0, t0).item()  # cross-check of the numpy copy of the objective
+    print(f"start: cost {numpy_cost(start, x):.5f} (minidp's compilation_cost: {minidp_start:.5f}), "
+          f"merged RMSE {merged_rmse(members, s0, t0, truth):.5f}")
     print(f"torch LBFGS: {torch_time:.3f} s, cost {torch_cost:.5f}, "
           f"merged RMSE {merged_rmse(members, scale, shift, truth):.5f}")
 
