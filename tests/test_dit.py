@@ -161,6 +161,8 @@ def test_loading_another_architecture_lists_missing_and_unexpected_keys():
     assert "y_embedder.embedding_table.weight: checkpoint (1001, 32) vs model (11, 32)" in msg
     with pytest.raises(ValueError, match="missing keys: blocks.2.attn.qkv.weight"):
         load_dit_state_dict(micro(depth=3), micro(depth=2).state_dict())
+    with pytest.raises(ValueError, match=r"training checkpoint.*ckpt\['ema'\]"):
+        load_dit_state_dict(micro(), {"model": {}, "ema": {}, "opt": {}, "step": 0})
 
 
 def test_config_rebuilds_the_architecture_after_widening_and_routing():
@@ -218,6 +220,12 @@ def test_unpatchify_inverts_row_major_patchify():
     # token (i, j) holds its p x p x C patch in (p_row, p_col, channel) order
     tokens = img.reshape(2, 8, 4, 2, 4, 2).permute(0, 2, 4, 3, 5, 1).reshape(2, 16, 2 * 2 * 8)
     assert torch.equal(model.unpatchify(tokens), img)
+
+
+def test_integer_and_float_timesteps_give_the_same_output():
+    model = randomise(micro())
+    x, t, y = inputs(model)
+    assert torch.equal(model(x, t, y), model(x, t.float(), y))
 
 
 # ---------------------------------------------------------------------------------------------- adaLN-Zero
