@@ -102,7 +102,8 @@ def model_from_checkpoint(ckpt, path, weights="ema"):
         model = architecture(ckpt["model_config"])
         dit.load_dit_state_dict(model, ckpt[weights])
     except (TypeError, ValueError, RuntimeError) as e:
-        raise InputError(f"{path}: {str(e).splitlines()[0]}") from None
+        one_line = " ".join(line.strip() for line in str(e).splitlines())  # the mismatch lists span lines
+        raise InputError(f"{path}: {one_line}") from None
     return model
 
 
@@ -246,6 +247,7 @@ def train(argv=None):
     codec = vae.make_codec("pixel")
     ckpt_path = out_dir / "ckpt.pt"
     resume = ckpt_path.is_file()
+    torch.manual_seed(tc.seed)  # the initial weights; everything random after that comes from the batch plan
     if resume:
         ckpt = load_checkpoint(ckpt_path, "resume")
         saved = ckpt.get("config", {})
@@ -265,7 +267,6 @@ def train(argv=None):
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    torch.manual_seed(tc.seed)  # nothing random is drawn outside the batch plan, but keep init reproducible
 
     schedule = schedules.NoiseSchedule(cfg.diffusion.schedule, cfg.diffusion.T,
                                        cfg.diffusion.beta_start, cfg.diffusion.beta_end,
@@ -279,6 +280,7 @@ def train(argv=None):
         opt.load_state_dict(ckpt["opt"])
         step = ckpt["step"]
         torch.set_rng_state(ckpt["rng"]["torch"])
+    is_moe = "num_experts" in model.config
     # An expert that no token of this rank picked has no gradient: DDP must be told to expect that.
     train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
                       find_unused_parameters=is_moe) if ddp else model
@@ -286,7 +288,6 @@ def train(argv=None):
     # the label the model is conditioned on: the scene's class (pre-training) or the task's row (fine-tuning)
     task_label = None if tc.mode == "pretrain" else dit.task_label(model, 0)
     macs_per_sample = model_macs(model)
-    is_moe = "num_experts" in model.config
     latent = (model.out_channels if not model.learn_sigma else model.out_channels // 2,
               model.input_size, model.input_size)
 
