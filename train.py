@@ -315,6 +315,11 @@ def train(argv=None):
                 "tasks": [dc.task], "rng": {"torch": torch.get_rng_state()},
             })
 
+    t_render = time.time()
+    cache = data.render_cache(dc, dc.train_size)  # every rank holds every scene: any rank may need any index
+    if master:
+        print(f"data: {dc.train_size} training scenes of the {dc.dataset} at {dc.resolution} px rendered in "
+              f"{time.time() - t_render:.1f}s", flush=True)
     log_file = open(out_dir / "log.jsonl", "a") if master else None
     # bf16 autocast on CUDA (DESIGN.md); float32 on CPU, where bf16 matmuls are slow.
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -339,7 +344,7 @@ def train(argv=None):
         step_balance, loads = torch.zeros((), device=device), None
         for m in range(accum):
             sl = slice((rank * accum + m) * micro, (rank * accum + m + 1) * micro)
-            batch = data.make_batch(dc, indices[sl], device)
+            batch = data.make_batch(dc, indices[sl], device, cache=cache)
             x0 = codec.encode(batch["target"])
             eps = noise[sl].to(device)
             t_m = t[sl].to(device)

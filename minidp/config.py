@@ -49,7 +49,7 @@ class DataConfig:
     resolution: int = 32             # square image size in pixels (the world renders any size 16..256)
     num_classes: int = 10            # K classes of the world's pre-training labels
     seed: int = 0                    # world seed: scene i of the dataset is world.render([i], seed=seed)
-    train_size: int = 100_000        # training scenes are indices 0..train_size-1
+    train_size: int = 4096           # training scenes are indices 0..train_size-1 (rendered once, ~17 KB each at 32 px)
     val_size: int = 64               # validation scenes are indices val_offset..val_offset+val_size-1
     val_offset: int = 10_000_000     # far from the training indices, so validation scenes are never trained on
 
