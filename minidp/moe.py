@@ -125,6 +125,13 @@ class MoEFeedForward(nn.Module):
         # Filled by every forward: {"balance_loss": () tensor with grad, "load": (E,) detached}.
         self.last_aux = None
 
+    def __getstate__(self):
+        # The stored aux outputs are per-step scratch, not state: copies (the EMA model, pickling) start
+        # without them, and deepcopy could not copy them anyway (they are non-leaf tensors of a graph).
+        state = self.__dict__.copy()
+        state["last_aux"] = None
+        return state
+
     def route(self, x):
         """Router on (M, D) tokens -> scores (M, E), top-k weights (M, K) and expert ids (M, K)."""
         scores = self.router(x).softmax(dim=-1)                     # (M, E)
@@ -147,7 +154,9 @@ class MoEFeedForward(nn.Module):
         counts = torch.bincount(pair_expert, minlength=E)           # (E,) pairs per expert
         routed = tokens[pair_token]                                 # (P, D) expert-contiguous inputs
 
-        # One host sync for the split sizes; then one call per expert, never per token.
+        # One host sync for the split sizes; then one call per expert, never per token. An expert with no
+        # pairs still runs on an empty slice, so every parameter is in the graph (DDP needs no
+        # find_unused_parameters).
         outputs = []
         for expert, chunk in zip(self.experts, routed.split(counts.tolist())):
             outputs.append(expert(chunk))

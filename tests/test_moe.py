@@ -143,6 +143,17 @@ def test_moe_aux_sums_layers_and_stacks_loads():
     assert float(dense_balance) == 0.0 and dense_loads.numel() == 0
 
 
+def test_layer_can_be_deep_copied_after_a_training_forward():
+    # train.py builds its EMA model with copy.deepcopy; the stored aux tensors belong to a graph.
+    import copy
+
+    layer = MoEFeedForward(6, 4, 2)
+    layer(torch.randn(2, 3, 6))
+    twin = copy.deepcopy(layer)
+    assert twin.last_aux is None and layer.last_aux is not None
+    torch.testing.assert_close(twin.router.weight, layer.router.weight)
+
+
 def test_moe_aux_before_any_forward_is_an_error():
     with pytest.raises(RuntimeError, match="forward"):
         moe_aux(MoEFeedForward(6, 4, 2))
