@@ -11,7 +11,6 @@ Run: python -m pytest -q tests/test_moe.py
 import pytest
 import torch
 import torch.nn.functional as F
-
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -56,7 +55,8 @@ def test_dispatch_matches_naive_per_token_loop_with_gradients(expert, num_shared
     torch.manual_seed(0)
     layer = MoEFeedForward(8, num_experts=5, top_k=top_k, hidden_dim=12, expert=expert,
                            num_shared=num_shared, renormalize=renormalize)
-    # A router with large weights spreads tokens unevenly, so some experts get many tokens, some none.
+    # A router with large weights spreads tokens unevenly: some experts get many pairs, and with top_k=1
+    # one gets none (asserted below), which exercises the empty-slice path.
     with torch.no_grad():
         layer.router.weight.mul_(4)
     x = torch.randn(2, 7, 8, requires_grad=True)
@@ -64,6 +64,8 @@ def test_dispatch_matches_naive_per_token_loop_with_gradients(expert, num_shared
 
     params = [x] + list(layer.parameters())
     y = layer(x)
+    if top_k == 1:
+        assert (layer.last_aux["load"] == 0).any()
     grads = torch.autograd.grad((y * g).sum(), params)
     y_ref = naive_moe(layer, x)
     grads_ref = torch.autograd.grad((y_ref * g).sum(), params, allow_unused=True)
