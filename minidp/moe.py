@@ -311,8 +311,8 @@ MOE_PRESETS = {
     # 4.2B total / 1.5B active with DiT-MoE's experts. The scaling paper's generalist "DiT-XL-8E2A" is an
     # UPCYCLED XL (GELU experts, no shared expert): upcycle.upcycle(xl_model, 8, 2), not this preset.
     "DiT-XL/2-8E2A": dict(DIT_PRESETS["DiT-XL/2"], num_experts=8, top_k=2),
-    # CPU sizes with dit.py's tiny / micro width and depth ("micro" is for unit tests only). At 32 px,
-    # 3 channels: tiny-8E2A has 11.3M total / 4.2M active parameters (dense tiny: 2.0M).
+    # CPU sizes with dit.py's tiny / micro width and depth ("micro" is for unit tests only). tiny-8E2A has
+    # about 5.5x the dense tiny's parameters in total and 2x active (SwiGLU is 1.5x a GELU MLP, + shared).
     "tiny-8E2A": dict(DIT_PRESETS["tiny"], num_experts=8, top_k=2),
     "tiny-16E2A": dict(DIT_PRESETS["tiny"], num_experts=16, top_k=2),
     "micro-4E2A": dict(DIT_PRESETS["micro"], num_experts=4, top_k=2),

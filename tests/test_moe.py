@@ -145,6 +145,16 @@ def test_moe_aux_sums_layers_and_stacks_loads():
     assert float(dense_balance) == 0.0 and dense_loads.numel() == 0
 
 
+def test_every_parameter_gets_a_gradient_even_when_experts_get_no_token():
+    # 2 tokens, top-1 of 16: at least 14 experts get nothing, yet they run on an empty slice, so DDP sees
+    # every parameter used (zero gradient) and needs no find_unused_parameters.
+    torch.manual_seed(0)
+    layer = MoEFeedForward(8, num_experts=16, top_k=1, num_shared=1)
+    layer(torch.randn(1, 2, 8)).sum().backward()
+    assert (layer.last_aux["load"] == 0).sum() >= 14
+    assert [name for name, p in layer.named_parameters() if p.grad is None] == []
+
+
 def test_layer_can_be_deep_copied_after_a_training_forward():
     # train.py builds its EMA model with copy.deepcopy; the stored aux tensors belong to a graph.
     import copy
