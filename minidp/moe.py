@@ -267,7 +267,8 @@ def moe_macs(model_or_config, batch=1):
     """
     cfg = model_or_config.config if isinstance(model_or_config, nn.Module) else model_or_config
     if "num_experts" not in cfg:
-        raise ValueError("moe_macs needs an MoE DiT or its config (with num_experts); use dit.dit_macs for a dense DiT")
+        raise ValueError("moe_macs needs an MoE DiT or its config (with num_experts); "
+                         "use dit.dit_macs for a dense DiT")
     moe = {**MOE_DEFAULTS, **{k: v for k, v in cfg.items() if k in MOE_DEFAULTS}}
     dense_cfg = {k: v for k, v in cfg.items() if k not in MOE_DEFAULTS}
     dense = dit_macs(dense_cfg, batch=batch)
@@ -330,7 +331,10 @@ DiTMoE_models = {name: _preset_builder(arch) for name, arch in MOE_PRESETS.items
 
 
 def build_moe(name, **overrides):
-    """Build MoE preset `name` (see DiTMoE_models) with constructor overrides, e.g. build_moe("tiny-8E2A", in_channels=3)."""
+    """Build MoE preset `name` (see DiTMoE_models) with constructor overrides.
+
+    E.g. build_moe("tiny-8E2A", input_size=32, in_channels=3), or renormalize=True, moe_every=2.
+    """
     if name not in DiTMoE_models:
         raise ValueError(f"unknown MoE preset {name!r}; valid presets: {', '.join(DiTMoE_models)}")
     return DiTMoE_models[name](**overrides)
