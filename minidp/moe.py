@@ -125,6 +125,13 @@ class MoEFeedForward(nn.Module):
         # Filled by every forward: {"balance_loss": () tensor with grad, "load": (E,) detached}.
         self.last_aux = None
 
+    def __getstate__(self):
+        # The stored aux outputs are per-step scratch, not state: copies (the EMA model, pickling) start
+        # without them, and deepcopy could not copy them anyway (they are non-leaf tensors of a graph).
+        state = self.__dict__.copy()
+        state["last_aux"] = None
+        return state
+
     def route(self, x):
         """Router on (M, D) tokens -> scores (M, E), top-k weights (M, K) and expert ids (M, K)."""
         scores = self.router(x).softmax(dim=-1)                     # (M, E)
@@ -147,7 +154,9 @@ class MoEFeedForward(nn.Module):
         counts = torch.bincount(pair_expert, minlength=E)           # (E,) pairs per expert
         routed = tokens[pair_token]                                 # (P, D) expert-contiguous inputs
 
-        # One host sync for the split sizes; then one call per expert, never per token.
+        # One host sync for the split sizes; then one call per expert, never per token. An expert with no
+        # pairs still runs on an empty slice, so every parameter is in the graph (DDP needs no
+        # find_unused_parameters).
         outputs = []
         for expert, chunk in zip(self.experts, routed.split(counts.tolist())):
             outputs.append(expert(chunk))
@@ -258,7 +267,8 @@ def moe_macs(model_or_config, batch=1):
     """
     cfg = model_or_config.config if isinstance(model_or_config, nn.Module) else model_or_config
     if "num_experts" not in cfg:
-        raise ValueError("moe_macs needs an MoE DiT or its config (with num_experts); use dit.dit_macs for a dense DiT")
+        raise ValueError("moe_macs needs an MoE DiT or its config (with num_experts); "
+                         "use dit.dit_macs for a dense DiT")
     moe = {**MOE_DEFAULTS, **{k: v for k, v in cfg.items() if k in MOE_DEFAULTS}}
     dense_cfg = {k: v for k, v in cfg.items() if k not in MOE_DEFAULTS}
     dense = dit_macs(dense_cfg, batch=batch)
@@ -299,8 +309,11 @@ MOE_PRESETS = {
     "DiT-S/2-16E2A": dict(DIT_PRESETS["DiT-S/2"], num_experts=16, top_k=2),
     "DiT-B/2-8E2A": dict(DIT_PRESETS["DiT-B/2"], num_experts=8, top_k=2),
     "DiT-L/2-8E2A": dict(DIT_PRESETS["DiT-L/2"], num_experts=8, top_k=2),
+    # 4.2B total / 1.5B active with DiT-MoE's experts. The scaling paper's generalist "DiT-XL-8E2A" is an
+    # UPCYCLED XL (GELU experts, no shared expert): upcycle.upcycle(xl_model, 8, 2), not this preset.
     "DiT-XL/2-8E2A": dict(DIT_PRESETS["DiT-XL/2"], num_experts=8, top_k=2),
-    # CPU sizes with dit.py's tiny / micro width and depth ("micro" is for unit tests only).
+    # CPU sizes with dit.py's tiny / micro width and depth ("micro" is for unit tests only). tiny-8E2A has
+    # about 5.5x the dense tiny's parameters in total and 2x active (SwiGLU is 1.5x a GELU MLP, + shared).
     "tiny-8E2A": dict(DIT_PRESETS["tiny"], num_experts=8, top_k=2),
     "tiny-16E2A": dict(DIT_PRESETS["tiny"], num_experts=16, top_k=2),
     "micro-4E2A": dict(DIT_PRESETS["micro"], num_experts=4, top_k=2),
@@ -318,7 +331,10 @@ DiTMoE_models = {name: _preset_builder(arch) for name, arch in MOE_PRESETS.items
 
 
 def build_moe(name, **overrides):
-    """Build MoE preset `name` (see DiTMoE_models) with constructor overrides, e.g. build_moe("tiny-8E2A", in_channels=3)."""
+    """Build MoE preset `name` (see DiTMoE_models) with constructor overrides.
+
+    E.g. build_moe("tiny-8E2A", input_size=32, in_channels=3), or renormalize=True, moe_every=2.
+    """
     if name not in DiTMoE_models:
         raise ValueError(f"unknown MoE preset {name!r}; valid presets: {', '.join(DiTMoE_models)}")
     return DiTMoE_models[name](**overrides)

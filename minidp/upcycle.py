@@ -8,7 +8,8 @@ fine-tuning and fine-tunes 15K more iterations; its generalist DiT-XL is upcycle
 Why renormalisation matters. With E identical experts f and top-k weights w_1..w_k, the layer computes
 (w_1 + ... + w_k) f(x). Renormalised weights sum to 1, so the upcycled model equals the dense model at
 initialisation whatever the (random) router says; DiT-MoE's unnormalised softmax weights sum to less than 1
-(about k/E for a near-uniform router), which shrinks every MLP branch. Hence renormalize=True by default.
+(k/E for a uniform router; about 0.37 for top-2 of 8 with an N(0, 0.02) router at D = 384 and unit-variance
+tokens), which shrinks every MLP branch. Hence renormalize=True by default.
 
 Notable choices:
 - The upcycled experts are DiT's own GELU MLP (expert="gelu") and there is no shared expert: the scaling
@@ -17,7 +18,7 @@ Notable choices:
   initial scores near uniform, so early routing is not locked in by an arbitrary large init).
 - Everything that is not a dense MLP is copied by key: widened patch embeddings, a PatchEmbedRouter, the
   task rows of the label table (the dense model's `config` carries in_groups / num_tasks, so the MoE model
-  is built with the same shapes). Each copied tensor is cloned, so the two models never share storage.
+  is built with the same shapes). The weights are copied, so the two models never share storage.
 - Upcycling takes a module, not a state dict: build the dense model, load its checkpoint with
   dit.load_dit_state_dict (which checks every key and shape), then upcycle. Anything else is refused by name.
 """
@@ -60,7 +61,6 @@ def upcycle(dense_model, num_experts, top_k, every=1, renormalize=True, router_s
 
     dense_sd = dense_model.state_dict()
     moe_blocks = set(moe_block_ids(moe.depth, every))
-    used = set()
     new_sd = {}
     for key, target in moe.state_dict().items():
         # MoE block keys look like blocks.{i}.mlp.experts.{j}.fc1.weight or blocks.{i}.mlp.router.weight.
@@ -72,10 +72,7 @@ def upcycle(dense_model, num_experts, top_k, every=1, renormalize=True, router_s
             continue
         # Every expert j of block i reads the dense blocks.{i}.mlp.{fc1,fc2}.{weight,bias}.
         source = ".".join(parts[:3] + parts[5:]) if in_moe_mlp else key
-        new_sd[key] = dense_sd[source].clone()
-        used.add(source)
-    unused = sorted(set(dense_sd) - used)
-    if unused:  # a dense key with no home would silently drop part of the trained model
-        raise ValueError(f"upcycle: dense weights not copied into the MoE model: {unused[:5]}")
+        new_sd[key] = dense_sd[source]
+    # load_state_dict copies into the MoE model's own Parameters: the two models never share storage.
     moe.load_state_dict(new_sd, strict=True)
     return moe.train(dense_model.training)

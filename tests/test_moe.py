@@ -11,7 +11,6 @@ Run: python -m pytest -q tests/test_moe.py
 import pytest
 import torch
 import torch.nn.functional as F
-
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -56,7 +55,8 @@ def test_dispatch_matches_naive_per_token_loop_with_gradients(expert, num_shared
     torch.manual_seed(0)
     layer = MoEFeedForward(8, num_experts=5, top_k=top_k, hidden_dim=12, expert=expert,
                            num_shared=num_shared, renormalize=renormalize)
-    # A router with large weights spreads tokens unevenly, so some experts get many tokens, some none.
+    # A router with large weights spreads tokens unevenly: some experts get many pairs, and with top_k=1
+    # one gets none (asserted below), which exercises the empty-slice path.
     with torch.no_grad():
         layer.router.weight.mul_(4)
     x = torch.randn(2, 7, 8, requires_grad=True)
@@ -64,6 +64,8 @@ def test_dispatch_matches_naive_per_token_loop_with_gradients(expert, num_shared
 
     params = [x] + list(layer.parameters())
     y = layer(x)
+    if top_k == 1:
+        assert (layer.last_aux["load"] == 0).any()
     grads = torch.autograd.grad((y * g).sum(), params)
     y_ref = naive_moe(layer, x)
     grads_ref = torch.autograd.grad((y_ref * g).sum(), params, allow_unused=True)
@@ -141,6 +143,27 @@ def test_moe_aux_sums_layers_and_stacks_loads():
     assert loads.shape == (2, 4) and not loads.requires_grad
     dense_balance, dense_loads = moe_aux(Mlp(6, 8))
     assert float(dense_balance) == 0.0 and dense_loads.numel() == 0
+
+
+def test_every_parameter_gets_a_gradient_even_when_experts_get_no_token():
+    # 2 tokens, top-1 of 16: at least 14 experts get nothing, yet they run on an empty slice, so DDP sees
+    # every parameter used (zero gradient) and needs no find_unused_parameters.
+    torch.manual_seed(0)
+    layer = MoEFeedForward(8, num_experts=16, top_k=1, num_shared=1)
+    layer(torch.randn(1, 2, 8)).sum().backward()
+    assert (layer.last_aux["load"] == 0).sum() >= 14
+    assert [name for name, p in layer.named_parameters() if p.grad is None] == []
+
+
+def test_layer_can_be_deep_copied_after_a_training_forward():
+    # train.py builds its EMA model with copy.deepcopy; the stored aux tensors belong to a graph.
+    import copy
+
+    layer = MoEFeedForward(6, 4, 2)
+    layer(torch.randn(2, 3, 6))
+    twin = copy.deepcopy(layer)
+    assert twin.last_aux is None and layer.last_aux is not None
+    torch.testing.assert_close(twin.router.weight, layer.router.weight)
 
 
 def test_moe_aux_before_any_forward_is_an_error():
