@@ -281,9 +281,9 @@ def train(argv=None):
         step = ckpt["step"]
         torch.set_rng_state(ckpt["rng"]["torch"])
     is_moe = "num_experts" in model.config
-    # An expert that no token of this rank picked has no gradient: DDP must be told to expect that.
-    train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-                      find_unused_parameters=is_moe) if ddp else model
+    # No find_unused_parameters even for MoE: an expert no token picked still runs on an empty slice, so
+    # every parameter gets a (zero) gradient (tests/test_moe.py checks it).
+    train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if ddp else model
 
     # the label the model is conditioned on: the scene's class (pre-training) or the task's row (fine-tuning)
     task_label = None if tc.mode == "pretrain" else dit.task_label(model, 0)
