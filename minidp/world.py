@@ -6,9 +6,9 @@ segmentation, class-conditional pre-training) and ADDP's referring segmentation 
 and its *exact* targets from here: the renderer knows the geometry, so ground truth is computed, not estimated.
 
 A scene: a pinhole camera inside an open-topped room (checkered floor, striped walls, per-scene colours) holding
-1-4 primitives (spheres, y-rotated boxes, vertical cylinders) coloured from `PALETTE`, lit by one directional
-light with Lambertian shading, ambient term and hard shadows. Frame 2 follows a small camera motion and a small
-motion of every object.
+1-4 primitives (spheres, boxes turned about the vertical, vertical cylinders) coloured from `PALETTE`, lit by
+one directional light with Lambertian shading, an ambient term and hard shadows. Frame 2 follows a small camera
+motion and a small motion of every object.
 
 Frames and conventions (the tests rely on them):
     world:  x right, y forward (into the room), z up; floor z = 0; room [-W/2, W/2] x [0, D] x [0, Hw], open at
@@ -97,10 +97,17 @@ def _check_num_classes(num_classes):
         raise ValueError(f"num_classes must be an integer in 1..{MAX_CLASSES} (colour x shape), got {num_classes!r}")
 
 
+def _check_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+
+
 def _check_indices(indices):
+    if isinstance(indices, (int, np.integer, str)):
+        raise ValueError(f"indices must be a list, range or 1-D integer tensor of scene indices, got {indices!r}")
     if isinstance(indices, torch.Tensor):
         if indices.dim() != 1 or indices.dtype.is_floating_point or indices.dtype == torch.bool:
-            raise ValueError(f"indices must be a 1-D integer tensor, got dtype {indices.dtype} with {indices.dim()} dims")
+            raise ValueError(f"indices must be a 1-D integer tensor, got {indices.dtype} with {indices.dim()} dims")
         indices = indices.tolist()
     indices = list(indices)
     for i in indices:
@@ -242,7 +249,8 @@ _HERO = {"sphere": (0.50, 0.80), "box": (0.35, 0.60), "cylinder": (0.40, 0.60), 
 _OTHER = {"sphere": (0.18, 0.45), "box": (0.15, 0.40), "cylinder": (0.14, 0.38), "height": (0.18, 0.55)}
 
 
-def _new_object(rng, shape, colour, sizes, xy):
+def _new_object(rng, shape, colour, sizes):
+    """An object with random size (from `sizes`), yaw and frame-2 motion, standing on the floor at x = y = 0."""
     if shape == "sphere":
         r = rng.uniform(*sizes["sphere"])
         half = (r, r, r)
@@ -256,8 +264,14 @@ def _new_object(rng, shape, colour, sizes, xy):
     # Frame-2 motion: a slide on the floor (and a turn for boxes), small enough for flow of a few pixels.
     motion = (rng.uniform(-0.15, 0.15), rng.uniform(-0.15, 0.15), 0.0)
     turn = rng.uniform(-10, 10) if shape == "box" else 0.0
-    return {"shape": shape, "colour": colour, "center": (float(xy[0]), float(xy[1]), half[2]), "half": half, "yaw": yaw,
+    return {"shape": shape, "colour": colour, "center": (0.0, 0.0, half[2]), "half": half, "yaw": yaw,
             "move": motion, "turn": turn}
+
+
+def _stand_at(obj, xy):
+    """Moves an object to floor position xy (its centre stays at its half-height above the floor)."""
+    obj["center"] = (float(xy[0]), float(xy[1]), obj["half"][2])
+    return obj
 
 
 def _fits(obj, objects, room, camera):
@@ -274,22 +288,22 @@ def _fits(obj, objects, room, camera):
 
 
 def _frame_hero(rng, shape, colour, room, camera):
-    """Places the hero and aims the camera at it, like a photographer: the hero stands 3-6 m away at an apparent
-    size of 0.35-0.55 (size / distance), and yaw and pitch are chosen so that it appears near the image centre.
-    Pitch therefore follows from camera height and hero distance, which keeps it varied (about -5..45 deg)."""
+    """Places the hero and aims the camera at it, like a photographer: the hero stands at an apparent size of
+    0.35-0.55 (size / distance, so about 1.5-3.7 m away) within 30 deg of the room's axis, and yaw and pitch
+    are chosen so that it appears near the image centre (yaw within 12 deg, row 0.42-0.62). Pitch therefore
+    follows from camera height and hero distance, which keeps it varied (about -5..45 deg)."""
     cam_xy = np.asarray(camera["position"][:2])
     hero = None
     for _ in range(40):
-        candidate = _new_object(rng, shape, colour, _HERO, (0.0, 0.0))
+        candidate = _new_object(rng, shape, colour, _HERO)
         dist = _size(candidate) / rng.uniform(0.35, 0.55)
         bearing = math.radians(rng.uniform(-30, 30))  # from the room's forward axis (+y), positive = right
-        xy = cam_xy + dist * np.array([math.sin(bearing), math.cos(bearing)])
-        candidate["center"] = (float(xy[0]), float(xy[1]), candidate["half"][2])
+        _stand_at(candidate, cam_xy + dist * np.array([math.sin(bearing), math.cos(bearing)]))
         if _fits(candidate, [], room, camera):
             hero = candidate
             break
     if hero is None:  # nothing fitted (a cramped room): the middle of the room is always free
-        hero = _new_object(rng, shape, colour, _HERO, (0.0, room["size"][1] / 2))
+        hero = _stand_at(_new_object(rng, shape, colour, _HERO), (0.0, room["size"][1] / 2))
     offset = np.asarray(hero["center"]) - np.asarray(camera["position"])
     ground = math.hypot(offset[0], offset[1])
     camera["yaw"] = math.degrees(math.atan2(offset[0], offset[1])) + rng.uniform(-12, 12)
@@ -324,7 +338,7 @@ def _place_other(rng, objects, room, camera):
             shape, colour = twin["shape"], twin["colour"]
         else:
             shape, colour = rng.choice(SHAPES), rng.choice(COLOURS)
-        obj = _new_object(rng, shape, colour, _OTHER, (0.0, 0.0))
+        obj = _new_object(rng, shape, colour, _OTHER)
         if rng.uniform() < 0.85:
             anchor = rng.choice(objects)
             toward = np.asarray(anchor["center"][:2]) - cam_xy
@@ -340,8 +354,7 @@ def _place_other(rng, objects, room, camera):
         else:
             bearing = math.radians(camera["yaw"] + rng.uniform(-25, 25))
             xy = cam_xy + rng.uniform(1.5, 7.0) * np.array([math.sin(bearing), math.cos(bearing)])
-        obj["center"] = (float(xy[0]), float(xy[1]), obj["half"][2])
-        if not _fits(obj, objects, room, camera):
+        if not _fits(_stand_at(obj, xy), objects, room, camera):
             continue
         mine = describe({"camera": camera, "objects": [obj]})[0]
         # On screen, and never as big (in space or on screen) as the hero that carries the class.
@@ -370,8 +383,9 @@ def scene_spec(index, seed=0, num_classes=10):
 
     Returns {"label", "room", "camera", "camera2", "light", "objects"}; see `render_specs` for the meaning."""
     _check_num_classes(num_classes)
+    _check_seed(seed)
     (index,) = _check_indices([index])
-    rng = _Stream(seed, index)
+    rng = _Stream(int(seed), index)
     label = rng.integer(num_classes)  # first draw: exactly uniform classes whatever the layout needs
     room = {"size": (rng.uniform(5.0, 9.0), rng.uniform(7.0, 12.0), rng.uniform(2.6, 4.0)),
             "floor": (_muted(rng, 0.45, 0.75), None), "tile": rng.uniform(0.4, 1.0),
@@ -679,8 +693,8 @@ def _flow(scene, frame1, resolution):
     # Occlusion: frame 2's depth at the exact sub-pixel point, by casting camera 2's ray through it.
     dirs2 = (cam / z_safe[..., None]) @ scene["rot2"].transpose(1, 2)  # (B, P, 3), camera-z component 1
     t_room2 = _hit_room(scene["pos2"][:, None], dirs2, scene["lo"], scene["hi"])[0]
-    rays2 = (scene["pos2"][:, None], dirs2)
-    b, s, p, t, _ = _hit_objects(*rays2, scene, scene["center2"], scene["yaw2"], _sphere_cull(*rays2, scene, scene["center2"]))
+    rays2, center2 = (scene["pos2"][:, None], dirs2), scene["center2"]
+    b, s, p, t, _ = _hit_objects(*rays2, scene, center2, scene["yaw2"], _sphere_cull(*rays2, scene, center2))
     P = t_room2.shape[1]
     t_first = t_room2.flatten().scatter_reduce(0, b * P + p, t, "amin").view_as(t_room2)  # (B, P) nearest hit
     visible = t_first >= z2 * (1 - 1e-3)
@@ -757,8 +771,9 @@ def render(indices, resolution=64, seed=0, num_classes=10):
 
 def collate(items):
     """Batches `World` items: tensors are stacked, lists (expressions, objects) kept as lists of lists."""
-    return {k: torch.stack([it[k] for it in items]) if isinstance(items[0][k], torch.Tensor) else [it[k] for it in items]
-            for k in items[0]}
+    stack = lambda key: torch.stack([it[key] for it in items])  # noqa: E731
+    return {key: stack(key) if isinstance(value, torch.Tensor) else [it[key] for it in items]
+            for key, value in items[0].items()}
 
 
 class World(torch.utils.data.Dataset):
@@ -769,6 +784,7 @@ class World(torch.utils.data.Dataset):
             raise ValueError(f"size must be a non-negative integer, got {size!r}")
         _check_resolution(resolution)
         _check_num_classes(num_classes)
+        _check_seed(seed)
         self.size, self.resolution, self.seed, self.num_classes = size, resolution, seed, num_classes
 
     def __len__(self):
