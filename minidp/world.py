@@ -766,7 +766,10 @@ def render(indices, resolution=64, seed=0, num_classes=10):
     """Scenes `indices` of the world (seed, num_classes), rendered as one batch; see `render_specs`."""
     _check_resolution(resolution)
     _check_num_classes(num_classes)
-    return render_specs([scene_spec(i, seed, num_classes) for i in _check_indices(indices)], resolution)
+    indices = _check_indices(indices)
+    if not indices:
+        raise ValueError("indices must name at least one scene, got none")
+    return render_specs([scene_spec(i, seed, num_classes) for i in indices], resolution)
 
 
 def collate(items):
@@ -814,7 +817,9 @@ def preview(batch, path):
         amodal, visible = batch["amodal"][b, :n], batch["ref_masks"][b, :n]  # (n, H, W)
         fraction = visible.sum((1, 2)) / amodal.sum((1, 2)).clamp_min(1)
         k = int(fraction.argmin())  # the most occluded object
-        j = b % n  # the referring example cycles through the objects
+        # The referring example: an expression that needed a spatial word if there is one, else any object.
+        words = [i for i, e in enumerate(batch["expressions"][b]) if len(e.split()) == 4]
+        j = words[0] if words else b % n
         rows.append([
             viz.to_image(batch["rgb"][b]), viz.to_image(batch["rgb2"][b]),
             viz.depth_to_rgb(batch["depth"][b], batch["valid"][b]),

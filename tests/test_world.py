@@ -328,6 +328,7 @@ def test_world_dataset_items_match_render_and_collate_for_a_dataloader():
     (lambda: world.World(4)[-1], "indices"),
     (lambda: world.scene_spec(-2), "indices"),
     (lambda: world.render(5, 32), "indices"),
+    (lambda: world.render([], 32), "indices"),
     (lambda: world.render([0], 32, seed=1.5), "seed"),
 ])
 def test_bad_input_raises_value_error_naming_the_argument(call, name):
