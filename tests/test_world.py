@@ -6,7 +6,7 @@ point (R - 1) / 2, focal R / (2 tan(fov / 2))): closed-form ray-sphere and ray-p
 translating camera or object, frame-2 ids at the flow target. Statistics (occlusion, labels, class cue, depth
 prior) are measured on a few thousand scenes at low resolution.
 
-Run: python -m pytest -q tests/test_world.py      (about 15-25 s on a quiet 2-core CPU)
+Run: python -m pytest -q tests/test_world.py      (about 10 s on a quiet 2-core CPU)
 """
 
 import copy
