@@ -106,7 +106,7 @@ def test_depth_matches_closed_form_ray_sphere_and_fronto_parallel_wall():
     assert out["valid"][0][torch.from_numpy(on_wall)].all()
 
 
-def test_box_face_and_cylinder_axis_depths_match_closed_form():
+def test_box_face_and_cylinder_side_depths_match_closed_form():
     box = {"shape": "box", "colour": "blue", "center": (-1.5, 4.0, 0.6), "half": (0.5, 0.4, 0.6), "yaw": 0.0,
            "move": (0.0, 0.0, 0.0), "turn": 0.0}
     cyl = {"shape": "cylinder", "colour": "green", "center": (1.5, 4.0, 1.2), "half": (0.5, 0.5, 1.2), "yaw": 0.0,
@@ -126,7 +126,9 @@ def test_box_face_and_cylinder_axis_depths_match_closed_form():
     disc = b * b - a * c
     t_side = (-b - np.sqrt(np.maximum(disc, 0))) / a
     height = 1.2 + t_side * d[..., 2]
-    side = (disc > 0) & (height > 0.05) & (height < 2.35) & (ids == 2)
+    expected_side = (disc > 0) & (height > 0.05) & (height < 2.35)
+    assert (ids[expected_side] == 2).mean() > 0.97, "the cylinder's mask should cover its closed-form side"
+    side = expected_side & (ids == 2)
     assert side.sum() > 100
     np.testing.assert_allclose(depth[side], t_side[side], rtol=1e-4)
 
