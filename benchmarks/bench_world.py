@@ -12,6 +12,9 @@ comparable it also reports the cost of one scene in units of a memory-bound 1M-e
 same run on one thread (`world_scene_cost_in_adds_64`: lower is better, and much less sensitive to the machine's
 load than a rate).
 
+On an oversubscribed machine (more busy processes than cores) OpenMP's spin-waiting makes 2 threads many times
+slower than 1; OMP_WAIT_POLICY=PASSIVE avoids that. The script reports whatever the environment gives.
+
 Headline lines, printed last: world_scenes_per_s_32, world_scenes_per_s_64.
 """
 
@@ -43,7 +46,8 @@ def main():
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}")
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}, "
+          f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', 'unset')}")
     specs_start = time.perf_counter()
     n_specs = 500
     for i in range(n_specs):
