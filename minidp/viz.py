@@ -130,6 +130,12 @@ def overlay_mask(image, mask, colour=(1.0, 0.0, 0.0), alpha=0.55):
     return np.where(m, (1 - alpha) * img + alpha * np.asarray(colour, float), img)
 
 
+def spotlight(image, mask, dim=0.3):
+    """The image with everything outside the mask dimmed to `dim`: shows a mask whatever the object's colour."""
+    img = to_image(image)
+    return np.where(_numpy(mask).astype(bool)[..., None], img, dim * img)
+
+
 def save_grid(rows, titles, path, cell=128):
     """Saves a grid of images: rows[r][c] is any supported image, titles[r][c] its title (or titles=None).
 

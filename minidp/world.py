@@ -6,9 +6,9 @@ segmentation, class-conditional pre-training) and ADDP's referring segmentation 
 and its *exact* targets from here: the renderer knows the geometry, so ground truth is computed, not estimated.
 
 A scene: a pinhole camera inside an open-topped room (checkered floor, striped walls, per-scene colours) holding
-1-4 primitives (spheres, y-rotated boxes, vertical cylinders) coloured from `PALETTE`, lit by one directional
-light with Lambertian shading, ambient term and hard shadows. Frame 2 follows a small camera motion and a small
-motion of every object.
+1-4 primitives (spheres, boxes turned about the vertical, vertical cylinders) coloured from `PALETTE`, lit by
+one directional light with Lambertian shading, an ambient term and hard shadows. Frame 2 follows a small camera
+motion and a small motion of every object.
 
 Frames and conventions (the tests rely on them):
     world:  x right, y forward (into the room), z up; floor z = 0; room [-W/2, W/2] x [0, D] x [0, Hw], open at
@@ -57,21 +57,23 @@ import numpy as np
 import torch
 
 MAX_OBJECTS = 4
-# Ordered name -> RGB albedo in [0, 1]. The first NUM_CLASS_COLOURS are the class colours, chosen to be far
-# apart so that a class is obvious even at 32 px; all names are one word so expressions stay easy to parse.
+# Ordered name -> RGB albedo in [0, 1]. The first NUM_CLASS_COLOURS are the class colours: the 8 corners of the
+# RGB cube, then orange and purple, as far apart as 10 colours get, so that a class is obvious even at 32 px.
+# All names are one word so that expressions stay easy to parse.
 PALETTE = {
-    "red": (0.86, 0.10, 0.08),
-    "green": (0.12, 0.66, 0.18),
-    "blue": (0.10, 0.25, 0.88),
-    "yellow": (0.95, 0.85, 0.10),
-    "orange": (0.97, 0.50, 0.05),
-    "purple": (0.48, 0.14, 0.70),
-    "cyan": (0.08, 0.78, 0.84),
-    "pink": (0.98, 0.45, 0.72),
-    "white": (0.93, 0.93, 0.93),
-    "black": (0.07, 0.07, 0.07),
+    "red": (0.90, 0.08, 0.08),
+    "green": (0.10, 0.72, 0.12),
+    "blue": (0.10, 0.18, 0.95),
+    "yellow": (0.95, 0.88, 0.08),
+    "cyan": (0.08, 0.82, 0.88),
+    "magenta": (0.88, 0.10, 0.82),
+    "white": (0.94, 0.94, 0.94),
+    "black": (0.06, 0.06, 0.06),
+    "orange": (1.00, 0.50, 0.02),
+    "purple": (0.45, 0.12, 0.75),
     "brown": (0.45, 0.27, 0.10),
-    "gray": (0.52, 0.52, 0.52),
+    "gray": (0.50, 0.50, 0.50),
+    "pink": (1.00, 0.62, 0.70),
 }
 COLOURS = tuple(PALETTE)
 SHAPES = ("sphere", "box", "cylinder")
@@ -95,10 +97,17 @@ def _check_num_classes(num_classes):
         raise ValueError(f"num_classes must be an integer in 1..{MAX_CLASSES} (colour x shape), got {num_classes!r}")
 
 
+def _check_seed(seed):
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be an integer, got {seed!r}")
+
+
 def _check_indices(indices):
+    if isinstance(indices, (int, np.integer, str)):
+        raise ValueError(f"indices must be a list, range or 1-D integer tensor of scene indices, got {indices!r}")
     if isinstance(indices, torch.Tensor):
         if indices.dim() != 1 or indices.dtype.is_floating_point or indices.dtype == torch.bool:
-            raise ValueError(f"indices must be a 1-D integer tensor, got dtype {indices.dtype} with {indices.dim()} dims")
+            raise ValueError(f"indices must be a 1-D integer tensor, got {indices.dtype} with {indices.dim()} dims")
         indices = indices.tolist()
     indices = list(indices)
     for i in indices:
@@ -240,7 +249,8 @@ _HERO = {"sphere": (0.50, 0.80), "box": (0.35, 0.60), "cylinder": (0.40, 0.60), 
 _OTHER = {"sphere": (0.18, 0.45), "box": (0.15, 0.40), "cylinder": (0.14, 0.38), "height": (0.18, 0.55)}
 
 
-def _new_object(rng, shape, colour, sizes, xy):
+def _new_object(rng, shape, colour, sizes):
+    """An object with random size (from `sizes`), yaw and frame-2 motion, standing on the floor at x = y = 0."""
     if shape == "sphere":
         r = rng.uniform(*sizes["sphere"])
         half = (r, r, r)
@@ -254,8 +264,14 @@ def _new_object(rng, shape, colour, sizes, xy):
     # Frame-2 motion: a slide on the floor (and a turn for boxes), small enough for flow of a few pixels.
     motion = (rng.uniform(-0.15, 0.15), rng.uniform(-0.15, 0.15), 0.0)
     turn = rng.uniform(-10, 10) if shape == "box" else 0.0
-    return {"shape": shape, "colour": colour, "center": (float(xy[0]), float(xy[1]), half[2]), "half": half, "yaw": yaw,
+    return {"shape": shape, "colour": colour, "center": (0.0, 0.0, half[2]), "half": half, "yaw": yaw,
             "move": motion, "turn": turn}
+
+
+def _stand_at(obj, xy):
+    """Moves an object to floor position xy (its centre stays at its half-height above the floor)."""
+    obj["center"] = (float(xy[0]), float(xy[1]), obj["half"][2])
+    return obj
 
 
 def _fits(obj, objects, room, camera):
@@ -271,71 +287,84 @@ def _fits(obj, objects, room, camera):
     return all(math.hypot(x - o["center"][0], y - o["center"][1]) > r + _footprint(o) + 0.05 for o in objects)
 
 
-def _place_hero(rng, shape, colour, room, camera):
-    """The hero stands on the floor near the middle of the view; the last candidate in the room is the fallback."""
-    rot = camera_matrix(camera)
-    forward = rot[:2, 2] / np.linalg.norm(rot[:2, 2])  # optical axis projected on the floor
-    right = np.array([forward[1], -forward[0]])
+def _frame_hero(rng, shape, colour, room, camera):
+    """Places the hero and aims the camera at it, like a photographer: the hero stands at an apparent size of
+    0.35-0.55 (size / distance, so about 1.5-3.7 m away) within 30 deg of the room's axis, and yaw and pitch
+    are chosen so that it appears near the image centre (yaw within 12 deg, row 0.42-0.62). Pitch therefore
+    follows from camera height and hero distance, which keeps it varied (about -5..45 deg)."""
     cam_xy = np.asarray(camera["position"][:2])
-    # Distance at which the optical axis meets the floor: objects near it appear near the image centre.
-    aim = camera["position"][2] / math.tan(math.radians(max(camera["pitch"], 5.0)))
-    best = None
+    hero = None
     for _ in range(40):
-        dist = rng.uniform(0.6, 1.4) * min(max(aim, 2.5), 6.5)
-        xy = cam_xy + dist * forward + rng.uniform(-0.3, 0.3) * dist * right
-        hero = _new_object(rng, shape, colour, _HERO, xy)
-        if not _fits(hero, [], room, camera):
-            continue
-        best = hero
-        x, y, z = project(camera, hero["center"])
-        if z > 0 and 0.25 < x < 0.75 and 0.3 < y < 0.8:
-            return hero
-    if best is None:  # nothing fitted (a cramped view): the middle of the room is always free
-        best = _new_object(rng, shape, colour, _HERO, (0.0, room["size"][1] / 2))
-    return best
+        candidate = _new_object(rng, shape, colour, _HERO)
+        dist = _size(candidate) / rng.uniform(0.35, 0.55)
+        bearing = math.radians(rng.uniform(-30, 30))  # from the room's forward axis (+y), positive = right
+        _stand_at(candidate, cam_xy + dist * np.array([math.sin(bearing), math.cos(bearing)]))
+        if _fits(candidate, [], room, camera):
+            hero = candidate
+            break
+    if hero is None:  # nothing fitted (a cramped room): the middle of the room is always free
+        hero = _stand_at(_new_object(rng, shape, colour, _HERO), (0.0, room["size"][1] / 2))
+    offset = np.asarray(hero["center"]) - np.asarray(camera["position"])
+    ground = math.hypot(offset[0], offset[1])
+    camera["yaw"] = math.degrees(math.atan2(offset[0], offset[1])) + rng.uniform(-12, 12)
+    # Image row of a point at angle a below the horizon: 0.5 + f tan(a - pitch); solve for a target row.
+    down = math.degrees(math.atan2(-offset[2], ground))
+    row = rng.uniform(0.42, 0.62)
+    camera["pitch"] = min(max(down - math.degrees(math.atan((row - 0.5) / focal_fraction(camera))), -5.0), 45.0)
+    return hero
+
+
+def _screen_radius(camera, described):
+    """Approximate on-screen radius (fraction of the width) of a described object: 0.62 size / depth x focal
+    (0.62 x volume^(1/3) is a sphere's radius, and close to a box's or cylinder's silhouette)."""
+    return focal_fraction(camera) * 0.62 * described["size"] / described["depth"]
+
+
+def _hides(camera, front, back):
+    """Would `front` (nearer) hide most of `back`? True when back's screen centre lies well inside front's disc."""
+    gap = math.hypot(front["image_x"] - back["image_x"], front["image_y"] - back["image_y"])
+    return gap < _screen_radius(camera, front) - 0.3 * _screen_radius(camera, back)
 
 
 def _place_other(rng, objects, room, camera):
-    """One more object, often right in front of or behind an earlier one so that occlusion is common."""
-    rot = camera_matrix(camera)
+    """One more object, usually just in front of or behind an earlier one so that partial occlusion is common
+    (the amodal task needs it), but never hiding or hidden by another almost entirely."""
     cam_xy = np.asarray(camera["position"][:2])
-    hero = objects[0]
-    hero_x, _, hero_z = project(camera, hero["center"])
     described = describe({"camera": camera, "objects": objects})
+    hero = described[0]
     for _ in range(12):
         if rng.uniform() < 0.3:  # a twin of an earlier object, so that spatial words get used
             twin = rng.choice(objects)
             shape, colour = twin["shape"], twin["colour"]
         else:
             shape, colour = rng.choice(SHAPES), rng.choice(COLOURS)
-        if rng.uniform() < 0.75:
+        obj = _new_object(rng, shape, colour, _OTHER)
+        if rng.uniform() < 0.85:
             anchor = rng.choice(objects)
             toward = np.asarray(anchor["center"][:2]) - cam_xy
             toward /= np.linalg.norm(toward)
             side = np.array([toward[1], -toward[0]])
-            obj = _new_object(rng, shape, colour, _OTHER, (0.0, 0.0))
             reach = _footprint(obj) + _footprint(anchor)
-            # Just in front of or behind the anchor along the line of sight, shifted sideways by less than
-            # the two objects' widths: they overlap on screen but not in space.
-            along = rng.choice((-1.0, 1.0)) * rng.uniform(1.1, 2.0) * reach
-            xy = np.asarray(anchor["center"][:2]) + along * toward + rng.uniform(-0.9, 0.9) * reach * side
+            # Along the line of sight just in front of the anchor (covering part of it) or just behind it
+            # (peeking out beside it): they overlap on screen but not in space.
+            front = rng.uniform() < 0.4
+            along = (-1.0 if front else 1.0) * rng.uniform(1.1, 1.8) * reach
+            shift = rng.choice((-1.0, 1.0)) * (rng.uniform(0.0, 0.7) if front else rng.uniform(0.4, 1.0)) * reach
+            xy = np.asarray(anchor["center"][:2]) + along * toward + shift * side
         else:
-            forward = rot[:2, 2] / np.linalg.norm(rot[:2, 2])
-            right = np.array([forward[1], -forward[0]])
-            dist = rng.uniform(1.5, 7.0)
-            xy = cam_xy + dist * forward + rng.uniform(-0.5, 0.5) * dist * right
-            obj = _new_object(rng, shape, colour, _OTHER, (0.0, 0.0))
-        obj["center"] = (float(xy[0]), float(xy[1]), obj["half"][2])
-        if not _fits(obj, objects, room, camera):
+            bearing = math.radians(camera["yaw"] + rng.uniform(-25, 25))
+            xy = cam_xy + rng.uniform(1.5, 7.0) * np.array([math.sin(bearing), math.cos(bearing)])
+        if not _fits(_stand_at(obj, xy), objects, room, camera):
             continue
-        x, y, z = project(camera, obj["center"])
+        mine = describe({"camera": camera, "objects": [obj]})[0]
         # On screen, and never as big (in space or on screen) as the hero that carries the class.
-        if z <= 0.3 or not (0.02 < x < 0.98 and 0.02 < y < 0.98):
+        if mine["depth"] <= 0.3 or not (0.02 < mine["image_x"] < 0.98 and 0.02 < mine["image_y"] < 0.98):
             continue
-        if _size(obj) > 0.8 * _size(hero) or _size(obj) / z > 0.8 * _size(hero) / hero_z:
+        if mine["size"] > 0.8 * hero["size"] or mine["size"] / mine["depth"] > 0.8 * hero["size"] / hero["depth"]:
+            continue
+        if any(_hides(camera, *sorted((mine, other), key=lambda o: o["depth"])) for other in described):
             continue
         # Referring: at most two objects per (colour, shape), and a twin pair must be tellable apart.
-        mine = describe({"camera": camera, "objects": [obj]})[0]
         twins = [d for d in described if (d["colour"], d["shape"]) == (colour, shape)]
         if len(twins) > 1 or (twins and _contrast(mine, twins[0]) is None):
             continue
@@ -354,8 +383,9 @@ def scene_spec(index, seed=0, num_classes=10):
 
     Returns {"label", "room", "camera", "camera2", "light", "objects"}; see `render_specs` for the meaning."""
     _check_num_classes(num_classes)
+    _check_seed(seed)
     (index,) = _check_indices([index])
-    rng = _Stream(seed, index)
+    rng = _Stream(int(seed), index)
     label = rng.integer(num_classes)  # first draw: exactly uniform classes whatever the layout needs
     room = {"size": (rng.uniform(5.0, 9.0), rng.uniform(7.0, 12.0), rng.uniform(2.6, 4.0)),
             "floor": (_muted(rng, 0.45, 0.75), None), "tile": rng.uniform(0.4, 1.0),
@@ -363,22 +393,19 @@ def scene_spec(index, seed=0, num_classes=10):
     # Second tone of each texture: the first one darkened, so textures stay low-contrast and muted.
     room["floor"] = (room["floor"][0], tuple(c * rng.uniform(0.65, 0.85) for c in room["floor"][0]))
     room["wall"] = (room["wall"][0], tuple(c * rng.uniform(0.75, 0.9) for c in room["wall"][0]))
-    width, depth, _ = room["size"]
-    height = rng.uniform(0.6, 2.4)
-    camera = {"position": (rng.uniform(-0.25, 0.25) * width, rng.uniform(0.2, 1.5), height),
-              "yaw": rng.uniform(-30, 30), "pitch": rng.uniform(4.0, min(40.0, 10.0 + 14.0 * height)),
-              "roll": rng.uniform(-10, 10), "fov": rng.uniform(50, 70)}
+    camera = {"position": (rng.uniform(-0.25, 0.25) * room["size"][0], rng.uniform(0.2, 1.5), rng.uniform(0.6, 2.4)),
+              "yaw": 0.0, "pitch": 0.0, "roll": rng.uniform(-10, 10), "fov": rng.uniform(50, 70)}
+    # The hero carries the class: its colour (and its shape when K > 10); the camera is aimed at it.
+    colour = COLOURS[label % NUM_CLASS_COLOURS]
+    shape = SHAPES[label // NUM_CLASS_COLOURS] if num_classes > NUM_CLASS_COLOURS else rng.choice(SHAPES)
+    objects = [_frame_hero(rng, shape, colour, room, camera)]
     # Frame 2: the camera moves a few centimetres and turns by about a degree.
     camera2 = {"position": tuple(p + rng.uniform(-0.12, 0.12) for p in camera["position"]),
                "yaw": camera["yaw"] + rng.uniform(-1.5, 1.5), "pitch": camera["pitch"] + rng.uniform(-1.5, 1.5),
                "roll": camera["roll"] + rng.uniform(-1.0, 1.0), "fov": camera["fov"]}
     azimuth, elevation = math.radians(rng.uniform(0, 360)), math.radians(rng.uniform(35, 70))
     light = {"direction": (math.cos(elevation) * math.cos(azimuth), math.cos(elevation) * math.sin(azimuth),
-                           math.sin(elevation)), "ambient": rng.uniform(0.3, 0.45)}
-    # The hero carries the class: its colour (and its shape when K > 10).
-    colour = COLOURS[label % NUM_CLASS_COLOURS]
-    shape = SHAPES[label // NUM_CLASS_COLOURS] if num_classes > NUM_CLASS_COLOURS else rng.choice(SHAPES)
-    objects = [_place_hero(rng, shape, colour, room, camera)]
+                           math.sin(elevation)), "ambient": rng.uniform(0.4, 0.55)}
     wanted = 1 + min(int(rng.uniform() ** 0.6 * 4), 3)  # 1..4 objects, more often 3-4 (more occlusion)
     for _ in range(wanted - 1):
         obj = _place_other(rng, objects, room, camera)
@@ -666,8 +693,8 @@ def _flow(scene, frame1, resolution):
     # Occlusion: frame 2's depth at the exact sub-pixel point, by casting camera 2's ray through it.
     dirs2 = (cam / z_safe[..., None]) @ scene["rot2"].transpose(1, 2)  # (B, P, 3), camera-z component 1
     t_room2 = _hit_room(scene["pos2"][:, None], dirs2, scene["lo"], scene["hi"])[0]
-    rays2 = (scene["pos2"][:, None], dirs2)
-    b, s, p, t, _ = _hit_objects(*rays2, scene, scene["center2"], scene["yaw2"], _sphere_cull(*rays2, scene, scene["center2"]))
+    rays2, center2 = (scene["pos2"][:, None], dirs2), scene["center2"]
+    b, s, p, t, _ = _hit_objects(*rays2, scene, center2, scene["yaw2"], _sphere_cull(*rays2, scene, center2))
     P = t_room2.shape[1]
     t_first = t_room2.flatten().scatter_reduce(0, b * P + p, t, "amin").view_as(t_room2)  # (B, P) nearest hit
     visible = t_first >= z2 * (1 - 1e-3)
@@ -739,13 +766,17 @@ def render(indices, resolution=64, seed=0, num_classes=10):
     """Scenes `indices` of the world (seed, num_classes), rendered as one batch; see `render_specs`."""
     _check_resolution(resolution)
     _check_num_classes(num_classes)
-    return render_specs([scene_spec(i, seed, num_classes) for i in _check_indices(indices)], resolution)
+    indices = _check_indices(indices)
+    if not indices:
+        raise ValueError("indices must name at least one scene, got none")
+    return render_specs([scene_spec(i, seed, num_classes) for i in indices], resolution)
 
 
 def collate(items):
     """Batches `World` items: tensors are stacked, lists (expressions, objects) kept as lists of lists."""
-    return {k: torch.stack([it[k] for it in items]) if isinstance(items[0][k], torch.Tensor) else [it[k] for it in items]
-            for k in items[0]}
+    stack = lambda key: torch.stack([it[key] for it in items])  # noqa: E731
+    return {key: stack(key) if isinstance(value, torch.Tensor) else [it[key] for it in items]
+            for key, value in items[0].items()}
 
 
 class World(torch.utils.data.Dataset):
@@ -756,6 +787,7 @@ class World(torch.utils.data.Dataset):
             raise ValueError(f"size must be a non-negative integer, got {size!r}")
         _check_resolution(resolution)
         _check_num_classes(num_classes)
+        _check_seed(seed)
         self.size, self.resolution, self.seed, self.num_classes = size, resolution, seed, num_classes
 
     def __len__(self):
@@ -775,7 +807,8 @@ class World(torch.utils.data.Dataset):
 
 def preview(batch, path):
     """A grid, one row per scene: rgb, frame 2, depth, flow, visible ids, the most occluded object's amodal mask
-    over its visible mask, and a referring example titled with its expression."""
+    over its visible mask (blue visible, orange hidden), and a referring example (the referred object's visible
+    mask in a spotlight) titled with its expression."""
     from minidp import viz  # matplotlib is imported only when a figure is drawn
 
     rows, titles = [], []
@@ -784,14 +817,16 @@ def preview(batch, path):
         amodal, visible = batch["amodal"][b, :n], batch["ref_masks"][b, :n]  # (n, H, W)
         fraction = visible.sum((1, 2)) / amodal.sum((1, 2)).clamp_min(1)
         k = int(fraction.argmin())  # the most occluded object
-        j = b % n  # the referring example cycles through the objects
+        # The referring example: an expression that needed a spatial word if there is one, else any object.
+        words = [i for i, e in enumerate(batch["expressions"][b]) if len(e.split()) == 4]
+        j = words[0] if words else b % n
         rows.append([
             viz.to_image(batch["rgb"][b]), viz.to_image(batch["rgb2"][b]),
             viz.depth_to_rgb(batch["depth"][b], batch["valid"][b]),
             viz.flow_to_rgb(batch["flow"][b], batch["flow_valid"][b]),
             viz.ids_to_rgb(batch["ids"][b]),
             viz.amodal_to_rgb(batch["amodal"][b, k], batch["ref_masks"][b, k]),
-            viz.overlay_mask(batch["rgb"][b], batch["ref_masks"][b, j]),
+            viz.spotlight(batch["rgb"][b], batch["ref_masks"][b, j]),
         ])
         titles.append(["rgb", "frame 2", "depth", "flow", "ids", f"amodal {int(100 * fraction[k])}% vis.",
                        batch["expressions"][b][j]])
