@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from minidp import config as cfglib
 from minidp import data, ddim, ensemble, metrics, schedules, viz, world
 
-PROGRESSION_T = (999, 800, 600, 400, 200, 0)  # supplementary Fig. 1 (its "1000" is our t = 999)
+PROGRESSION_T = (999, 799, 599, 400, 200, 0)  # supplementary Fig. 1 (its "1000" is our t = 999)
+PROGRESSION_STEPS = 51  # round(linspace(0, 999, 51)) holds every t above, whatever sample.steps is
 
 
 def sampling_schedule(cfg):
@@ -51,15 +52,16 @@ def model_fn_for(model, cond, y, task):
 
 
 @torch.no_grad()
-def generate(model, cfg, cond, y, task, generator, return_intermediates=False):
-    """DDIM from fresh noise for a batch: cond is a list of (B, C, H, W) latents, y (B,) labels."""
+def generate(model, cfg, cond, y, task, generator, steps=None, spacing=None, return_intermediates=False):
+    """DDIM from fresh noise for a batch: cond is a list of (B, C, H, W) latents, y (B,) labels.
+    steps / spacing default to the config's sample section."""
     B = y.shape[0]
     C = model.in_channels
     x_T = torch.randn((B, C, model.input_size, model.input_size), generator=generator).to(y.device)
     s = cfg.sample
-    return ddim.ddim_sample(model_fn_for(model, cond, y, task), x_T, sampling_schedule(cfg), steps=s.steps,
-                            prediction=cfg.diffusion.prediction, spacing=s.spacing, eta=s.eta,
-                            generator=None, return_intermediates=return_intermediates)
+    return ddim.ddim_sample(model_fn_for(model, cond, y, task), x_T, sampling_schedule(cfg), steps=steps or s.steps,
+                            prediction=cfg.diffusion.prediction, spacing=spacing or s.spacing, eta=s.eta,
+                            return_intermediates=return_intermediates)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -119,12 +121,14 @@ def evaluate_depth(model, cfg, out_dir, device, quick=False):
 
 @torch.no_grad()
 def progression_figure(model, cfg, device, path):
-    """The x0 prediction at t = 999, 800, ..., 0 for one validation scene, each aligned to ground truth."""
+    """The x0 prediction at t = 999, 799, ..., 0 for one validation scene, each aligned to ground truth.
+
+    Always a 51-step linspace chain, so the figure shows the same timesteps whatever sample.steps is."""
     batch = data.make_batch(cfg.data, [cfg.data.val_offset], device)
     y = torch.tensor([model.num_classes + 1], device=device)
     task = torch.zeros(1, dtype=torch.long, device=device)
     _, inter = generate(model, cfg, batch["cond"], y, task, torch.Generator().manual_seed(cfg.sample.seed),
-                        return_intermediates=True)
+                        steps=PROGRESSION_STEPS, spacing="linspace", return_intermediates=True)
     gt, valid = batch["depth"].cpu(), batch["valid"].cpu()
     panels, titles = [], []
     for target_t in PROGRESSION_T:

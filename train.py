@@ -271,6 +271,9 @@ def train(argv=None):
     schedule = schedules.NoiseSchedule(cfg.diffusion.schedule, cfg.diffusion.T,
                                        cfg.diffusion.beta_start, cfg.diffusion.beta_end,
                                        cfg.diffusion.zero_terminal_snr)
+    # t ~ Uniform{0..T-1} (DiT), or ADDP's contribution-aware Multinomial(c_t^2) (its Algorithm B)
+    weights = cfg.diffusion.timestep_weights or [1.0]
+    timesteps = schedules.MultinomialTimesteps(weights, cfg.diffusion.T)
     model = model.to(device)
     ema = copy.deepcopy(model).requires_grad_(False)  # DiT: EMA starts as an exact copy
     opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -332,7 +335,7 @@ def train(argv=None):
         # --- 1. this step's global batch plan, identical on every rank ---
         gen = torch.Generator().manual_seed(tc.seed * 2**32 + step)
         indices = torch.randint(dc.train_size, (tc.global_batch,), generator=gen)
-        t = torch.randint(cfg.diffusion.T, (tc.global_batch,), generator=gen)
+        t = timesteps.sample(tc.global_batch, generator=gen)
         drop = torch.rand(tc.global_batch, generator=gen) < (cfg.model.class_dropout_prob if task_label is None else 0.0)
         noise = torch.randn((tc.global_batch, *latent), generator=gen)
         lr = lr_at(step, tc)

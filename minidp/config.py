@@ -62,6 +62,7 @@ class DiffusionConfig:
     T: int = 1000                    # training timesteps
     zero_terminal_snr: bool = False  # Lin et al.'s rescale of the schedule
     prediction: str = "eps"          # eps (DiT) | v (Marigold) | x0 (ADDP with augmentation)
+    timestep_weights: list[float] = field(default_factory=list)  # ADDP's c_t^2 per group of T/G steps; [] = uniform t
 
 
 @dataclass

@@ -1,0 +1,93 @@
+"""sample.py end to end on micro runs: the report's keys, the figures, reproducibility, and bad input.
+
+Run: pytest -q tests/test_sample.py     (trains two micro runs of a few steps first: ~20 s)
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+import sample  # noqa: E402
+import train  # noqa: E402
+
+COMMON = ["model.preset=micro", "data.resolution=16", "data.train_size=64", "train.steps=3",
+          "train.global_batch=4", "train.log_every=1", "sample.steps=2", "sample.batch=4"]
+
+
+@pytest.fixture(scope="module")
+def depth_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("depth")
+    assert train.main([str(ROOT / "configs" / "depth.yaml"), *COMMON, "sample.num_images=4",
+                       f"train.out_dir={out}"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def class_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("class")
+    assert train.main([str(ROOT / "configs" / "pretrain.yaml"), *COMMON, "sample.num_images=10",
+                       f"train.out_dir={out}"]) == 0
+    return out
+
+
+def test_depth_report_has_metrics_and_the_prior_baseline(depth_run):
+    report = json.loads((depth_run / "eval.json").read_text())
+    for key in ("absrel", "delta1", "delta2", "delta3", "rmse", "prior_absrel", "prior_delta1"):
+        assert key in report and 0 <= report[key] < float("inf"), key
+    assert (depth_run / "figures" / "depth_grid.png").stat().st_size > 0
+    assert (depth_run / "figures" / "denoising_progression.png").stat().st_size > 0
+
+
+def test_sample_cli_reproduces_the_training_report(depth_run, tmp_path):
+    # the same checkpoint, config and seeds: sample.py must print the numbers train.py wrote
+    assert sample.main([str(depth_run), "--out", str(tmp_path)]) == 0
+    a = json.loads((depth_run / "eval.json").read_text())
+    b = json.loads((tmp_path / "eval.json").read_text())
+    assert a["absrel"] == pytest.approx(b["absrel"], rel=1e-5) and a["delta1"] == pytest.approx(b["delta1"], rel=1e-5)
+
+
+def test_sample_overrides_change_the_test_time_compute(depth_run, tmp_path):
+    assert sample.main([str(depth_run), "sample.steps=3", "sample.ensemble=3", "sample.ensemble_method=compile",
+                        "sample.schedule=cosine", "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert (report["steps"], report["ensemble"], report["ensemble_method"], report["schedule"]) == (
+        3, 3, "compile", "cosine")
+
+
+def test_mean_depth_prior_is_the_mean_of_training_depths():
+    from minidp import world
+    from minidp.config import DataConfig
+    from minidp.config import Config
+
+    cfg = Config()
+    cfg.data = DataConfig(task="depth", resolution=16, train_size=5)
+    s = world.render(range(5), resolution=16)
+    expected = (s["depth"] * s["valid"]).sum(0) / s["valid"].sum(0).clamp_min(1)
+    assert torch.allclose(sample.mean_depth_prior(cfg, n=5), expected)
+
+
+def test_class_report_and_figure(class_run):
+    report = json.loads((class_run / "eval.json").read_text())
+    assert 0 <= report["class_accuracy"] <= 1 and report["chance"] == pytest.approx(0.1)
+    # the classifier itself must work on real images, or class_accuracy would mean nothing
+    assert report["real_class_accuracy"] > 0.5
+    assert (class_run / "figures" / "class_samples.png").stat().st_size > 0
+
+
+def test_sample_cli_bad_input(tmp_path, capsys):
+    bad = tmp_path / "ckpt.pt"
+    bad.write_bytes(b"\x00" * 10)
+    assert sample.main([str(bad)]) == 2
+    assert "is not a readable" in capsys.readouterr().err
+    assert sample.main([str(tmp_path / "missing")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+
+
+def test_sample_cli_rejects_unknown_override(depth_run, capsys):
+    assert sample.main([str(depth_run), "sample.stepz=3"]) == 2
+    assert "did you mean 'sample.steps'" in capsys.readouterr().err
