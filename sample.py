@@ -61,7 +61,7 @@ def generate(model, cfg, cond, y, task, generator, steps=None, spacing=None, ret
     s = cfg.sample
     return ddim.ddim_sample(model_fn_for(model, cond, y, task), x_T, sampling_schedule(cfg), steps=steps or s.steps,
                             prediction=cfg.diffusion.prediction, spacing=spacing or s.spacing, eta=s.eta,
-                            return_intermediates=return_intermediates)
+                            clip_x0=s.clip_x0 or None, return_intermediates=return_intermediates)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -191,7 +191,7 @@ def evaluate_class(model, cfg, out_dir, device, quick=False):
         yb = y[start:start + s.batch]
         x_T = torch.randn((len(yb), model.in_channels, model.input_size, model.input_size), generator=gen).to(device)
         fn = ddim.guided_model_fn_cfg(model, yb, torch.full_like(yb, model.num_classes), s.cfg_scale)
-        samples.append(ddim.ddim_sample(fn, x_T, sampling_schedule(cfg), steps=s.steps,
+        samples.append(ddim.ddim_sample(fn, x_T, sampling_schedule(cfg), steps=s.steps, clip_x0=s.clip_x0 or None,
                                         prediction=cfg.diffusion.prediction, spacing=s.spacing, eta=s.eta).cpu())
     samples = torch.cat(samples).clamp(-1, 1)
     seconds = time.time() - t0

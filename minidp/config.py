@@ -94,6 +94,7 @@ class SampleConfig:
     steps: int = 50                  # DDIM steps (the scaling paper's final depth model: 200)
     spacing: str = "trailing"        # leading | trailing | linspace (trailing reaches t = 999, i.e. pure noise)
     eta: float = 0.0                 # DDIM: deterministic
+    clip_x0: float = 1.0             # clip each x0 estimate to [-c, c] (pixel-space images live in [-1, 1]); 0: off
     schedule: str = ""               # test-time noise schedule; "" = the training schedule
     ensemble: int = 1                # test-time ensemble size M (the paper's final depth model: 5)
     ensemble_method: str = "median"  # median | mean | compile (Marigold's median compilation)
