@@ -15,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 import sample  # noqa: E402
 import train  # noqa: E402
 
-COMMON = ["model.preset=micro", "data.resolution=16", "data.train_size=64", "train.steps=3",
+COMMON = ["model.preset=micro", "train.init_from=", "data.resolution=16", "data.train_size=64", "train.steps=3",
           "train.global_batch=4", "train.log_every=1", "sample.steps=2", "sample.batch=4"]
 
 

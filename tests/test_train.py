@@ -22,7 +22,7 @@ import train  # noqa: E402
 
 # A depth fine-tune of the micro DiT at 16 px from scratch: seconds per run. Evaluation is tiny too.
 MICRO = [
-    "model.preset=micro", "data.task=depth", "data.resolution=16", "data.train_size=64",
+    "model.preset=micro", "train.init_from=", "data.task=depth", "data.resolution=16", "data.train_size=64",
     "train.mode=finetune", "train.steps=3", "train.global_batch=4", "train.log_every=1", "train.lr=1e-3",
     "train.ema_decay=0.9", "sample.steps=2", "sample.num_images=2", "sample.batch=2",
 ]
