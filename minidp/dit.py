@@ -38,6 +38,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from minidp.ddim import cfg_combine
+
 
 # ----------------------------------------------------------------------------------------------------------
 # Small pure helpers
@@ -86,11 +88,6 @@ def sincos_2d(dim, grid_size):
     emb_x = sincos_1d(dim // 2, cols.reshape(-1))  # (N, D/2)
     emb_y = sincos_1d(dim // 2, rows.reshape(-1))  # (N, D/2)
     return torch.cat([emb_x, emb_y], dim=1).float()  # (N, D)
-
-
-def cfg_combine(cond, uncond, scale):
-    """Classifier-free guidance: uncond + s * (cond - uncond). Local stand-in; ddim.py's cfg_combine replaces it."""
-    return uncond + scale * (cond - uncond)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -182,3 +182,36 @@ def test_resume_refuses_a_run_directory_of_another_task(tmp_path, capsys):
     err = bad_run(tmp_path, capsys, "data.task=class", "train.mode=pretrain")
     assert "was trained with data.task = 'depth'" in err
     assert (out / "ckpt.pt").read_bytes() == before
+
+
+# ----------------------------------------------------------------------------------------------------------
+# MoE through train.py
+# ----------------------------------------------------------------------------------------------------------
+
+def test_upcycle_from_a_dense_run_starts_at_the_dense_loss_and_logs_expert_load(tmp_path, capsys):
+    dense = tmp_path / "dense"
+    assert run_inprocess(dense, "train.steps=2") == 0
+    up = tmp_path / "up"
+    assert run_inprocess(up, "train.steps=2", f"train.upcycle_from={dense / 'ckpt.pt'}", "model.upcycle_experts=4") == 0
+    ckpt = torch.load(up / "ckpt.pt", weights_only=True)
+    assert ckpt["model_config"]["num_experts"] == 4 and ckpt["model_config"]["renormalize"] is True
+    records = [json.loads(line) for line in (up / "log.jsonl").read_text().splitlines()]
+    assert all(len(r["expert_load"][0]) == 4 for r in records) and records[0]["balance_loss"] > 0
+    # the first step of the upcycled run sees the batch the dense run's step 3 would have seen, with the
+    # dense EMA weights: check the function is preserved at the start by comparing with a dense continuation
+    cont = tmp_path / "cont"
+    assert run_inprocess(cont, "train.steps=1", f"train.init_from={dense / 'ckpt.pt'}") == 0
+    assert records[0]["loss"] == pytest.approx(json.loads((cont / "log.jsonl").read_text().splitlines()[0])["loss"],
+                                               rel=1e-4)
+    # upcycling an MoE checkpoint again is refused, by name
+    capsys.readouterr()
+    rc = run_inprocess(tmp_path / "again", f"train.upcycle_from={up / 'ckpt.pt'}")
+    assert rc == 2 and "already upcycled" in capsys.readouterr().err
+
+
+def test_moe_preset_trains_and_resumes_through_train_py(tmp_path):
+    out = tmp_path / "moe"
+    assert run_inprocess(out, "model.preset=micro-4E2A", "train.steps=2") == 0
+    assert run_inprocess(out, "model.preset=micro-4E2A", "train.steps=3") == 0  # resumes the MoE checkpoint
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1, 2, 3] and all("expert_load" in r for r in records)
