@@ -54,7 +54,8 @@ def test_resume_is_exact(tmp_path):
 
 def test_accumulation_equals_one_big_batch(tmp_path):
     assert run_inprocess(tmp_path / "big") == 0
-    assert run_inprocess(tmp_path / "acc", "train.micro_batch=1") == 0  # 4 micro-steps of 1
+    # 4 micro-steps of 1; a mid-run evaluation (eval_every) must not change the training either
+    assert run_inprocess(tmp_path / "acc", "train.micro_batch=1", "train.eval_every=2") == 0
     a, b = params(tmp_path / "big"), params(tmp_path / "acc")
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
     assert losses(tmp_path / "big") == pytest.approx(losses(tmp_path / "acc"), rel=1e-5)
