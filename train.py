@@ -291,8 +291,7 @@ def train(argv=None):
     # the label the model is conditioned on: the scene's class (pre-training) or the task's row (fine-tuning)
     task_label = None if tc.mode == "pretrain" else dit.task_label(model, 0)
     macs_per_sample = model_macs(model)
-    latent = (model.out_channels if not model.learn_sigma else model.out_channels // 2,
-              model.input_size, model.input_size)
+    latent = (model.in_channels, model.input_size, model.input_size)  # the target's shape (in_channels: one group)
 
     if master:
         cfglib.dump(cfg, out_dir / "config.yaml")

@@ -216,3 +216,21 @@ def test_moe_preset_trains_and_resumes_through_train_py(tmp_path):
     assert run_inprocess(out, "model.preset=micro-4E2A", "train.steps=3") == 0  # resumes the MoE checkpoint
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3] and all("expert_load" in r for r in records)
+
+
+def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "train.py"), str(ROOT / "configs" / "depth.yaml"), *MICRO,
+           "train.steps=100000", "train.ckpt_every=100000", f"train.out_dir={out}"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    for line in proc.stdout:  # wait until training is under way
+        if line.startswith("step"):
+            break
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "interrupted: checkpoint saved at step" in stdout
+    step = torch.load(out / "ckpt.pt", weights_only=True)["step"]
+    assert 1 <= step < 100000
+    assert not (out / "eval.json").exists()  # an interrupted run is not evaluated
