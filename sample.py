@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from minidp import config as cfglib
-from minidp import data, ddim, ensemble, metrics, schedules, viz, world
+from minidp import data, ddim, dit, ensemble, metrics, schedules, viz, world
 
 PROGRESSION_T = (999, 799, 599, 400, 200, 0)  # supplementary Fig. 1 (its "1000" is our t = 999)
 PROGRESSION_STEPS = 51  # round(linspace(0, 999, 51)) holds every t above, whatever sample.steps is
@@ -83,7 +83,7 @@ def mean_depth_prior(cfg, n=512):
 def evaluate_depth(model, cfg, out_dir, device, quick=False):
     s, dc = cfg.sample, cfg.data
     n = min(s.num_images, 8) if quick else s.num_images
-    label = torch.tensor(model.num_classes + 1, device=device)  # task 0's label row (dit.task_label)
+    label = torch.tensor(dit.task_label(model, 0), device=device)
     gen = torch.Generator().manual_seed(s.seed)
     preds, gts, valids, rgbs = [], [], [], []
     t0 = time.time()
@@ -104,7 +104,7 @@ def evaluate_depth(model, cfg, out_dir, device, quick=False):
         rgbs.append(batch["cond"][0].cpu())
     pred, gt, valid = torch.cat(preds), torch.cat(gts), torch.cat(valids)
     seconds = time.time() - t0
-    result = {f"{k}": v for k, v in metrics.depth_metrics(pred, gt, valid).items()}
+    result = metrics.depth_metrics(pred, gt, valid)
     prior = mean_depth_prior(cfg).expand_as(gt)
     result.update({f"prior_{k}": v for k, v in metrics.depth_metrics(prior, gt, valid).items()})
     result.update(num_images=n, steps=s.steps, ensemble=s.ensemble, ensemble_method=s.ensemble_method,
@@ -125,7 +125,7 @@ def progression_figure(model, cfg, device, path):
 
     Always a 51-step linspace chain, so the figure shows the same timesteps whatever sample.steps is."""
     batch = data.make_batch(cfg.data, [cfg.data.val_offset], device)
-    y = torch.tensor([model.num_classes + 1], device=device)
+    y = torch.tensor([dit.task_label(model, 0)], device=device)
     task = torch.zeros(1, dtype=torch.long, device=device)
     _, inter = generate(model, cfg, batch["cond"], y, task, torch.Generator().manual_seed(cfg.sample.seed),
                         steps=PROGRESSION_STEPS, spacing="linspace", return_intermediates=True)
