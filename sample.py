@@ -242,10 +242,10 @@ def main(argv=None):
         cfg = cfglib.config_from_dict(ckpt.get("config", {}), source=str(ckpt_path))
         cfglib.apply_overrides(cfg, args.overrides)
         model = train.model_from_checkpoint(ckpt, ckpt_path, weights="ema")
+        device = train.choose_device(cfg.train.device, 0)
     except (cfglib.ConfigError, train.InputError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    device = train.choose_device(cfg.train.device, 0)
     out = Path(args.out) if args.out else ckpt_path.parent
     out.mkdir(parents=True, exist_ok=True)
     evaluate(model.to(device), cfg, out, device)
