@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from minidp import config as cfglib
-from minidp import data, ddim, dit, ensemble, metrics, schedules, viz, world
+from minidp import data, ddim, dit, ensemble, metrics, schedules, viz
 
 PROGRESSION_T = (999, 799, 599, 400, 200, 0)  # supplementary Fig. 1 (its "1000" is our t = 999)
 PROGRESSION_STEPS = 51  # round(linspace(0, 999, 51)) holds every t above, whatever sample.steps is
@@ -70,13 +70,8 @@ def generate(model, cfg, cond, y, task, generator, steps=None, spacing=None, ret
 
 def mean_depth_prior(cfg, n=512):
     """The training-set mean depth map (over valid pixels), from the first n training scenes."""
-    total, count = 0.0, 0.0
-    for start in range(0, min(n, cfg.data.train_size), 128):
-        idx = list(range(start, min(start + 128, n, cfg.data.train_size)))
-        s = world.render(idx, resolution=cfg.data.resolution, seed=cfg.data.seed, num_classes=cfg.data.num_classes)
-        total = total + (s["depth"] * s["valid"]).sum(0)
-        count = count + s["valid"].float().sum(0)
-    return total / count.clamp_min(1)  # (H, W)
+    s = data.render_cache(cfg.data, min(n, cfg.data.train_size))
+    return (s["depth"] * s["valid"]).sum(0) / s["valid"].float().sum(0).clamp_min(1)  # (H, W)
 
 
 @torch.no_grad()
@@ -165,13 +160,8 @@ def class_features(images):
 
 def fit_class_means(cfg, n=2000):
     """Per-class mean feature over n real training scenes: (K, F)."""
-    feats, labels = [], []
-    for start in range(0, n, 250):
-        s = world.render(range(start, min(start + 250, n)), resolution=cfg.data.resolution, seed=cfg.data.seed,
-                         num_classes=cfg.data.num_classes)
-        feats.append(class_features(s["rgb"]))
-        labels.append(s["label"])
-    feats, labels = torch.cat(feats), torch.cat(labels)
+    s = data.render_cache(cfg.data, n)
+    feats, labels = class_features(s["rgb"]), s["label"]
     return torch.stack([feats[labels == k].mean(0) for k in range(cfg.data.num_classes)])
 
 
@@ -196,8 +186,7 @@ def evaluate_class(model, cfg, out_dir, device, quick=False):
     samples = torch.cat(samples).clamp(-1, 1)
     seconds = time.time() - t0
     means = fit_class_means(cfg)
-    real = world.render(range(cfg.data.val_offset, cfg.data.val_offset + 500), resolution=cfg.data.resolution,
-                        seed=cfg.data.seed, num_classes=K)
+    real = data.render_scenes(cfg.data, range(cfg.data.val_offset, cfg.data.val_offset + 500))
     result = {
         "class_accuracy": (nearest_class(means, samples) == y.cpu()).float().mean().item(),
         "real_class_accuracy": (nearest_class(means, real["rgb"]) == real["label"]).float().mean().item(),

@@ -33,7 +33,6 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from minidp import config as cfglib
@@ -185,13 +184,9 @@ def initial_model(cfg, codec):
         m = cfg.model
         try:
             model = upcycle.upcycle(dense, m.upcycle_experts, m.upcycle_top_k, every=m.upcycle_every,
-                                    generator=torch.Generator().manual_seed(tc.seed))
+                                    generator=torch.Generator().manual_seed(tc.seed), balance_alpha=m.balance_alpha)
         except ValueError as e:
             raise InputError(f"train.upcycle_from: {tc.upcycle_from}: {e}") from None
-        for layer in model.modules():
-            if isinstance(layer, moe.MoEFeedForward):
-                layer.balance_alpha = m.balance_alpha
-        model.config["balance_alpha"] = m.balance_alpha
         return model, (f"upcycling {tc.upcycle_from} (its step {ckpt.get('step', '?')}) to {m.upcycle_experts} "
                        f"experts, top-{m.upcycle_top_k}, every {m.upcycle_every} block(s)")
 

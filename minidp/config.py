@@ -22,6 +22,8 @@ from pathlib import Path
 
 import yaml
 
+from minidp import ddim, ensemble, schedules
+
 
 class ConfigError(ValueError):
     """A bad config file, key, value or override; the message is one line that says what to fix."""
@@ -115,17 +117,19 @@ class Config:
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 # Value choices checked at load time, so a typo fails before any work starts.
+# The lists come from the modules that implement the choices, so a new schedule or method needs no edit here.
+_SCHEDULE_NAMES = schedules.SCHEDULES + tuple(schedules.SCHEDULE_ALIASES)  # diffusers' names are accepted too
 CHOICES = {
     ("data", "dataset"): ("world",),
     ("data", "task"): ("class", "depth"),
-    ("diffusion", "schedule"): ("linear", "scaled_linear", "cosine", "squaredcos_cap_v2"),
-    ("diffusion", "prediction"): ("eps", "x0", "v", "sample"),
+    ("diffusion", "schedule"): _SCHEDULE_NAMES,
+    ("diffusion", "prediction"): schedules.PREDICTIONS + tuple(schedules.PREDICTION_ALIASES),
     ("train", "mode"): ("pretrain", "finetune"),
     ("train", "lr_schedule"): ("constant", "exp"),
     ("train", "device"): ("auto", "cpu", "cuda"),
-    ("sample", "spacing"): ("leading", "trailing", "linspace"),
-    ("sample", "schedule"): ("", "linear", "scaled_linear", "cosine", "squaredcos_cap_v2"),
-    ("sample", "ensemble_method"): ("median", "mean", "compile"),
+    ("sample", "spacing"): ddim.SPACINGS,
+    ("sample", "schedule"): ("",) + _SCHEDULE_NAMES,
+    ("sample", "ensemble_method"): ensemble.METHODS,
 }
 
 

@@ -606,14 +606,15 @@ DIT_PRESETS["tiny"] = dict(depth=6, hidden_size=96, num_heads=4, patch_size=4)
 DIT_PRESETS["micro"] = dict(depth=2, hidden_size=32, num_heads=2, patch_size=2)
 
 
-def _preset_builder(arch):
+def preset_builder(arch, cls=None):
+    """A function building `cls` (default DiT) from preset `arch` plus constructor overrides (moe.py reuses it)."""
     def build(**overrides):
-        return DiT(**{**arch, **overrides})
+        return (cls or DiT)(**{**arch, **overrides})
 
     return build
 
 
-DiT_models = {name: _preset_builder(arch) for name, arch in DIT_PRESETS.items()}
+DiT_models = {name: preset_builder(arch) for name, arch in DIT_PRESETS.items()}
 
 
 def build_dit(name, **overrides):

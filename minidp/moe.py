@@ -54,7 +54,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minidp.dit import DIT_DEFAULTS, DIT_PRESETS, DiT, Mlp, count_params, dit_macs
+from minidp.dit import DIT_DEFAULTS, DIT_PRESETS, DiT, Mlp, count_params, dit_macs, preset_builder
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -320,14 +320,7 @@ MOE_PRESETS = {
 }
 
 
-def _preset_builder(arch):
-    def build(**overrides):
-        return DiTMoE(**{**arch, **overrides})
-
-    return build
-
-
-DiTMoE_models = {name: _preset_builder(arch) for name, arch in MOE_PRESETS.items()}
+DiTMoE_models = {name: preset_builder(arch, DiTMoE) for name, arch in MOE_PRESETS.items()}
 
 
 def build_moe(name, **overrides):

@@ -45,18 +45,20 @@ def check_dense_dit(model):
 
 
 @torch.no_grad()
-def upcycle(dense_model, num_experts, top_k, every=1, renormalize=True, router_std=0.02, generator=None):
+def upcycle(dense_model, num_experts, top_k, every=1, renormalize=True, router_std=0.02, generator=None,
+            balance_alpha=0.01):
     """A new DiTMoE whose MoE blocks hold `num_experts` copies of the dense block's MLP and a new router.
 
     every: 1 upcycles every block, 2 every other block (blocks 1, 3, ...; see moe.moe_block_ids).
     generator: a torch.Generator for the router draw (CPU), for reproducible upcycling.
+    balance_alpha: the balance-loss weight of the new MoE layers (DiT-MoE: 0.01; 0 turns it off).
     The result has the dense model's device, dtype and train/eval mode; the dense model is not modified.
     """
     check_dense_dit(dense_model)
     weight = next(dense_model.parameters())
     with torch.device(weight.device):
         moe = DiTMoE(num_experts=num_experts, top_k=top_k, moe_every=every, expert="gelu", num_shared=0,
-                     renormalize=renormalize, **dense_model.config)
+                     renormalize=renormalize, balance_alpha=balance_alpha, **dense_model.config)
     moe.to(weight.dtype)
 
     dense_sd = dense_model.state_dict()

@@ -19,20 +19,19 @@ COMMON = ["model.preset=micro", "train.init_from=", "data.resolution=16", "data.
           "train.global_batch=4", "train.log_every=1", "sample.steps=2", "sample.batch=4"]
 
 
+def micro_run(out, config, *extra):
+    assert train.main([str(ROOT / "configs" / config), *COMMON, *extra, f"train.out_dir={out}"]) == 0
+    return out
+
+
 @pytest.fixture(scope="module")
 def depth_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("depth")
-    assert train.main([str(ROOT / "configs" / "depth.yaml"), *COMMON, "sample.num_images=4",
-                       f"train.out_dir={out}"]) == 0
-    return out
+    return micro_run(tmp_path_factory.mktemp("depth"), "depth.yaml", "sample.num_images=4")
 
 
 @pytest.fixture(scope="module")
 def class_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("class")
-    assert train.main([str(ROOT / "configs" / "pretrain.yaml"), *COMMON, "sample.num_images=10",
-                       f"train.out_dir={out}"]) == 0
-    return out
+    return micro_run(tmp_path_factory.mktemp("class"), "pretrain.yaml", "sample.num_images=10")
 
 
 def test_depth_report_has_metrics_and_the_prior_baseline(depth_run):

@@ -6,7 +6,6 @@ Run: pytest -q tests/test_train.py     (about a minute: it starts torchrun once 
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys

@@ -6,7 +6,6 @@ so figures the chapter writes land there. A chapter that raises fails its test, 
 Run: pytest -q tests/test_tutorials.py            (or -k 00 for one chapter)
 """
 
-import os
 import re
 from pathlib import Path
 

@@ -117,3 +117,17 @@ def test_upcycling_something_that_is_not_a_dense_dit_is_refused_by_name():
         upcycle(torch.nn.Linear(3, 3), 4, 2)
     with pytest.raises(ValueError, match="top_k"):
         upcycle(trained_looking_dense(), 4, 5)
+
+
+def test_balance_alpha_reaches_every_moe_layer_and_the_config():
+    dense = trained_looking_dense()
+    x, t, y = batch_for(dense)
+    models = {a: upcycle(dense, num_experts=4, top_k=2, balance_alpha=a, generator=torch.Generator().manual_seed(0))
+              for a in (0.0, 0.01, 0.5)}  # same router draw for all three
+    aux = {}
+    for a, m in models.items():
+        m(x, t, y)
+        assert m.config["balance_alpha"] == a
+        aux[a] = moe_aux(m)[0].item()
+    assert aux[0.0] == 0.0
+    assert aux[0.01] > 0 and aux[0.5] == pytest.approx(50 * aux[0.01], rel=1e-5)  # linear in alpha
