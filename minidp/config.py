@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from minidp import ddim, ensemble, schedules
+from minidp import ddim, ensemble, schedules, tasks
 
 
 class ConfigError(ValueError):
@@ -46,8 +46,8 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = "world"           # "world": the procedural synthetic world (minidp/world.py)
-    task: str = "class"              # "class" (class-conditional generation) or "depth"
+    dataset: str = "world"           # "world": the procedural synthetic world (minidp/world.py); see tasks.DATASET_TASKS
+    task: str = "class"              # class (pre-training) | depth | flow | amodal | referring (minidp/tasks.py)
     resolution: int = 32             # square image size in pixels (the world renders any size 16..256)
     num_classes: int = 10            # K classes of the world's pre-training labels
     seed: int = 0                    # world seed: scene i of the dataset is world.render([i], seed=seed)
@@ -84,7 +84,8 @@ class TrainConfig:
     weight_decay: float = 0.0        # DiT: 0
     grad_clip: float = 1.0           # max global grad norm; 0 disables (DiT does not clip; tiny runs are steadier with it)
     ema_decay: float = 0.9999        # DiT: 0.9999; short runs need less (configs say why)
-    seed: int = 0                    # per-rank seed = seed * world_size + rank (DiT)
+    seed: int = 0                    # seeds the initial weights and every step's batch plan (minidp/recipe.py)
+    cond_drop_prob: float = 0.05     # text-conditioned tasks: drop text, image, both, with p each (InstructPix2Pix)
     log_every: int = 50              # steps between log lines / JSONL records
     ckpt_every: int = 500            # steps between checkpoints (one is always written at the end)
     eval_every: int = 0              # steps between evaluations (0 = only at the end)
@@ -103,6 +104,8 @@ class SampleConfig:
     num_images: int = 64             # validation images to evaluate
     batch: int = 16                  # images per sampling batch (x M ensemble members)
     cfg_scale: float = 4.0           # classifier-free guidance scale for class-conditional samples (DiT: 4)
+    image_guidance: float = 1.5      # s_I of two-scale guidance for text-conditioned tasks (ADDP: 1.5)
+    text_guidance: float = 3.0       # s_D of two-scale guidance (ADDP: 3.0 with x0-prediction)
     seed: int = 0                    # seed of the sampling noise
 
 
@@ -120,8 +123,8 @@ SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 # The lists come from the modules that implement the choices, so a new schedule or method needs no edit here.
 _SCHEDULE_NAMES = schedules.SCHEDULES + tuple(schedules.SCHEDULE_ALIASES)  # diffusers' names are accepted too
 CHOICES = {
-    ("data", "dataset"): ("world",),
-    ("data", "task"): ("class", "depth"),
+    ("data", "dataset"): tuple(tasks.DATASET_TASKS),
+    ("data", "task"): tuple(tasks.TASKS),
     ("diffusion", "schedule"): _SCHEDULE_NAMES,
     ("diffusion", "prediction"): schedules.PREDICTIONS + tuple(schedules.PREDICTION_ALIASES),
     ("train", "mode"): ("pretrain", "finetune"),

@@ -123,6 +123,16 @@ def amodal_to_rgb(amodal, visible):
     return out
 
 
+def mask_errors(pred, gt):
+    """A predicted mask against the true one: hits green, extra pixels red, missed pixels blue, rest light grey."""
+    p, g = _numpy(pred).astype(bool), _numpy(gt).astype(bool)
+    out = np.full(p.shape + (3,), 230, np.uint8)
+    out[p & g] = (44, 160, 44)
+    out[p & ~g] = (214, 39, 40)
+    out[~p & g] = (31, 119, 180)
+    return out
+
+
 def overlay_mask(image, mask, colour=(1.0, 0.0, 0.0), alpha=0.55):
     """The image (see `as_float`) with the mask painted in `colour` at opacity alpha: (H, W, 3) float in [0, 1]."""
     img = to_image(image)

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import sample  # noqa: E402
 import train  # noqa: E402
+from minidp import evaluate  # noqa: E402
 
 COMMON = ["model.preset=micro", "train.init_from=", "data.resolution=16", "data.train_size=64", "train.steps=3",
           "train.global_batch=4", "train.log_every=1", "sample.steps=2", "sample.batch=4"]
@@ -67,7 +68,7 @@ def test_mean_depth_prior_is_the_mean_of_training_depths():
     cfg.data = DataConfig(task="depth", resolution=16, train_size=5)
     s = world.render(range(5), resolution=16)
     expected = (s["depth"] * s["valid"]).sum(0) / s["valid"].sum(0).clamp_min(1)
-    assert torch.allclose(sample.mean_depth_prior(cfg, n=5), expected)
+    assert torch.allclose(evaluate.mean_depth_prior(cfg, n=5), expected)
 
 
 def test_class_report_and_figure(class_run):

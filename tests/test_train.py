@@ -18,6 +18,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import train  # noqa: E402
+from minidp import checkpoint, config, vae  # noqa: E402
 
 # A depth fine-tune of the micro DiT at 16 px from scratch: seconds per run. Evaluation is tiny too.
 MICRO = [
@@ -72,20 +73,20 @@ def test_ddp_two_gloo_ranks_equal_one_process_with_twice_the_batch(tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a), "DDP parameters differ from 1 process"
     # the parameters really moved (a test of equal initial weights would prove nothing)
     torch.manual_seed(0)  # train.py seeds with train.seed before building the model
-    init = train.initial_model(train.cfglib.load_config(ROOT / "configs" / "depth.yaml", MICRO),
-                               train.vae.make_codec("pixel"))[0].state_dict()
+    init = checkpoint.initial_model(config.load_config(ROOT / "configs" / "depth.yaml", MICRO),
+                                    vae.make_codec("pixel"))[0].state_dict()
     assert any(not torch.allclose(init[k], a[k]) for k in a)
 
 
 def test_sigkill_while_writing_leaves_the_previous_checkpoint_loadable(tmp_path):
     path = tmp_path / "ckpt.pt"
-    train.save_checkpoint(path, {"step": 0, "w": torch.zeros(10)})
+    checkpoint.save_checkpoint(path, {"step": 0, "w": torch.zeros(10)})
     # A child that rewrites a large checkpoint in a loop; we kill it at an arbitrary moment, several times.
     script = (
-        "import sys, torch; sys.path.insert(0, %r); import train; from pathlib import Path\n"
+        "import sys, torch; sys.path.insert(0, %r); from minidp import checkpoint; from pathlib import Path\n"
         "p = Path(%r); i = 0\n"
         "while True:\n"
-        "    i += 1; train.save_checkpoint(p, {'step': i, 'w': torch.randn(4_000_000)})\n" % (str(ROOT), str(path))
+        "    i += 1; checkpoint.save_checkpoint(p, {'step': i, 'w': torch.randn(4_000_000)})\n" % (str(ROOT), str(path))
     )
     for delay in (0.8, 1.3, 1.9):
         child = subprocess.Popen([sys.executable, "-c", script])

@@ -1,0 +1,175 @@
+"""Checkpoints: atomic save, weights_only load, and the model a run starts from or a checkpoint describes.
+
+A minidp checkpoint is one dict (DESIGN.md): {"model", "ema", "opt", "step", "config", "model_config", "tasks",
+"rng"}. The state dicts keep DiT's key names, so a released DiT checkpoint's weights load into the same model;
+`model_config` holds every constructor argument, so `architecture(model_config)` rebuilds a dense or MoE model
+with no other information.
+
+Notable choices:
+- `torch.load(..., weights_only=True)` always: a checkpoint is data, never code. A pickle that would run code is
+  refused, and the refusal is one line naming the file (torch's own message spans several).
+- A path naming a run directory means that run's ckpt.pt, wherever a checkpoint is accepted.
+- Writes go to a temporary file and are renamed over the old one (`os.replace`, atomic on POSIX), so a crash or a
+  SIGKILL mid-write leaves the previous checkpoint intact.
+- Every failure a user can fix is an `InputError` with a one-line message; scripts print it and exit with 2.
+"""
+
+import os
+from pathlib import Path
+
+import torch
+
+from minidp import dit, moe, tasks, upcycle
+
+
+class InputError(Exception):
+    """Bad input the user can fix: printed as one line, exit status 2."""
+
+
+def one_line(error):
+    """An exception's text folded onto one line (torch's and the OS's messages often span several)."""
+    text = " ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    return text or type(error).__name__
+
+
+def choose_device(pref, local_rank=0):
+    """torch.device for `train.device` (auto | cpu | cuda): the local rank's GPU when CUDA is used."""
+    if pref == "cuda" or (pref == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise InputError("train.device = cuda but no CUDA device is available")
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Reading and writing
+# ----------------------------------------------------------------------------------------------------------
+
+def resolve(path):
+    """A checkpoint path: a run directory stands for its ckpt.pt."""
+    path = Path(path)
+    return path / "ckpt.pt" if path.is_dir() else path
+
+
+def load_checkpoint(path, what):
+    """torch.load with weights_only=True, turning every failure into one line naming the file."""
+    path = resolve(path)
+    if not path.is_file():
+        raise InputError(f"{what}: checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated file, another format, a pickle with code in it
+        raise InputError(f"{what}: {path} is not a readable minidp/DiT checkpoint ({one_line(e)[:200]})") from None
+    if not isinstance(ckpt, dict):
+        raise InputError(f"{what}: {path} holds a {type(ckpt).__name__}, not a checkpoint dict")
+    return ckpt
+
+
+def save_checkpoint(path, state):
+    """Write to a temporary file, then rename: a crash mid-write leaves the previous checkpoint intact."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def architecture(model_config):
+    """An untrained model of the architecture a checkpoint's `model_config` describes (dense DiT or MoE DiT)."""
+    return moe.DiTMoE(**model_config) if "num_experts" in model_config else dit.DiT(**model_config)
+
+
+def model_from_checkpoint(ckpt, path, weights="ema"):
+    """Rebuild the model a minidp checkpoint describes and load its `weights` ("ema" or "model")."""
+    if "model_config" not in ckpt or weights not in ckpt:
+        keys = ", ".join(list(ckpt)[:5])
+        raise InputError(f"{path}: not a minidp training checkpoint (no 'model_config'/'{weights}'; keys: {keys})")
+    try:
+        model = architecture(ckpt["model_config"])
+        dit.load_dit_state_dict(model, ckpt[weights])
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise InputError(f"{path}: {one_line(e)}") from None
+    return model
+
+
+def checkpoint_tasks(ckpt, path, task):
+    """The tasks a checkpoint was trained on; InputError if `task` is not among them."""
+    known = list(ckpt.get("tasks") or [ckpt.get("config", {}).get("data", {}).get("task")])
+    if task not in known:
+        raise InputError(f"{path} was trained on {', '.join(map(str, known))}, not {task!r}; "
+                         f"evaluate it with data.task={known[0]}")
+    return known
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The model a run starts from
+# ----------------------------------------------------------------------------------------------------------
+
+def new_model(cfg, codec):
+    """A freshly initialised class-conditional DiT (or DiT-MoE, for an MoE preset) for this config's data."""
+    kwargs = dict(input_size=cfg.data.resolution // codec.downsample, in_channels=codec.channels,
+                  num_classes=cfg.data.num_classes, learn_sigma=cfg.model.learn_sigma,
+                  class_dropout_prob=cfg.model.class_dropout_prob)
+    if cfg.model.preset in moe.DiTMoE_models:
+        return moe.build_moe(cfg.model.preset, balance_alpha=cfg.model.balance_alpha, **kwargs)
+    if cfg.model.preset not in dit.DiT_models:
+        raise InputError(f"model.preset: unknown preset {cfg.model.preset!r}; valid: "
+                         f"{', '.join(list(dit.DiT_models) + list(moe.DiTMoE_models))}")
+    return dit.build_dit(cfg.model.preset, **kwargs)
+
+
+def for_task(model, cfg, codec):
+    """Marigold's conversion of a class-conditional model: widen the input for the condition images, give the
+    task its label row and patch embedding, and the text path for referring. A converted model is kept."""
+    task = cfg.data.task
+    groups = tasks.num_cond_images(task) + 1
+    expected_size = cfg.data.resolution // codec.downsample
+    if model.input_size != expected_size or model.in_channels != codec.channels:
+        raise InputError(
+            f"the checkpoint's model takes {model.in_channels}x{model.input_size}x{model.input_size} "
+            f"inputs, this config needs {codec.channels}x{expected_size}x{expected_size}")
+    if model.num_tasks == 0:
+        model = dit.make_multitask(dit.widen_input(model, groups), 1)
+    elif model.in_groups != groups:
+        raise InputError(f"the checkpoint's model takes {model.in_groups} input groups, task {task!r} needs {groups}")
+    if task == "referring" and not model.config.get("vocab_size"):
+        model = dit.add_text(model, len(tasks.VOCAB))  # zero-initialised: the same function as before
+    return model
+
+
+def initial_model(cfg, codec):
+    """The model a new run starts from, and one line saying where it came from."""
+    tc = cfg.train
+    if tc.mode == "pretrain":
+        if tc.init_from:
+            ckpt = load_checkpoint(tc.init_from, "train.init_from")
+            return model_from_checkpoint(ckpt, tc.init_from), f"continuing from {tc.init_from}"
+        return new_model(cfg, codec), f"pre-training {cfg.model.preset} from scratch"
+
+    if tc.upcycle_from:  # the scaling paper's §4.4: upcycle a fine-tuned dense model, continue fine-tuning
+        ckpt = load_checkpoint(tc.upcycle_from, "train.upcycle_from")
+        dense = for_task(model_from_checkpoint(ckpt, tc.upcycle_from), cfg, codec)
+        m = cfg.model
+        try:
+            model = upcycle.upcycle(dense, m.upcycle_experts, m.upcycle_top_k, every=m.upcycle_every,
+                                    generator=torch.Generator().manual_seed(tc.seed), balance_alpha=m.balance_alpha)
+        except ValueError as e:
+            raise InputError(f"train.upcycle_from: {tc.upcycle_from}: {e}") from None
+        return model, (f"upcycling {tc.upcycle_from} (its step {ckpt.get('step', '?')}) to {m.upcycle_experts} "
+                       f"experts, top-{m.upcycle_top_k}, every {m.upcycle_every} block(s)")
+
+    # init_optional forgives only a path that does not exist at all (a quickstart run before its pre-training)
+    use_init = bool(tc.init_from) and (Path(tc.init_from).exists() or not tc.init_optional)
+    if use_init:
+        ckpt = load_checkpoint(tc.init_from, "train.init_from")
+        model = model_from_checkpoint(ckpt, tc.init_from)
+        source = f"fine-tuning from {tc.init_from} (its step {ckpt.get('step', '?')})"
+    else:
+        model = new_model(cfg, codec)
+        missing = f" ({tc.init_from} not found, init_optional: true)" if tc.init_from else ""
+        source = f"fine-tuning {cfg.model.preset} from scratch{missing}"
+    return for_task(model, cfg, codec), source
+
+
+def model_macs(model):
+    """Forward MACs per sample: analytic, counting only the experts a token visits in an MoE model."""
+    return moe.moe_macs(model)["active"] if "num_experts" in model.config else dit.dit_macs(model)

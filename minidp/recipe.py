@@ -1,0 +1,66 @@
+"""The training recipe's pieces: each step's batch plan, the learning-rate schedule, EMA, the masked loss.
+
+train.py is one loop (STYLE.md); what the loop does at each step is written here, as small pure functions that
+the tests check one by one.
+
+Notable choices:
+- The global batch of step s (scene indices, timesteps, label drops, noise, object picks, condition drops) is
+  drawn from one generator seeded by (train.seed, s), and each rank takes its own slice of it. So a run's numbers
+  do not depend on the number of ranks or on accumulation (2 ranks x B == 1 rank x 2B, a test checks it), and
+  resuming is exact. DiT seeds each rank with `seed * world_size + rank` instead, which ties the data to the
+  world size. New draws are appended after the old ones, so adding one does not change earlier runs' batches.
+- Timesteps: t ~ Uniform{0..T-1} (DiT), or ADDP's contribution-aware Multinomial(c_t^2) (its Algorithm B) when
+  diffusion.timestep_weights is set.
+- Text-conditioned tasks drop the text, the image or both with probability p each (InstructPix2Pix, p = 0.05),
+  so two-scale guidance has all three predictions it needs at test time.
+- Loss: MSE against the prediction type's target, averaged over the valid pixels of each sample, then over
+  samples (Marigold masks invalid depth).
+"""
+
+import torch
+
+from minidp import schedules
+
+
+def batch_plan(cfg, step, latent, class_dropout, text):
+    """Everything random about step `step`'s global batch, identical on every rank: a dict of (B, ...) tensors.
+
+    indices (scene ids), t (timesteps), drop_label (class labels replaced by the null id), noise (B, *latent),
+    pick (which object a referring / amodal sample asks about), drop_text, drop_image (bool)."""
+    tc, B = cfg.train, cfg.train.global_batch
+    gen = torch.Generator().manual_seed(tc.seed * 2**32 + step)
+    timesteps = schedules.MultinomialTimesteps(cfg.diffusion.timestep_weights or [1.0], cfg.diffusion.T)
+    plan = {"indices": torch.randint(cfg.data.train_size, (B,), generator=gen),
+            "t": timesteps.sample(B, generator=gen)}
+    plan["drop_label"] = torch.rand(B, generator=gen) < (cfg.model.class_dropout_prob if class_dropout else 0.0)
+    plan["noise"] = torch.randn((B, *latent), generator=gen)
+    plan["pick"] = torch.randint(2**20, (B,), generator=gen)
+    u = torch.rand(B, generator=gen)  # u < p: text only; p <= u < 2p: image only; 2p <= u < 3p: both
+    p = tc.cond_drop_prob if text else 0.0
+    plan["drop_text"] = (u < p) | ((u >= 2 * p) & (u < 3 * p))
+    plan["drop_image"] = (u >= p) & (u < 3 * p)
+    return plan
+
+
+def lr_at(step, tc):
+    """Linear warm-up, then constant (DiT) or exponential decay from lr to lr_final over the run (Marigold)."""
+    if step < tc.warmup_steps:
+        return tc.lr * (step + 1) / tc.warmup_steps
+    if tc.lr_schedule == "constant":
+        return tc.lr
+    progress = (step - tc.warmup_steps) / max(1, tc.steps - tc.warmup_steps)
+    return tc.lr * (tc.lr_final / tc.lr) ** progress
+
+
+@torch.no_grad()
+def update_ema(ema, model, decay):
+    """ema <- decay * ema + (1 - decay) * model, parameter by parameter (DiT's 10-line helper)."""
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+
+
+def masked_mse(pred, target, mask):
+    """Per-sample mean squared error over the mask's pixels (all channels), then the mean over samples."""
+    m = mask[:, None].to(pred.dtype)  # (B, 1, H, W)
+    per_sample = ((pred - target) ** 2 * m).sum(dim=(1, 2, 3)) / (m.sum(dim=(1, 2, 3)) * pred.shape[1]).clamp_min(1)
+    return per_sample.mean()

@@ -1,0 +1,169 @@
+"""Task encodings and read-backs against independent references: Marigold's depth normalisation, the flow
+encoding, pix2gestalt's amodal read-back, ADDP's red read-back, the tokenizer, and the batch format.
+
+Run: pytest -q tests/test_tasks.py
+"""
+
+import pytest
+import torch
+
+from minidp import data, metrics, tasks, world
+from minidp.config import DataConfig
+
+
+def test_depth_encoding_maps_quantiles_to_minus_one_and_one():
+    # 101 depths 0..100 along a row: the 2 % / 98 % quantiles are exactly 2 and 98 (linear interpolation),
+    # so d' = (d - 2) / 96 * 2 - 1: d = 2 -> -1, d = 50 -> 0, d = 98 -> 1, beyond them clipped.
+    depth = torch.arange(101.0).view(1, 1, 101)
+    valid = torch.ones_like(depth, dtype=torch.bool)
+    enc = tasks.encode_depth(depth, valid)
+    assert enc.shape == (1, 3, 1, 101)
+    assert torch.equal(enc[:, 0], enc[:, 1]) and torch.equal(enc[:, 0], enc[:, 2])  # replicated channels
+    row = enc[0, 0, 0]
+    assert row[2].item() == pytest.approx(-1) and row[50].item() == pytest.approx(0) and row[98].item() == pytest.approx(1)
+    assert row[0].item() == -1 and row[100].item() == 1  # clipped
+    assert row[26].item() == pytest.approx((26 - 2) / 96 * 2 - 1)
+
+
+def test_depth_encoding_ignores_invalid_pixels():
+    depth = torch.arange(101.0).view(1, 1, 101).clone()
+    valid = torch.ones_like(depth, dtype=torch.bool)
+    depth2, valid2 = depth.clone(), valid.clone()
+    depth2[..., 50] = 1e6  # a huge invalid value must not move near / far
+    valid2[..., 50] = False
+    a, b = tasks.encode_depth(depth, valid), tasks.encode_depth(depth2, valid2)
+    keep = valid2[0, 0]
+    # quantiles are over 100 valid values now, so allow the small shift that removing one pixel makes
+    assert torch.allclose(a[0, 0, 0, keep], b[0, 0, 0, keep], atol=0.03)
+    assert b[0, 0, 0, 50].item() == 0.0
+
+
+def test_decode_inverts_encode_up_to_an_affine_map():
+    torch.manual_seed(0)
+    depth = torch.rand(2, 8, 8) * 5 + 1
+    valid = torch.ones_like(depth, dtype=torch.bool)
+    dec = tasks.decode_depth(tasks.encode_depth(depth, valid))  # in [0, 1]
+    assert dec.min() >= 0 and dec.max() <= 1
+    # inside the quantile range decode(encode(d)) = (d - near) / (far - near): exactly affine in d
+    for i in range(2):
+        d, e = depth[i].flatten(), dec[i].flatten()
+        inside = (e > 0) & (e < 1)
+        A = torch.stack([d[inside], torch.ones_like(d[inside])], 1)
+        sol = torch.linalg.lstsq(A, e[inside][:, None]).solution
+        assert torch.allclose(A @ sol, e[inside][:, None], atol=1e-5)
+
+
+def test_unknown_task_is_named():
+    with pytest.raises(ValueError, match="unknown task 'normals'"):
+        tasks.task_id("normals")
+
+
+@pytest.mark.parametrize("task, n_cond", [("class", 0), ("depth", 1)])
+def test_batch_format(task, n_cond):
+    cfg = DataConfig(task=task, resolution=16)
+    b = data.make_batch(cfg, [0, 1, 2])
+    assert len(b["cond"]) == n_cond and b["target"].shape == (3, 3, 16, 16)
+    assert b["target"].min() >= -1 and b["target"].max() <= 1
+    assert b["mask"].shape == (3, 16, 16)
+    # the batch is a pure function of the indices: the same indices render the same scenes
+    assert torch.equal(data.make_batch(cfg, [1])["target"][0], b["target"][1])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Optical flow
+# ----------------------------------------------------------------------------------------------------------
+
+def test_flow_encoding_round_trips_within_float_precision_in_range_and_clips_beyond():
+    R = 32
+    s = tasks.FLOW_SCALE * R  # 4.8 px at 32 px
+    flow = torch.linspace(-s, s, 2 * R * R).view(1, 2, R, R)
+    enc = tasks.encode_flow(flow)
+    assert enc.shape == (1, 3, R, R) and torch.all(enc[:, 2] == 0)
+    assert enc[0, 0, 0, 0].item() == pytest.approx(-1) and enc[0, 1, -1, -1].item() == pytest.approx(1)
+    assert torch.allclose(tasks.decode_flow(enc), flow, atol=1e-5)
+    # out of range: clipped to the largest encodable value, sign kept
+    far = torch.tensor([3 * s, -10 * s]).view(1, 2, 1, 1).expand(1, 2, R, R)
+    assert torch.allclose(tasks.decode_flow(tasks.encode_flow(far))[0, :, 0, 0], torch.tensor([s, -s]))
+
+
+def test_flow_scale_covers_the_worlds_flow():
+    scenes = world.render(range(64), resolution=32)
+    ok = scenes["flow_valid"][:, None].expand(-1, 2, -1, -1)
+    inside = (scenes["flow"].abs() <= tasks.FLOW_SCALE * 32)[ok].float().mean().item()
+    assert inside > 0.99  # clipping touches under 1 % of the valid flow components
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Amodal completion (pix2gestalt) and referring segmentation (ADDP)
+# ----------------------------------------------------------------------------------------------------------
+
+def test_amodal_read_back_of_the_worlds_whole_object_recovers_its_amodal_mask():
+    scenes = world.render(range(32), resolution=32)
+    n = scenes["num_objects"]
+    slots = torch.arange(world.MAX_OBJECTS)[None] < n[:, None]  # (B, S) real objects
+    pred = tasks.amodal_mask(scenes["alone"][slots])  # (objects, H, W)
+    gt = scenes["amodal"][slots]
+    assert metrics.oiou(pred, gt) >= 0.99 and metrics.miou(pred, gt) >= 0.99
+
+
+def test_red_read_back_of_a_ground_truth_target_recovers_the_referring_mask_exactly():
+    scenes = data.render_scenes(DataConfig(task="referring", resolution=32), range(64))
+    for k in range(world.MAX_OBJECTS):
+        target = tasks.paint_red(scenes["rgb"], scenes["ref_masks"][:, k])
+        assert torch.equal(tasks.red_mask(target), scenes["ref_masks"][:, k])
+
+
+def test_red_read_back_threshold_by_hand():
+    # (255, 0, 0) - (215, 30, 0) has length 50 exactly: outside (strict); (220, 30, 0) is inside.
+    to_unit = lambda rgb: torch.tensor(rgb, dtype=torch.float64).view(1, 3, 1, 1) / 127.5 - 1  # noqa: E731
+    assert not tasks.red_mask(to_unit([215.0, 30.0, 0.0])).item()
+    assert tasks.red_mask(to_unit([220.0, 30.0, 0.0])).item()
+
+
+def test_pick_objects_chooses_visible_objects_and_prefers_occluded_ones():
+    visible = torch.zeros(1, 4, 2, 2, dtype=torch.bool)
+    amodal = torch.zeros(1, 4, 2, 2, dtype=torch.bool)
+    visible[0, 0, 0, 0] = amodal[0, 0, 0, 0] = True  # slot 0: fully visible
+    amodal[0, 1] = True                               # slot 1: hidden entirely
+    visible[0, 2, 0, 0] = True
+    amodal[0, 2, 0] = True                            # slot 2: partly occluded
+    n = torch.tensor([3])
+    picks = [tasks.pick_objects(visible, amodal, n, torch.tensor([p]), True).item() for p in range(4)]
+    assert picks == [2, 2, 2, 2]
+    picks = [tasks.pick_objects(visible, None, n, torch.tensor([p]), False).item() for p in range(4)]
+    assert picks == [0, 2, 0, 2]  # the two visible objects, in turn; never the hidden one
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Text
+# ----------------------------------------------------------------------------------------------------------
+
+def test_tokenizer_round_trips_every_world_expression():
+    scenes = world.render(range(64), resolution=16)
+    expressions = [e for per_scene in scenes["expressions"] for e in per_scene]
+    assert any(len(e.split()) == 4 for e in expressions)  # a contrast word is covered
+    tokens = tasks.tokenize(expressions)
+    assert tokens.shape == (len(expressions), tasks.MAX_TOKENS)
+    assert tasks.detokenize(tokens) == expressions
+
+
+def test_tokenizer_names_an_unknown_word():
+    with pytest.raises(ValueError, match="'teal'"):
+        tasks.tokenize(["the teal sphere"])
+
+
+@pytest.mark.parametrize("task, n_cond", [("flow", 2), ("amodal", 2), ("referring", 1)])
+def test_new_task_batches(task, n_cond):
+    cfg = DataConfig(task=task, resolution=16)
+    b = data.make_batch(cfg, [0, 1, 2])
+    assert len(b["cond"]) == n_cond and b["target"].shape == (3, 3, 16, 16)
+    assert b["target"].min() >= -1 and b["target"].max() <= 1
+    if task == "referring":
+        assert b["tokens"].shape == (3, tasks.MAX_TOKENS) and tasks.red_mask(b["target"]).equal(b["gt_mask"])
+    if task == "amodal":
+        assert tasks.amodal_mask(b["target"]).equal(b["gt_mask"]) and (b["prior_mask"] <= b["gt_mask"]).all()
+
+
+def test_a_dataset_that_cannot_provide_the_task_is_named():
+    with pytest.raises(ValueError, match="'flyingchairs' cannot provide task 'depth'"):
+        tasks.check_dataset_task("flyingchairs", "depth")
