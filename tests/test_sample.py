@@ -91,3 +91,9 @@ def test_sample_cli_bad_input(tmp_path, capsys):
 def test_sample_cli_rejects_unknown_override(depth_run, capsys):
     assert sample.main([str(depth_run), "sample.stepz=3"]) == 2
     assert "did you mean 'sample.steps'" in capsys.readouterr().err
+
+
+def test_evaluating_a_checkpoint_on_a_task_it_was_not_trained_on_is_one_line(depth_run, capsys):
+    assert sample.main([str(depth_run), "data.task=flow"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "trained on depth, not 'flow'" in err
