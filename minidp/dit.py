@@ -5,14 +5,14 @@ Properties of Diffusion Models for Perceptual Tasks" (Ravishankar et al., 2024; 
 Table 1) and its perception fine-tuning (Marigold, Ke et al. 2024; papers/001 Sec. 4).
 
     x (B, C, H, W) --patchify--> tokens (B, N, D) + pos_embed
-    c = t_embedder(t) + y_embedder(y)                                   (B, D)
+    c = t_embedder(t) + y_embedder(y) [+ text_embedder(tokens)]          (B, D)
     per block:  x = x + gate_msa * Attn(LN(x) * (1 + scale_msa) + shift_msa)
                 x = x + gate_mlp * MLP (LN(x) * (1 + scale_mlp) + shift_mlp)
     final layer: Linear(LN(x) * (1 + scale) + shift) --unpatchify--> (B, out_channels, H, W)
 
 Shape legend: B batch, C channels, H/W image height/width (latent pixels), p patch size,
 h/w token grid height/width (H/p, W/p), N = h*w tokens, D width (hidden size), nh heads, hd head width D/nh,
-G input groups, K tasks.
+G input groups, K tasks, L text tokens per sample.
 
 Notable choices:
 - Module tree and state-dict keys are exactly those of the released DiT checkpoints (REFERENCE.md Sec. 2),
@@ -27,6 +27,10 @@ Notable choices:
   and task k gets the label id `num_classes + 1 + k` (a row appended AFTER the null row). The official
   release uses ids 1000..1003 because its table has no null row at 1000; here the null row stays at
   `num_classes` so guidance and label dropout keep working, and the task rows go after it.
+- Text conditioning (referring segmentation, ADDP's text guidance): token embeddings are mean-pooled and
+  added to c, the pooled vector through a zero-initialised Linear, so `add_text` on a trained model leaves
+  its function unchanged. Pooling instead of cross-attention keeps DiT's block (and its keys) untouched;
+  the world's expressions are a few words, where word order matters little ("the red sphere").
 - `dit_macs` counts multiply-accumulates analytically (the scaling paper plots compute in MACs; DiT's
   "Gflops" are MACs too).
 """
@@ -139,6 +143,49 @@ class LabelEmbedder(nn.Module):
         if (train and self.dropout_prob > 0) or force_drop_ids is not None:
             labels = self.token_drop(labels, force_drop_ids)
         return self.embedding_table(labels)  # (B, D)
+
+
+class TextEmbedder(nn.Module):
+    """Token ids (B, L) -> (B, D): embed, mean over the non-padding tokens, then a zero-initialised Linear.
+
+    Id 0 is padding. A row of only padding is the null text (text dropout, the unconditional branch of
+    guidance) and contributes exactly zero: the pooled mean is 0 there (an empty sum, divided by a count
+    clamped to 1), and the projection's output is multiplied by "has any token", so the bias, however far
+    training has moved it, cannot leak into the null text. The Linear starts at zero (weight and bias), so
+    a model given this path (add_text) computes exactly what it computed without it.
+    """
+
+    def __init__(self, vocab_size, hidden_size):
+        super().__init__()
+        if not isinstance(vocab_size, int) or vocab_size < 2:
+            raise ValueError(f"vocab_size must be an int >= 2 (id 0 is padding), got {vocab_size!r}")
+        self.vocab_size = vocab_size
+        self.embedding = nn.Embedding(vocab_size, hidden_size)
+        self.proj = nn.Linear(hidden_size, hidden_size)
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self):
+        nn.init.normal_(self.embedding.weight, std=0.02)  # as DiT's label table
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def check(self, tokens, batch):
+        """Raise a ValueError naming what is wrong with tokens (shape, dtype, ids outside the vocabulary)."""
+        if tokens.ndim != 2 or tokens.shape[0] != batch or tokens.is_floating_point():
+            raise ValueError(f"tokens must be ({batch}, L) integer ids, got {tuple(tokens.shape)} {tokens.dtype}")
+        if tokens.numel():
+            lo, hi = tokens.min().item(), tokens.max().item()  # one host sync; nn.Embedding's own error is a CUDA assert
+            if lo < 0 or hi >= self.vocab_size:
+                bad = lo if lo < 0 else hi
+                raise ValueError(f"token id {bad} is outside the vocabulary: valid ids are 0..{self.vocab_size - 1}")
+
+    def forward(self, tokens):
+        mask = (tokens != 0).unsqueeze(-1)  # (B, L, 1), False at padding
+        count = mask.sum(dim=1)  # (B, 1) real tokens per row
+        emb = self.embedding(tokens) * mask  # (B, L, D), padding rows zeroed
+        pooled = emb.sum(dim=1) / count.clamp(min=1)  # (B, D) mean over real tokens; 0 for null text
+        return self.proj(pooled) * (count > 0)  # (B, D); exactly 0 for null text, bias included
 
 
 class PatchEmbed(nn.Module):
@@ -277,7 +324,8 @@ class DiT(nn.Module):
     in_channels is the channel count of ONE input group (the target latent); a widened model (in_groups =
     G, see widen_input) takes G*in_channels channels, conditions first and the noisy target last.
     out_channels = 2*in_channels with learn_sigma (the second half is DiT's learned variance; DDIM ignores it).
-    num_tasks > 0 builds a PatchEmbedRouter and task label rows (see make_multitask).
+    num_tasks > 0 builds a PatchEmbedRouter and task label rows (see make_multitask); vocab_size > 0 a text
+    path over token ids 0..vocab_size-1, 0 = padding (see TextEmbedder, add_text).
     """
 
     def __init__(
@@ -294,6 +342,7 @@ class DiT(nn.Module):
         learn_sigma=True,
         in_groups=1,
         num_tasks=0,
+        vocab_size=0,
     ):
         super().__init__()
         # Every constructor argument, so DiT(**model.config) rebuilds the architecture from a checkpoint.
@@ -301,6 +350,7 @@ class DiT(nn.Module):
             input_size=input_size, patch_size=patch_size, in_channels=in_channels, hidden_size=hidden_size,
             depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, class_dropout_prob=class_dropout_prob,
             num_classes=num_classes, learn_sigma=learn_sigma, in_groups=in_groups, num_tasks=num_tasks,
+            vocab_size=vocab_size,
         )  # fmt: skip
         if in_groups < 1:
             raise ValueError(f"in_groups must be >= 1, got {in_groups}")
@@ -317,6 +367,7 @@ class DiT(nn.Module):
         self.num_heads = num_heads
         self.num_classes = num_classes
         self.num_tasks = num_tasks
+        self.vocab_size = vocab_size
 
         def patch_embed():
             return PatchEmbed(input_size, patch_size, in_groups * in_channels, hidden_size)
@@ -327,6 +378,8 @@ class DiT(nn.Module):
             self.x_embedder = patch_embed()
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob, num_tasks)
+        # No text path at vocab_size = 0, so a text-less model has exactly the released DiT's keys.
+        self.text_embedder = TextEmbedder(vocab_size, hidden_size) if vocab_size else None
         num_patches = self.x_embedder.num_patches
         # Fixed sin-cos embedding, a frozen Parameter (not a buffer) because released checkpoints store it.
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, hidden_size), requires_grad=False)
@@ -356,6 +409,8 @@ class DiT(nn.Module):
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        if self.text_embedder is not None:
+            self.text_embedder.reset_parameters()  # undo the xavier of the loop above: its proj starts at zero
         # adaLN-Zero: zero gates make every residual block the identity at init, and the zero head makes the
         # whole model output 0 (so the first loss is that of predicting eps = 0).
         for block in self.blocks:
@@ -387,11 +442,13 @@ class DiT(nn.Module):
                 f"{self.input_size} (its positional embedding is fixed); build it with input_size={x.shape[-1]}"
             )
 
-    def forward(self, x, t, y, task=None, force_drop_ids=None):
+    def forward(self, x, t, y, task=None, force_drop_ids=None, tokens=None):
         """x (B, G*C, H, W), t (B,) timesteps 0..999 (long or float), y (B,) labels, task (B,) for router models.
 
         force_drop_ids (B,): 1 where the label is replaced by the null id; given, it replaces the random
         dropout, so train.py can draw the drops with the rest of its batch plan (exact resume, DDP = 1 rank).
+        tokens (B, L) long, 0 = padding, for text models only; None is the null text. Text dropout is the
+        caller's: it zeroes the dropped rows (force_drop_ids drops labels only).
         """
         self.check_input(x)
         if isinstance(self.x_embedder, PatchEmbedRouter):
@@ -402,6 +459,13 @@ class DiT(nn.Module):
             x = self.x_embedder(x)  # (B, N, D)
         x = x + self.pos_embed  # (B, N, D), N = H*W/p**2
         c = self.t_embedder(t) + self.y_embedder(y, self.training, force_drop_ids)  # (B, D)
+        if self.text_embedder is not None:
+            if tokens is None:  # null text as (B, 0) ids: adds 0, yet keeps the text path in the graph for DDP
+                tokens = torch.zeros(x.shape[0], 0, dtype=torch.long, device=x.device)
+            self.text_embedder.check(tokens, x.shape[0])
+            c = c + self.text_embedder(tokens)  # (B, D)
+        elif tokens is not None:
+            raise ValueError("tokens given, but this model has no text path (vocab_size=0); call add_text first")
         for block in self.blocks:
             x = block(x, c)  # (B, N, D)
         x = self.final_layer(x, c)  # (B, N, p*p*C_out)
@@ -526,6 +590,23 @@ def make_multitask(model, num_tasks, class_groups=None):
     return model
 
 
+@torch.no_grad()
+def add_text(model, vocab_size):
+    """Give `model` (a DiT or DiTMoE) the text path over token ids 0..vocab_size-1 (0 = padding); in place.
+
+    The new TextEmbedder's projection is zero, so the model computes exactly its previous function for
+    any tokens, and fine-tuning from a text-less checkpoint starts there. Add it BEFORE building the
+    optimizer (new Parameters) and after loading the text-less weights.
+    """
+    if model.text_embedder is not None:
+        raise ValueError(f"model already has a text path (vocab_size={model.vocab_size})")
+    weight = model.t_embedder.mlp[0].weight
+    model.text_embedder = TextEmbedder(vocab_size, model.hidden_size).to(device=weight.device, dtype=weight.dtype)
+    model.vocab_size = vocab_size
+    model.config["vocab_size"] = vocab_size
+    return model
+
+
 def _copy_patch_embed(embed):
     """An independent copy of a PatchEmbed (same weights, new Parameters)."""
     copy = PatchEmbed(embed.img_size, embed.patch_size, embed.proj.in_channels, embed.proj.out_channels)
@@ -558,7 +639,8 @@ def dit_macs(model_or_config, batch=1):
     output projections (4 N D^2), attention scores and weighted sum (2 N^2 D), the MLP (2 N D F), and the
     final layer. Elementwise ops, norms, softmax and the label lookup are not MACs. For DiT-XL/2 at
     256 px this gives DiT's reported 118.6 "Gflops" (which are MACs). A router model costs the same as a
-    single embedder: each sample goes through one.
+    single embedder: each sample goes through one. The text path adds its projection, D^2 per sample
+    (the token lookup and the mean are not MACs).
     """
     cfg = model_or_config.config if isinstance(model_or_config, nn.Module) else model_or_config
     unknown = sorted(set(cfg) - set(DIT_DEFAULTS))
@@ -576,7 +658,8 @@ def dit_macs(model_or_config, batch=1):
     t_embed = 256 * D + D * D
     block = 6 * D * D + N * 4 * D * D + 2 * N * N * D + 2 * N * D * F_
     final = 2 * D * D + N * D * p * p * c_out
-    return batch * (patch + t_embed + cfg["depth"] * block + final)
+    text = D * D if cfg["vocab_size"] else 0
+    return batch * (patch + t_embed + text + cfg["depth"] * block + final)
 
 
 def count_params(model, trainable_only=True):

@@ -24,6 +24,8 @@ from minidp.dit import (
     DiT,
     Attention,
     CheckpointMismatchError,
+    TextEmbedder,
+    add_text,
     build_dit,
     count_params,
     dit_macs,
@@ -342,6 +344,93 @@ def test_widening_and_routing_compose_in_either_order():
     assert torch.equal(a.eval()(x, t, y, task=task), b.eval()(x, t, y, task=task))
 
 
+# ---------------------------------------------------------------------------------------------- text
+
+
+def random_tokens(batch=3, length=5, vocab=20, seed=2):
+    """Token ids with padding (0) mixed in, every row keeping at least one real token."""
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(0, vocab, (batch, length), generator=g)
+    tokens[:, 0] = torch.randint(1, vocab, (batch,), generator=g)
+    return tokens
+
+
+def test_zero_init_text_path_leaves_output_unchanged():
+    model = randomise(micro())  # nonzero weights everywhere, so the only zero is the new projection
+    x, t, y = inputs(model)
+    before = model(x, t, y)
+    add_text(model, vocab_size=20)
+    assert model.config["vocab_size"] == 20 and not torch.equal(model.text_embedder.embedding.weight, torch.zeros(20, 32))
+    torch.testing.assert_close(model(x, t, y, tokens=random_tokens()), before, atol=1e-6, rtol=0)
+    torch.testing.assert_close(model(x, t, y), before, atol=1e-6, rtol=0)  # tokens=None: the null text
+
+
+def test_null_text_contributes_exactly_zero_after_the_projection_is_trained():
+    model = randomise(micro(vocab_size=20))  # proj weight AND bias nonzero, as after training
+    assert model.text_embedder.proj.bias.abs().min() > 0
+    x, t, y = inputs(model)
+    null = torch.zeros(3, 7, dtype=torch.long)
+    assert torch.equal(model.text_embedder(null), torch.zeros(3, 32))
+    # the reference: the same weights in a text-less DiT
+    plain = DiT(**{**model.config, "vocab_size": 0}).eval()
+    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("text_embedder.")})
+    assert torch.equal(model(x, t, y, tokens=null), plain(x, t, y))
+    assert torch.equal(model(x, t, y), plain(x, t, y))
+    assert not torch.allclose(model(x, t, y, tokens=random_tokens()), plain(x, t, y))  # real text does act
+
+
+def test_text_embedding_is_the_mean_over_non_padding_tokens():
+    torch.manual_seed(0)
+    text = TextEmbedder(vocab_size=10, hidden_size=4)
+    torch.nn.init.normal_(text.proj.weight)
+    torch.nn.init.normal_(text.proj.bias)
+    E, W, b = text.embedding.weight, text.proj.weight, text.proj.bias
+    tokens = torch.tensor([[3, 0, 5, 0], [7, 7, 2, 0], [0, 0, 0, 0]])
+    expected = torch.stack([
+        W @ ((E[3] + E[5]) / 2) + b,  # padding neither counted nor averaged in
+        W @ ((2 * E[7] + E[2]) / 3) + b,  # a repeated word counts twice
+        torch.zeros(4),  # null text
+    ])  # fmt: skip
+    torch.testing.assert_close(text(tokens), expected, atol=1e-6, rtol=0)
+
+
+def test_config_rebuilds_a_text_model_and_loads_it_strictly():
+    model = randomise(add_text(widen_input(micro(), 2), 20))
+    rebuilt = DiT(**model.config).eval()
+    load_dit_state_dict(rebuilt, model.state_dict())
+    assert {k for k in rebuilt.state_dict() if k.startswith("text_")} == {
+        "text_embedder.embedding.weight", "text_embedder.proj.weight", "text_embedder.proj.bias"}
+    x, t, y = inputs(model, groups=2)
+    tokens = random_tokens()
+    assert torch.equal(rebuilt(x, t, y, tokens=tokens), model(x, t, y, tokens=tokens))
+    with pytest.raises(CheckpointMismatchError, match="3 unexpected keys: text_embedder"):
+        load_dit_state_dict(widen_input(micro(), 2), model.state_dict())
+
+
+def test_bad_text_input_is_rejected_by_name():
+    x, t, y = inputs(micro())
+    with pytest.raises(ValueError, match=r"no text path \(vocab_size=0\); call add_text"):
+        micro()(x, t, y, tokens=random_tokens())
+    model = micro(vocab_size=20)
+    with pytest.raises(ValueError, match=r"token id 20 is outside the vocabulary: valid ids are 0..19"):
+        model(x, t, y, tokens=torch.tensor([[1, 20], [0, 0], [3, 4]]))
+    with pytest.raises(ValueError, match="token id -1 is outside"):
+        model(x, t, y, tokens=torch.tensor([[1, -1], [0, 0], [3, 4]]))
+    with pytest.raises(ValueError, match=r"tokens must be \(3, L\) integer ids"):
+        model(x, t, y, tokens=torch.ones(3, 4))
+    with pytest.raises(ValueError, match="already has a text path"):
+        add_text(model, 30)
+    with pytest.raises(ValueError, match="vocab_size must be an int >= 2"):
+        add_text(micro(), 1)
+
+
+def test_text_path_gets_gradients_even_without_tokens_so_ddp_sees_every_parameter():
+    model = randomise(micro(vocab_size=20)).train()
+    x, t, y = inputs(model)
+    model(x, t, y).square().sum().backward()
+    assert all(p.grad is not None for p in model.text_embedder.parameters())
+
+
 # ---------------------------------------------------------------------------------------------- MACs
 
 
@@ -363,6 +452,18 @@ def test_router_model_costs_one_embedding_per_sample():
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x, t, y, task=torch.tensor([0, 2, 2, 1]))
     assert abs(dit_macs(model, batch=4) / (counter.get_total_flops() / 2) - 1) < 0.02
+
+
+def test_text_path_macs_match_flop_counter():
+    x, t, y = inputs(micro(), batch=2)
+    counted = {}
+    for vocab in (0, 20):
+        model = micro(vocab_size=vocab)
+        with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(x, t, y, tokens=random_tokens(batch=2) if vocab else None)
+        counted[vocab] = (counter.get_total_flops() // 2, dit_macs(model, batch=2))
+    # the text path alone (a few hundred MACs, below the 2 % tolerance of the whole-model checks): exact
+    assert counted[20][0] - counted[0][0] == counted[20][1] - counted[0][1] == 2 * 32 * 32  # B * D^2
 
 
 def test_xl2_256px_macs_match_dit_paper_118_6_gflops():

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from minidp.dit import Mlp, build_dit, load_dit_state_dict
+from minidp.dit import Mlp, add_text, build_dit, load_dit_state_dict
 from minidp.moe import (DiTMoE, DiTMoE_models, MoEFeedForward, SwiGLU, build_moe, moe_aux, moe_macs,
                         moe_params)
 
@@ -199,6 +199,25 @@ def test_moe_dit_config_rebuilds_the_same_architecture():
     x, t, y = tiny_batch(model)
     model.eval(), rebuilt.eval()
     torch.testing.assert_close(rebuilt(x, t, y), model(x, t, y))
+
+
+def test_moe_dit_with_text_starts_from_its_text_less_function_and_rebuilds_from_config():
+    model = build_moe("micro-4E2A", input_size=8, num_classes=10).eval()
+    with torch.no_grad():
+        for p in model.parameters():  # nonzero everywhere, so the zero-initialised text projection is the test
+            p.normal_(0, 0.2)
+    x, t, y = tiny_batch(model)
+    tokens = torch.tensor([[4, 2, 0], [7, 0, 0]])
+    before = model(x, t, y)
+    add_text(model, 8)
+    torch.testing.assert_close(model(x, t, y, tokens=tokens), before, atol=1e-6, rtol=0)
+    rebuilt = DiTMoE(**model.config).eval()
+    assert rebuilt.config["vocab_size"] == 8
+    load_dit_state_dict(rebuilt, model.state_dict())
+    torch.testing.assert_close(rebuilt(x, t, y, tokens=tokens), model(x, t, y, tokens=tokens))
+    built = build_moe("micro-4E2A", input_size=8, num_classes=10, vocab_size=8)  # built with text from the start
+    assert built.state_dict().keys() == model.state_dict().keys()
+    assert moe_macs(built)["active"] == moe_macs(build_moe("micro-4E2A", input_size=8, num_classes=10))["active"] + 32 * 32
 
 
 def test_moe_dit_trains_router_and_reports_per_layer_loads():

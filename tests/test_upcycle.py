@@ -10,7 +10,7 @@ Run: python -m pytest -q tests/test_upcycle.py
 import pytest
 import torch
 
-from minidp.dit import Mlp, build_dit, make_multitask, widen_input
+from minidp.dit import Mlp, add_text, build_dit, make_multitask, widen_input
 from minidp.moe import MoEFeedForward, build_moe, moe_aux
 from minidp.upcycle import upcycle
 
@@ -81,6 +81,21 @@ def test_upcycling_keeps_widened_input_task_router_and_task_labels():
     task = torch.tensor([0, 2, 1])
     with torch.no_grad():
         torch.testing.assert_close(moe(x, t, y, task=task), dense(x, t, y, task=task), rtol=1e-5, atol=1e-5)
+
+
+def test_upcycling_a_text_model_keeps_its_text_path_and_function():
+    dense = trained_looking_dense()
+    add_text(dense, 12)
+    with torch.no_grad():
+        dense.text_embedder.proj.weight.normal_(0, 0.3)  # a trained-looking text path, not the zero init
+    moe = upcycle(dense, 4, 2)
+    assert moe.config["vocab_size"] == 12
+    x, t, y = batch_for(dense)
+    tokens = torch.tensor([[3, 5, 0], [11, 0, 0], [0, 0, 0]])  # the last row is the null text
+    with torch.no_grad():
+        expected = dense(x, t, y, tokens=tokens)
+        assert not torch.allclose(expected, dense(x, t, y))  # the text acts
+        torch.testing.assert_close(moe(x, t, y, tokens=tokens), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_router_is_drawn_from_n0_std_and_reproducible_with_a_generator():
