@@ -31,7 +31,7 @@ Letters: B batch, S object slots, L tokens, H, W image size.
 
 import torch
 
-from minidp import world
+from minidp import render, world
 
 # Stable task ids (checkpoints record task names; ids only order the table). Never renumber; append new tasks.
 TASKS = {"class": 0, "depth": 1, "flow": 2, "amodal": 3, "referring": 4}
@@ -177,7 +177,7 @@ def pick_objects(visible, amodal, num_objects, pick, occluded_first):
 # ----------------------------------------------------------------------------------------------------------
 
 CONTRAST_WORDS = ("left", "right", "front", "back", "big", "small")  # world._contrast's words
-VOCAB = ("<pad>", "the") + world.COLOURS + world.SHAPES + CONTRAST_WORDS  # id 0 pads
+VOCAB = ("<pad>", "the") + world.COLOURS + render.SHAPES + CONTRAST_WORDS  # id 0 pads
 WORD_IDS = {w: i for i, w in enumerate(VOCAB)}
 MAX_TOKENS = 4  # "the <contrast> <colour> <shape>" is the longest world expression
 
@@ -204,7 +204,7 @@ def detokenize(tokens):
 
 def scene_tokens(expressions):
     """The world's per-scene expression lists -> (B, S, L) tokens (empty slots all padding)."""
-    S = world.MAX_OBJECTS
+    S = render.MAX_OBJECTS
     return torch.stack([tokenize(list(e) + [""] * (S - len(e))) for e in expressions])
 
 

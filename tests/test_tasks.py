@@ -7,7 +7,7 @@ Run: pytest -q tests/test_tasks.py
 import pytest
 import torch
 
-from minidp import data, metrics, tasks, world
+from minidp import data, metrics, render, tasks, world
 from minidp.config import DataConfig
 
 
@@ -100,7 +100,7 @@ def test_flow_scale_covers_the_worlds_flow():
 def test_amodal_read_back_of_the_worlds_whole_object_recovers_its_amodal_mask():
     scenes = world.render(range(32), resolution=32)
     n = scenes["num_objects"]
-    slots = torch.arange(world.MAX_OBJECTS)[None] < n[:, None]  # (B, S) real objects
+    slots = torch.arange(render.MAX_OBJECTS)[None] < n[:, None]  # (B, S) real objects
     pred = tasks.amodal_mask(scenes["alone"][slots])  # (objects, H, W)
     gt = scenes["amodal"][slots]
     assert metrics.oiou(pred, gt) >= 0.99 and metrics.miou(pred, gt) >= 0.99
@@ -108,7 +108,7 @@ def test_amodal_read_back_of_the_worlds_whole_object_recovers_its_amodal_mask():
 
 def test_red_read_back_of_a_ground_truth_target_recovers_the_referring_mask_exactly():
     scenes = data.render_scenes(DataConfig(task="referring", resolution=32), range(64))
-    for k in range(world.MAX_OBJECTS):
+    for k in range(render.MAX_OBJECTS):
         target = tasks.paint_red(scenes["rgb"], scenes["ref_masks"][:, k])
         assert torch.equal(tasks.red_mask(target), scenes["ref_masks"][:, k])
 
