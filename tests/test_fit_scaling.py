@@ -162,3 +162,9 @@ fit: {{y: [loss]}}
     assert fit_scaling.main(["sweep", str(sweep)]) == 0  # finished runs are skipped, the fit is redone
     assert "lr_hi: finished, skipped" in capsys.readouterr().out
     assert (out / "lr_hi" / "eval.json").stat().st_mtime == stamp
+
+
+@pytest.mark.parametrize("sweep", sorted((ROOT / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_sweep_file_is_valid(sweep):
+    spec = fit_scaling.read_sweep(sweep)  # every variant's config resolved through config.py
+    assert spec["variants"] and spec["fit"]["y"]
