@@ -1,0 +1,296 @@
+"""Fit compute-scaling laws over runs, and run the sweeps that produce them.
+
+    python fit_scaling.py fit runs/sweeps/model_size [--x train|inference] [--y loss|eval.absrel|...] [--out DIR]
+    python fit_scaling.py sweep configs/sweeps/model_size_pretrain.yaml        # or under torchrun: DDP runs
+
+fit: every run directory given (or every sub-directory of a folder given) becomes points (x = compute in
+MACs, y = a loss or an error); minidp.scaling.fit_power_law fits L = a * C^b to their lower envelope (the
+scaling paper's supplementary §1); the fit goes to DIR/scaling_<y>.json and a log-log figure to
+DIR/scaling_<y>.png (every run, the hull, the law with its formula in the legend).
+- x = train: cumulative training MACs from log.jsonl (3 x forward MACs x samples seen), plus the MACs of the
+  run it was initialised from when a sweep recorded one (sweep.json: parent_macs).
+- x = inference: DDIM steps x ensemble members x forward MACs per image, for test-time studies.
+- y = loss: each run's whole training-loss curve, smoothed (scaling.smooth_log says which and why);
+  y = eval.<key>: one point per run from eval.json; eval.<k>_err is 1 - <k> (delta1_err = 1 - delta1).
+A run without the needed log, MACs or metric is named in a warning and skipped.
+
+sweep: a sweep file (configs/sweeps/*.yaml) lists variants of a base config. kind: train trains each variant
+with train.py into <out>/<variant> (a normal, resumable run directory; one with eval.json is finished and
+skipped); kind: test_time trains one run <out>/base, then evaluates it once per variant with sample.py. Then
+it fits and draws each y of the file's fit section into <out>.
+
+Notable choices:
+- Each run is a child process (`python train.py ...`). Under torchrun every rank of this script starts its
+  own child with the same environment, so the children form the DDP group; nothing here joins it.
+- The sweep file is read with yaml.safe_load here: it is not a run config, so config.py has no reader for it
+  (config.py only reads run configs; every variant is still checked through it before anything runs).
+"""
+
+import argparse
+import fnmatch
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from minidp import config as cfglib
+from minidp import scaling, viz
+
+HERE = Path(__file__).resolve().parent
+
+
+class InputError(Exception):
+    """Bad input the user can fix: one line on stderr, exit status 2."""
+
+
+def warn(msg):
+    print(f"warning: {msg}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Runs -> points
+
+
+def find_runs(paths):
+    """Run directories: each path that is a run, else each sub-directory of it (sorted)."""
+    runs = []
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise InputError(f"not a directory: {p}")
+        if any((p / f).exists() for f in ("log.jsonl", "eval.json", "config.yaml")):
+            runs.append(p)
+        else:
+            runs += sorted(d for d in p.iterdir() if d.is_dir())
+    return runs
+
+
+def _read_json(path):
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path.name} is unreadable ({type(e).__name__})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path.name} is not a JSON object")
+    return value
+
+
+def _log(run):
+    if not (run / "log.jsonl").is_file():
+        raise ValueError("no log.jsonl")
+    records, _ = scaling.read_log(run / "log.jsonl")
+    if not any(isinstance(r.get("train_macs"), (int, float)) for r in records):
+        raise ValueError("log.jsonl has no train_macs")
+    return records
+
+
+def _forward_macs(run, evaluation):
+    """Forward MACs per sample: eval.json's forward_macs, else sweep.json's, else derived from the run's log."""
+    for source in (evaluation, _read_json(run / "sweep.json") if (run / "sweep.json").is_file() else {}):
+        if isinstance(source.get("forward_macs"), (int, float)):
+            return float(source["forward_macs"])
+    if not (run / "config.yaml").is_file():
+        raise ValueError("no forward_macs and no config.yaml to derive it from")
+    try:
+        batch = cfglib.load_config(run / "config.yaml").train.global_batch
+    except cfglib.ConfigError as e:
+        raise ValueError(str(e)) from None
+    return scaling.forward_macs_from_log(_log(run), batch)
+
+
+def run_points(run, x, y, window):
+    """(xs, ys) arrays of one run, or ValueError saying why the run cannot be used."""
+    parent = 0.0
+    if (run / "sweep.json").is_file():
+        parent = float(_read_json(run / "sweep.json").get("parent_macs", 0.0))
+    if y == "loss":
+        macs, loss = scaling.loss_curve(_log(run), window)
+        return macs + parent, loss
+    if not (run / "eval.json").is_file():
+        raise ValueError("no eval.json (unfinished?)")
+    evaluation = _read_json(run / "eval.json")
+    try:
+        value = scaling.metric_value(evaluation, y.removeprefix("eval."))
+    except KeyError:
+        raise ValueError(f"eval.json has no {y.removeprefix('eval.')}") from None
+    if x == "inference":
+        c = scaling.inference_macs(evaluation, _forward_macs(run, evaluation))
+    else:
+        c = max(r["train_macs"] for r in _log(run) if isinstance(r.get("train_macs"), (int, float))) + parent
+    return np.array([c], dtype=np.float64), np.array([value])
+
+
+def fit_and_draw(runs, x, y, out, window=5, n_max=1, max_iter=20):
+    """Collect points, fit, write scaling_<y>.json and .png into `out`; returns the result dict."""
+    if x == "inference" and y == "loss":
+        raise InputError("--x inference needs an evaluation metric (--y eval.<key>), not the training loss")
+    curves = {}
+    for run in runs:
+        try:
+            xs, ys = run_points(run, x, y, window)
+        except ValueError as e:
+            warn(f"skipping {run}: {e}")
+            continue
+        if xs.size == 0 or np.any(xs <= 0) or np.any(ys <= 0):
+            warn(f"skipping {run}: no positive ({x} MACs, {y}) point")
+            continue
+        curves[run.name] = (xs, ys)
+    if not curves:
+        raise InputError(f"no usable run among {len(runs)} director{'y' if len(runs) == 1 else 'ies'} for {y}")
+    C = np.concatenate([c[0] for c in curves.values()])
+    L = np.concatenate([c[1] for c in curves.values()])
+    try:
+        fit = scaling.fit_power_law(C, L, n_max=n_max, max_iter=max_iter)
+    except ValueError as e:
+        raise InputError(f"cannot fit {y}: {e}") from None
+    name = y.removeprefix("eval.")
+    law = scaling.format_law(fit["a"], fit["b"])
+    result = {"x": x, "y": y, "a": fit["a"], "b": fit["b"], "r2": fit["r2"], "law": law,
+              "iterations": fit["iterations"], "points_used": [[C[i], L[i]] for i in fit["used"]],
+              "hull": [[C[i], L[i]] for i in fit["hull"]], "runs": sorted(curves), "n_points": int(C.size)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"scaling_{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    line = np.array([C.min(), C.max()])
+    plotted = {**curves, "lower hull": (C[fit["hull"]], L[fit["hull"]]),
+               f"{law} (R^2 {fit['r2']:.3f})": (line, scaling.power_law(line, fit["a"], fit["b"]))}
+    viz.plot_curves(plotted, out / f"scaling_{name}.png", xlabel=f"{x} compute (MACs)", ylabel=name,
+                    logx=True, logy=True)
+    print(f"{name}: {law} | R^2 {fit['r2']:.4f} | {len(fit['used'])} of {C.size} points from {len(curves)} runs"
+          f" | {fit['iterations']} fits -> {out / f'scaling_{name}.json'}", flush=True)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sweeps
+
+
+def read_sweep(path):
+    """The sweep file as a dict, every variant's config checked through config.py before anything runs."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"sweep file not found: {path}")
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise InputError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(spec, dict):
+        raise InputError(f"{path}: expected a mapping")
+    unknown = set(spec) - {"kind", "config", "out", "common", "variants", "fit"}
+    if unknown:
+        raise InputError(f"{path}: unknown key '{sorted(unknown)[0]}' (valid: kind, config, out, common, variants, fit)")
+    for key in ("config", "out", "variants"):
+        if key not in spec:
+            raise InputError(f"{path}: missing '{key}'")
+    if spec.get("kind", "train") not in ("train", "test_time"):
+        raise InputError(f"{path}: kind must be train or test_time, got {spec['kind']!r}")
+    spec.setdefault("kind", "train")
+    spec["config"] = str(path.parent / spec["config"])
+    spec["common"] = list(spec.get("common") or [])
+    fit = spec.setdefault("fit", {}) or {}
+    spec["fit"] = {"x": fit.get("x", "train"), "y": list(fit.get("y", ["loss"])), "include": fit.get("include", ["*"])}
+    if spec["fit"]["x"] not in ("train", "inference"):
+        raise InputError(f"{path}: fit.x must be train or inference, got {spec['fit']['x']!r}")
+    bad_y = [y for y in spec["fit"]["y"] if not isinstance(y, str) or not (y == "loss" or y.startswith("eval."))]
+    if bad_y:
+        raise InputError(f"{path}: fit.y entries must be loss or eval.<key>, got {bad_y[0]!r}")
+    if not isinstance(spec["variants"], dict) or not spec["variants"]:
+        raise InputError(f"{path}: variants must be a non-empty mapping of name -> overrides")
+    for name, v in list(spec["variants"].items()):
+        v = {"overrides": v} if isinstance(v, list) else (v or {})
+        if not isinstance(v, dict) or set(v) - {"overrides", "parent", "parent_key"}:
+            raise InputError(f"{path}: variant {name}: a list of overrides or {{overrides, parent, parent_key}}")
+        if v.get("parent") is not None and v["parent"] not in spec["variants"]:
+            raise InputError(f"{path}: variant {name}: parent {v['parent']!r} is not a variant")
+        spec["variants"][name] = v
+        try:
+            cfglib.load_config(spec["config"], spec["common"] + list(v.get("overrides") or []))
+        except cfglib.ConfigError as e:
+            raise InputError(f"{path}: variant {name}: {e}") from None
+    return spec
+
+
+def run_child(argv, what):
+    rc = subprocess.run([sys.executable, *argv]).returncode
+    if rc != 0:
+        raise RuntimeError(f"{what} failed with exit status {rc}")
+
+
+def final_macs(run):
+    return max(r["train_macs"] for r in _log(run) if isinstance(r.get("train_macs"), (int, float)))
+
+
+def run_sweep(spec):
+    out, master = Path(spec["out"]), int(os.environ.get("RANK", 0)) == 0
+    train_py, sample_py = str(HERE / "train.py"), str(HERE / "sample.py")
+    if spec["kind"] == "test_time":
+        base = out / "base"
+        if not (base / "eval.json").is_file():
+            run_child([train_py, spec["config"], *spec["common"], f"train.out_dir={base}"], "training the base run")
+        fwd = scaling.forward_macs_from_log(_log(base), cfglib.load_config(base / "config.yaml").train.global_batch)
+    for name, v in spec["variants"].items():
+        run = out / name
+        if (run / "eval.json").is_file():
+            print(f"sweep | {name}: finished, skipped", flush=True)
+            continue
+        print(f"sweep | {name}", flush=True)
+        if spec["kind"] == "test_time":
+            if master:  # evaluation is one process
+                run_child([sample_py, str(base), *v.get("overrides", []), "--out", str(run)], f"variant {name}")
+                (run / "sweep.json").write_text(json.dumps({"source": str(base), "forward_macs": fwd}) + "\n")
+            continue
+        extra, parent = [], v.get("parent")
+        if parent:
+            extra = [f"train.{v.get('parent_key', 'init_from')}={out / parent / 'ckpt.pt'}"]
+        run_child([train_py, spec["config"], *spec["common"], *v.get("overrides", []), *extra,
+                   f"train.out_dir={run}"], f"variant {name}")
+        if master and parent:
+            (run / "sweep.json").write_text(json.dumps({"parent": parent, "parent_macs": final_macs(out / parent)}) + "\n")
+    if not master:
+        return
+    runs = [out / n for n in spec["variants"] if any(fnmatch.fnmatch(n, g) for g in spec["fit"]["include"])]
+    for y in spec["fit"]["y"]:
+        fit_and_draw(runs, spec["fit"]["x"], y, out)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Entry point
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Fit compute-scaling laws (see the module docstring).")
+    sub = p.add_subparsers(dest="command", required=True)
+    f = sub.add_parser("fit", help="fit a law over finished runs")
+    f.add_argument("paths", nargs="+", help="run directories, or folders of run directories")
+    f.add_argument("--x", default="train", choices=("train", "inference"))
+    f.add_argument("--y", default="loss", help="loss, or eval.<key> (eval.absrel, eval.delta1_err, ...)")
+    f.add_argument("--out", help="where scaling_<y>.json/.png go (default: the folder given, or .)")
+    f.add_argument("--smooth", type=int, default=5, help="centred smoothing window of the loss, in log records")
+    f.add_argument("--n-max", type=int, default=1, help="stop when fewer points than this lie below the fit")
+    f.add_argument("--max-iter", type=int, default=20, help="the most fits")
+    s = sub.add_parser("sweep", help="run a sweep file's variants, then fit and draw")
+    s.add_argument("sweep", help="a sweep file, e.g. configs/sweeps/ddim_steps.yaml")
+    args = p.parse_args(argv)
+    try:
+        if args.command == "fit":
+            if args.y != "loss" and not args.y.startswith("eval."):
+                raise InputError(f"--y must be loss or eval.<key>, got {args.y!r}")
+            if args.smooth < 1 or args.smooth % 2 == 0 or args.n_max < 1 or args.max_iter < 1:
+                raise InputError("--smooth must be a positive odd number; --n-max and --max-iter at least 1")
+            out = Path(args.out) if args.out else (Path(args.paths[0]) if len(args.paths) == 1 else Path("."))
+            fit_and_draw(find_runs(args.paths), args.x, args.y, out, args.smooth, args.n_max, args.max_iter)
+        else:
+            run_sweep(read_sweep(args.sweep))
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (RuntimeError, ValueError) as e:  # a child run failed, or a run it wrote cannot be read
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

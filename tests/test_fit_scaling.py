@@ -1,0 +1,170 @@
+"""fit_scaling.py end to end: fits over folders of fake runs written here, bad input, and one micro sweep.
+
+Independent references: run directories written by hand from a known law L = a * C^b (the fit must give a
+and b back); train.py's own run directories for the sweep (which must produce them, skip them when finished,
+and fit their logs).
+
+Run: python -m pytest -q tests/test_fit_scaling.py
+"""
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import fit_scaling  # noqa: E402
+
+A, B = 0.23, -0.0098  # the scaling paper's pre-training law
+
+
+def write_run(run, macs, loss=None, evaluation=None, extra=None):
+    """A run directory as train.py / sample.py write it: log.jsonl records and optionally eval.json."""
+    run.mkdir(parents=True)
+    if macs is not None:
+        loss = A * np.asarray(macs) ** B if loss is None else loss
+        lines = [json.dumps({"step": i + 1, "loss": float(l), "train_macs": float(m)})
+                 for i, (m, l) in enumerate(zip(macs, loss))]
+        (run / "log.jsonl").write_text("\n".join(lines) + "\n")
+    if evaluation is not None:
+        (run / "eval.json").write_text(json.dumps(evaluation))
+    if extra:
+        (run / "sweep.json").write_text(json.dumps(extra))
+
+
+def law_curves(folder, n_runs=4):
+    """n_runs loss curves that lie above the law and touch it once each, like a model-size sweep."""
+    for i, centre in enumerate(np.linspace(14, 18, n_runs)):
+        c = 10 ** np.linspace(centre - 1, centre + 1, 25)
+        write_run(folder / f"run{i}", c, A * c ** B * (1 + 0.05 * np.log10(c / 10 ** centre) ** 2))
+
+
+def test_fit_over_a_folder_recovers_the_law_and_names_skipped_runs(tmp_path, capsys):
+    law_curves(tmp_path)
+    (tmp_path / "no_log").mkdir()
+    (tmp_path / "no_log" / "config.yaml").write_text("train: {steps: 1}\n")
+    (tmp_path / "no_macs").mkdir()
+    (tmp_path / "no_macs" / "log.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
+    assert fit_scaling.main(["fit", str(tmp_path), "--smooth", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "no_log: no log.jsonl" in err and "no_macs: log.jsonl has no train_macs" in err
+    result = json.loads((tmp_path / "scaling_loss.json").read_text())
+    assert result["a"] == pytest.approx(A, rel=0.01) and result["b"] == pytest.approx(B, rel=0.01)
+    assert result["runs"] == ["run0", "run1", "run2", "run3"]
+    assert (tmp_path / "scaling_loss.png").stat().st_size > 0
+
+
+def test_eval_metrics_against_inference_macs(tmp_path):
+    # a test-time sweep: eval.json per variant (steps x ensemble), forward MACs recorded by the sweep
+    for steps in (1, 2, 5, 10, 20):
+        c = steps * 3 * 1e9
+        write_run(tmp_path / f"s{steps}", None, evaluation={"steps": steps, "ensemble": 3, "absrel": 0.4 * c ** -0.1,
+                                                            "delta1": 1 - 2.0 * c ** -0.2},
+                  extra={"forward_macs": 1e9})
+    assert fit_scaling.main(["fit", str(tmp_path), "--x", "inference", "--y", "eval.absrel"]) == 0
+    absrel = json.loads((tmp_path / "scaling_absrel.json").read_text())
+    assert absrel["a"] == pytest.approx(0.4, rel=1e-6) and absrel["b"] == pytest.approx(-0.1, rel=1e-6)
+    assert fit_scaling.main(["fit", str(tmp_path), "--x", "inference", "--y", "eval.delta1_err"]) == 0
+    err = json.loads((tmp_path / "scaling_delta1_err.json").read_text())
+    assert err["a"] == pytest.approx(2.0, rel=1e-6) and err["b"] == pytest.approx(-0.2, rel=1e-6)
+
+
+def test_parent_macs_are_added_to_a_fine_tunes_compute(tmp_path):
+    # fine-tunes of differently pre-trained models: x = pre-training + fine-tuning MACs
+    for i, pre in enumerate((1e15, 3e15, 1e16)):
+        total = pre + 1e14
+        write_run(tmp_path / f"ft{i}", [1e14], evaluation={"absrel": 0.5 * total ** -0.05}, extra={"parent_macs": pre})
+    assert fit_scaling.main(["fit", str(tmp_path), "--y", "eval.absrel"]) == 0
+    result = json.loads((tmp_path / "scaling_absrel.json").read_text())
+    assert result["b"] == pytest.approx(-0.05, rel=1e-6)
+
+
+def one_error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+def test_no_usable_run_is_one_line_and_status_2(tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "log.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
+    assert fit_scaling.main(["fit", str(tmp_path)]) == 2
+    assert "no usable run among 2 directories" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--y", "absrel"], "--y must be loss or eval.<key>"),
+    (["--x", "inference"], "needs an evaluation metric"),
+    (["--smooth", "4"], "positive odd"),
+])
+def test_bad_options_are_one_line_and_status_2(tmp_path, capsys, args, message):
+    law_curves(tmp_path, n_runs=1)
+    assert fit_scaling.main(["fit", str(tmp_path), *args]) == 2
+    assert message in one_error_line(capsys)
+
+
+def test_too_few_points_and_missing_folder_are_clear_errors(tmp_path, capsys):
+    write_run(tmp_path / "r", [1e9, 1e10])
+    assert fit_scaling.main(["fit", str(tmp_path)]) == 2
+    assert "at least 3 points" in one_error_line(capsys)
+    assert fit_scaling.main(["fit", str(tmp_path / "missing")]) == 2
+    assert "not a directory" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("config: x.yaml\nout: o\nvariants: {{a: []}}\n", "config file not found"),
+    ("config: {cfg}\nout: o\nvariants: {{a: [train.stepz=2]}}\n", "variant a: override 'train.stepz=2': unknown key"),
+    ("config: {cfg}\nout: o\nvariants: {{a: []}}\nfit: {{y: [absrel]}}\n", "fit.y entries"),
+    ("config: {cfg}\nout: o\nvarients: {{a: []}}\n", "unknown key 'varients'"),
+])
+def test_bad_sweep_file_is_one_line_and_status_2_before_anything_runs(tmp_path, capsys, body, message):
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(body.format(cfg=ROOT / "configs" / "depth.yaml"))
+    assert fit_scaling.main(["sweep", str(sweep)]) == 2
+    assert message in one_error_line(capsys)
+    assert not (tmp_path / "o").exists()
+
+
+def test_micro_sweep_trains_each_variant_skips_finished_ones_and_fits(tmp_path, monkeypatch, capsys):
+    # two micro DiTs at 16 px, 2 steps each (the children are real train.py processes)
+    monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "micro.yaml"
+    sweep.write_text(f"""
+config: {ROOT / 'configs' / 'depth.yaml'}
+out: {tmp_path / 'out'}
+common: [model.preset=micro, train.init_from=, data.resolution=16, data.train_size=16, data.val_size=2,
+         train.steps=2, train.global_batch=4, train.log_every=1, train.warmup_steps=0, sample.num_images=2,
+         sample.batch=2, sample.ensemble=1]
+variants:
+  lr_hi: [train.lr=1e-3]
+  lr_lo: [train.lr=1e-4]
+fit: {{y: [loss]}}
+""")
+    assert fit_scaling.main(["sweep", str(sweep)]) == 0
+    out = tmp_path / "out"
+    for name in ("lr_hi", "lr_lo"):
+        assert (out / name / "eval.json").is_file() and (out / name / "ckpt.pt").is_file()
+    result = json.loads((out / "scaling_loss.json").read_text())
+    assert result["n_points"] == 4 and result["runs"] == ["lr_hi", "lr_lo"]
+    assert (out / "scaling_loss.png").is_file()
+    capsys.readouterr()
+    stamp = (out / "lr_hi" / "eval.json").stat().st_mtime
+    time.sleep(0.01)
+    assert fit_scaling.main(["sweep", str(sweep)]) == 0  # finished runs are skipped, the fit is redone
+    assert "lr_hi: finished, skipped" in capsys.readouterr().out
+    assert (out / "lr_hi" / "eval.json").stat().st_mtime == stamp
+
+
+@pytest.mark.parametrize("sweep", sorted((ROOT / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_shipped_sweep_file_is_valid(sweep):
+    spec = fit_scaling.read_sweep(sweep)  # every variant's config resolved through config.py
+    assert spec["variants"] and spec["fit"]["y"]
