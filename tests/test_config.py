@@ -23,7 +23,7 @@ def test_defaults_are_the_papers_values():
 
 
 def test_round_trip_load_dump_load_is_identity(tmp_path):
-    src = write(tmp_path / "a.yaml", "train:\n  lr: 3e-5\n  steps: 7\ndata:\n  task: depth\n")
+    src = write(tmp_path / "a.yaml", "train:\n  mode: finetune\n  lr: 3e-5\n  steps: 7\ndata:\n  task: depth\n")
     c1 = load_config(src, ["sample.steps=9", "diffusion.beta_start=0.001"])
     dump(c1, tmp_path / "resolved.yaml")
     c2 = load_config(tmp_path / "resolved.yaml")
