@@ -400,8 +400,8 @@ def _evaluation_within_validation_set(c):
 def _timestep_weights_divide_T(c):
     d = c.diffusion
     if d.timestep_weights and d.T % len(d.timestep_weights):
-        return (f"diffusion.timestep_weights has {len(d.timestep_weights)} groups, which must divide "
-                f"diffusion.T = {d.T} (ADDP: 10 groups of 100 steps)")
+        return (f"diffusion.timestep_weights = {d.timestep_weights} has {len(d.timestep_weights)} groups, which "
+                f"must divide diffusion.T = {d.T} (ADDP: 10 groups of 100 steps)")
 
 
 @cross_rule
