@@ -57,29 +57,25 @@ def ruled(default, allowed, test, hint=None):
     return field(default=default, metadata=rule)
 
 
-def _finite(v):
-    return not isinstance(v, float) or math.isfinite(v)
-
-
 def positive(default):
     """An integer >= 1, or a finite float > 0 (the default's type decides which)."""
     if isinstance(default, int):
         return ruled(default, "an integer >= 1", lambda v: v >= 1)
-    return ruled(default, "a finite number > 0", lambda v: _finite(v) and v > 0)
+    return ruled(default, "a finite number > 0", lambda v: math.isfinite(v) and v > 0)
 
 
 def non_negative(default):
     return ruled(default, "a finite number >= 0" if isinstance(default, float) else "an integer >= 0",
-                 lambda v: _finite(v) and v >= 0)
+                 lambda v: math.isfinite(v) and v >= 0)
 
 
 def between(default, lo, hi):
     allowed = f"an integer in {lo}..{hi}" if isinstance(default, int) else f"a number in [{lo}, {hi}]"
-    return ruled(default, allowed, lambda v: _finite(v) and lo <= v <= hi)
+    return ruled(default, allowed, lambda v: lo <= v <= hi)  # nan fails every comparison
 
 
 def probability(default):
-    return ruled(default, "a probability in [0, 1]", lambda v: _finite(v) and 0 <= v <= 1)
+    return ruled(default, "a probability in [0, 1]", lambda v: 0 <= v <= 1)
 
 
 def one_of(default, choices):
@@ -92,8 +88,20 @@ def non_empty(default):
     return ruled(default, "a non-empty string", lambda v: v.strip() != "")
 
 
-def _is_weight_list(w):
-    return all(math.isfinite(x) and x >= 0 for x in w) and (not w or sum(w) > 0)
+def beta():
+    return ruled(None, "null or a number in (0, 1)", lambda v: v is None or 0 < v < 1)
+
+
+def weights():
+    """Sampling weights: finite, >= 0 and not all zero; [] (the default) means uniform."""
+    return ruled([], "a list of finite weights >= 0, not all 0 ([] = uniform)",
+                 lambda w: all(math.isfinite(x) and x >= 0 for x in w) and (not w or sum(w) > 0))
+
+
+def known_preset(default):
+    """A preset name; a typo is answered with the closest preset (PRESETS is defined below, read when checked)."""
+    return ruled(default, "a preset name", lambda v: v in PRESETS,
+                 hint=lambda v: f"is not a preset of dit.DiT_models or moe.DiTMoE_models{_closest(v, list(PRESETS))}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -108,47 +116,43 @@ _PREDICTIONS = schedules.PREDICTIONS + tuple(schedules.PREDICTION_ALIASES)
 WORLD_RESOLUTIONS = (16, 256)  # world.render's range (world._check_resolution); a real dataset would set its own
 
 
-def _not_a_preset(name):
-    return f"is not a preset of dit.DiT_models or moe.DiTMoE_models{_closest(name, list(PRESETS))}"
-
-
 @dataclass
 class ModelConfig:
-    preset: str = ruled("tiny", "", lambda v: v in PRESETS, hint=_not_a_preset)  # dit.DiT_models or moe.DiTMoE_models ("DiT-S/2", "a1", "tiny")
+    preset: str = known_preset("tiny")  # a name from dit.DiT_models or moe.DiTMoE_models ("DiT-S/2", "a1", "tiny")
     learn_sigma: bool = False        # DiT's learned variance; DDIM ignores it, so minidp trains without it
     class_dropout_prob: float = probability(0.1)  # DiT: labels dropped with p = 0.1 for classifier-free guidance
-    balance_alpha: float = non_negative(0.01)  # DiT-MoE's balance-loss weight, for MoE presets and upcycled models (0: off)
+    balance_alpha: float = non_negative(0.01)  # DiT-MoE's balance-loss weight (MoE presets, upcycled models; 0: off)
     upcycle_experts: int = positive(8)  # E when train.upcycle_from turns a dense checkpoint into an MoE (paper §4.4)
-    upcycle_top_k: int = positive(2)  # k; upcycled routers renormalise top-k weights, so training starts from the dense model
+    upcycle_top_k: int = positive(2)  # k; the routers renormalise top-k weights, so training starts from the dense model
     upcycle_every: int = positive(1)  # 1: every block's MLP becomes an MoE layer; 2: every other block
 
 
 @dataclass
 class DataConfig:
     dataset: str = one_of("world", ("world",))  # "world": the procedural synthetic world (minidp/world.py)
-    task: str = one_of("class", data.TASKS)  # "class" (class-conditional generation) or a perception task (data.TASKS)
-    resolution: int = between(32, *WORLD_RESOLUTIONS)  # square image size in pixels (the world renders any size 16..256)
+    task: str = one_of("class", data.TASKS)  # "class" (class-conditional generation) or a task of data.TASKS
+    resolution: int = between(32, *WORLD_RESOLUTIONS)  # square image size in pixels (the world renders 16..256)
     num_classes: int = between(10, 1, world.MAX_CLASSES)  # K classes of the world's pre-training labels (colour x shape)
     seed: int = non_negative(0)      # world seed: scene i of the dataset is world.render([i], seed=seed)
     train_size: int = positive(4096)  # training scenes are indices 0..train_size-1 (rendered once, ~17 KB each at 32 px)
     val_size: int = positive(64)     # validation scenes are indices val_offset..val_offset+val_size-1
-    val_offset: int = non_negative(10_000_000)  # far from the training indices, so validation scenes are never trained on
+    val_offset: int = non_negative(10_000_000)  # far from the training indices: validation scenes are never trained on
 
 
 @dataclass
 class DiffusionConfig:
-    schedule: str = one_of("linear", _SCHEDULE_NAMES)  # linear | scaled_linear | cosine (diffusers' names; REFERENCE.md §1)
-    beta_start: float | None = ruled(None, "null or a number in (0, 1)", lambda v: v is None or 0 < v < 1)  # None = the schedule's paper default (1e-4 linear, 0.00085 scaled_linear)
-    beta_end: float | None = ruled(None, "null or a number in (0, 1)", lambda v: v is None or 0 < v < 1)  # None = the schedule's paper default (0.02 linear, 0.012 scaled_linear)
+    schedule: str = one_of("linear", _SCHEDULE_NAMES)  # linear | scaled_linear | cosine (REFERENCE.md §1)
+    beta_start: float | None = beta()  # None = the schedule's paper default (1e-4 linear, 0.00085 scaled_linear)
+    beta_end: float | None = beta()  # None = the schedule's paper default (0.02 linear, 0.012 scaled_linear)
     T: int = ruled(1000, "an integer >= 2", lambda v: v >= 2)  # training timesteps
     zero_terminal_snr: bool = False  # Lin et al.'s rescale of the schedule
     prediction: str = one_of("eps", _PREDICTIONS)  # eps (DiT) | v (Marigold) | x0 (ADDP with augmentation)
-    timestep_weights: list[float] = ruled([], "weights finite, >= 0, not all 0 ([] = uniform)", _is_weight_list)  # ADDP's c_t^2 per group of T/G steps
+    timestep_weights: list[float] = weights()  # ADDP's c_t^2 per group of T/G steps; [] = uniform t
 
 
 @dataclass
 class TrainConfig:
-    mode: str = one_of("pretrain", ("pretrain", "finetune"))  # pretrain (class-conditional) | finetune (a perception task)
+    mode: str = one_of("pretrain", ("pretrain", "finetune"))  # pretrain (class-conditional) | finetune (perception)
     out_dir: str = non_empty("runs/pretrain")  # config.yaml, log.jsonl, ckpt.pt, eval.json, figures/ land here
     init_from: str = ""              # checkpoint to fine-tune from ("" = from scratch)
     init_optional: bool = False      # True: a missing init_from is not an error; train from scratch and say so
@@ -157,11 +161,11 @@ class TrainConfig:
     global_batch: int = positive(256)  # DiT: 256 over all ranks and accumulation micro-steps
     micro_batch: int = non_negative(0)  # per-rank batch of one forward; 0 = global_batch / world_size (no accumulation)
     lr: float = positive(1e-4)       # DiT: AdamW 1e-4
-    lr_schedule: str = one_of("constant", ("constant", "exp"))  # constant (DiT) | exp (Marigold: exponential decay to lr_final)
+    lr_schedule: str = one_of("constant", ("constant", "exp"))  # constant (DiT) | exp (Marigold: decay to lr_final)
     lr_final: float = positive(1e-6)  # exp schedule's last value (the scaling paper: 3e-5 -> 3e-7)
     warmup_steps: int = non_negative(0)  # linear warm-up (Marigold: 100)
     weight_decay: float = non_negative(0.0)  # DiT: 0
-    grad_clip: float = non_negative(1.0)  # max global grad norm; 0 disables (DiT does not clip; tiny runs are steadier with it)
+    grad_clip: float = non_negative(1.0)  # max global grad norm, 0: off (DiT does not clip; tiny runs are steadier)
     ema_decay: float = probability(0.9999)  # DiT: 0.9999; short runs need less (configs say why)
     seed: int = non_negative(0)      # per-rank seed = seed * world_size + rank (DiT)
     log_every: int = positive(50)    # steps between log lines / JSONL records
@@ -173,12 +177,12 @@ class TrainConfig:
 @dataclass
 class SampleConfig:
     steps: int = positive(50)        # DDIM steps (the scaling paper's final depth model: 200)
-    spacing: str = one_of("trailing", ddim.SPACINGS)  # leading | trailing | linspace (trailing reaches t = 999, i.e. pure noise)
+    spacing: str = one_of("trailing", ddim.SPACINGS)  # leading | trailing | linspace (trailing starts at t = 999)
     eta: float = between(0.0, 0, 1)  # DDIM: deterministic (0); 1 = DDPM's ancestral noise
     clip_x0: float = non_negative(1.0)  # clip each x0 estimate to [-c, c] (pixel-space images live in [-1, 1]); 0: off
     schedule: str = one_of("", ("",) + _SCHEDULE_NAMES)  # test-time noise schedule; "" = the training schedule
     ensemble: int = positive(1)      # test-time ensemble size M (the paper's final depth model: 5)
-    ensemble_method: str = one_of("median", _ENSEMBLE_METHODS)  # median | mean | compile (Marigold's median compilation)
+    ensemble_method: str = one_of("median", _ENSEMBLE_METHODS)  # median | mean | compile (Marigold's compilation)
     num_images: int = positive(64)   # validation images to evaluate
     batch: int = positive(16)        # images per sampling batch (x M ensemble members)
     cfg_scale: float = non_negative(4.0)  # classifier-free guidance scale for class-conditional samples (DiT: 4)
@@ -363,8 +367,7 @@ def _resolution_fits_patches(c):
 def _micro_batch_divides_global_batch(c):
     t = c.train
     if t.micro_batch and t.global_batch % t.micro_batch:
-        return (f"train.global_batch = {t.global_batch} must be divisible by train.micro_batch = {t.micro_batch} "
-                "(0: no accumulation)")
+        return f"train.global_batch = {t.global_batch} must be divisible by train.micro_batch = {t.micro_batch}"
 
 
 @cross_rule
@@ -377,7 +380,7 @@ def _lr_decays_downwards(c):
 @cross_rule
 def _sample_steps_within_T(c):
     if c.sample.steps > c.diffusion.T:
-        return f"sample.steps = {c.sample.steps} must be <= diffusion.T = {c.diffusion.T} (DDIM visits distinct timesteps)"
+        return f"sample.steps = {c.sample.steps} must be <= diffusion.T = {c.diffusion.T} (distinct timesteps)"
 
 
 @cross_rule
@@ -386,14 +389,9 @@ def _validation_disjoint_from_training(c):
     if d.val_offset < d.train_size:
         return (f"data.val_offset = {d.val_offset} must be >= data.train_size = {d.train_size}: validation scenes "
                 f"{d.val_offset}..{d.val_offset + d.val_size - 1} would overlap training scenes 0..{d.train_size - 1}")
-
-
-@cross_rule
-def _evaluation_within_validation_set(c):
-    # class evaluation generates its images; a perception task evaluates on validation scenes
-    if c.data.task != "class" and c.sample.num_images > c.data.val_size:
-        return (f"sample.num_images = {c.sample.num_images} must be <= data.val_size = {c.data.val_size} "
-                f"(task {c.data.task!r} evaluates on the validation scenes)")
+    # class evaluation generates its images; a perception task evaluates on the validation scenes
+    if c.data.task != "class" and c.sample.num_images > d.val_size:
+        return f"sample.num_images = {c.sample.num_images} must be <= data.val_size = {d.val_size} (task {d.task!r})"
 
 
 @cross_rule
@@ -412,8 +410,7 @@ def _betas_ordered(c):
         start, end = (v if v is not None else default for v, default in
                       zip((d.beta_start, d.beta_end), schedules.DEFAULT_BETA_RANGE[name]))
         if start > end:
-            return (f"diffusion.beta_start = {start} must be <= diffusion.beta_end = {end} "
-                    f"(schedule {d.schedule!r}; null = its default)")
+            return f"diffusion.beta_start = {start} must be <= diffusion.beta_end = {end} (null: {name}'s default)"
 
 
 @cross_rule
@@ -425,14 +422,10 @@ def _eps_needs_terminal_signal(c):
 
 
 @cross_rule
-def _pretraining_is_class_conditional(c):
-    if c.train.mode == "pretrain" and c.data.task != "class":
-        return f"data.task = {c.data.task!r} needs train.mode = 'finetune' (pre-training is class-conditional)"
-
-
-@cross_rule
-def _one_starting_point(c):
+def _mode_fits_task_and_start(c):
     t = c.train
+    if t.mode == "pretrain" and c.data.task != "class":
+        return f"data.task = {c.data.task!r} needs train.mode = 'finetune' (pre-training is class-conditional)"
     if t.upcycle_from and t.mode != "finetune":
         return f"train.upcycle_from = {t.upcycle_from!r} needs train.mode = 'finetune', not {t.mode!r}"
     if t.upcycle_from and t.init_from:
@@ -442,10 +435,9 @@ def _one_starting_point(c):
 
 @cross_rule
 def _upcycle_shape(c):
-    m = c.model
+    m, depth = c.model, PRESETS[c.model.preset]["depth"]
     if m.upcycle_top_k > m.upcycle_experts:
         return f"model.upcycle_top_k = {m.upcycle_top_k} must be <= model.upcycle_experts = {m.upcycle_experts}"
-    depth = PRESETS[m.preset]["depth"]
     if m.upcycle_every > depth:
         return f"model.upcycle_every = {m.upcycle_every} must be <= {depth}, the depth of model.preset = {m.preset!r}"
 
