@@ -11,10 +11,18 @@ Notable choices:
 - Every mistake is a `ConfigError` with one readable line: the file, the key, the closest valid key (difflib),
   the expected type. Scripts print it and exit with status 2; they never show a traceback for bad input.
 - `base: other.yaml` (relative to the file that says it) is applied first; chains are allowed, cycles are errors.
+- Each field declares its valid values where it is declared (`steps: int = positive(1000)`), so a new key and
+  its rule are one line. Every value path (file, override, checkpoint dict) checks the rule as it is written;
+  the rules between fields (resolution vs the preset's patch, sample.steps <= T, ...) run in `validate`,
+  once the config is final: load_config calls it last, sample.py after its own overrides.
+- warmup_steps >= steps is allowed: a smoke run of a YAML (`train.steps=3` on depth.yaml's 100-step warm-up)
+  is common and lr_at simply never leaves the ramp; making it an error would make every such run say
+  train.warmup_steps=0 too.
 """
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from minidp import ddim, ensemble, schedules, tasks
+from minidp import ddim, dit, ensemble, moe, schedules, tasks, vae, world
 
 
 class ConfigError(ValueError):
@@ -30,83 +38,158 @@ class ConfigError(ValueError):
 
 
 # ----------------------------------------------------------------------------------------------------------
+# Rules: what each field allows, declared with the field
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Rule:
+    """A field's valid values: `test(value) -> bool` on a type-checked value, and the phrase `allowed`."""
+    test: typing.Callable[[typing.Any], bool]
+    allowed: str
+    hint: typing.Callable[[typing.Any], str] | None = None  # extra text for a bad value (a closest name)
+
+
+def ruled(default, allowed, test, hint=None):
+    """A dataclass field with default `default` (a list is copied per instance) and its Rule in the metadata."""
+    rule = {"rule": Rule(test, allowed, hint)}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=rule)
+    return field(default=default, metadata=rule)
+
+
+def positive(default):
+    """An integer >= 1, or a finite float > 0 (the default's type decides which)."""
+    if isinstance(default, int):
+        return ruled(default, "an integer >= 1", lambda v: v >= 1)
+    return ruled(default, "a finite number > 0", lambda v: math.isfinite(v) and v > 0)
+
+
+def non_negative(default):
+    return ruled(default, "a finite number >= 0" if isinstance(default, float) else "an integer >= 0",
+                 lambda v: math.isfinite(v) and v >= 0)
+
+
+def between(default, lo, hi):
+    allowed = f"an integer in {lo}..{hi}" if isinstance(default, int) else f"a number in [{lo}, {hi}]"
+    return ruled(default, allowed, lambda v: lo <= v <= hi)  # nan fails every comparison
+
+
+def probability(default):
+    return ruled(default, "a probability in [0, 1]", lambda v: 0 <= v <= 1)
+
+
+def one_of(default, choices):
+    """One of `choices`, read when checked, so a module that adds a choice (a task, a schedule) needs no edit here."""
+    return ruled(default, "one of the choices", lambda v: v in choices,
+                 hint=lambda v: f"is not one of {', '.join(map(repr, choices))}")
+
+
+def non_empty(default):
+    return ruled(default, "a non-empty string", lambda v: v.strip() != "")
+
+
+def beta():
+    return ruled(None, "null or a number in (0, 1)", lambda v: v is None or 0 < v < 1)
+
+
+def weights():
+    """Sampling weights: finite, >= 0 and not all zero; [] (the default) means uniform."""
+    return ruled([], "a list of finite weights >= 0, not all 0 ([] = uniform)",
+                 lambda w: all(math.isfinite(x) and x >= 0 for x in w) and (not w or sum(w) > 0))
+
+
+def known_preset(default):
+    """A preset name; a typo is answered with the closest preset (PRESETS is defined below, read when checked)."""
+    return ruled(default, "a preset name", lambda v: v in PRESETS,
+                 hint=lambda v: f"is not a preset of dit.DiT_models or moe.DiTMoE_models{_closest(v, list(PRESETS))}")
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Sections
 # ----------------------------------------------------------------------------------------------------------
 
+# Presets by name, with their architecture dicts (patch_size is read from them by the cross-field rules).
+PRESETS = {**dit.DIT_PRESETS, **moe.MOE_PRESETS}
+_SCHEDULE_NAMES = schedules.SCHEDULES + tuple(schedules.SCHEDULE_ALIASES)  # diffusers' names are accepted too
+_ENSEMBLE_METHODS = ensemble.METHODS  # SampleConfig.ensemble (a field) hides the module there
+_PREDICTIONS = schedules.PREDICTIONS + tuple(schedules.PREDICTION_ALIASES)
+WORLD_RESOLUTIONS = (16, 256)  # world.render's range (world._check_resolution); a real dataset would set its own
+
+
 @dataclass
 class ModelConfig:
-    preset: str = "tiny"             # a name from dit.DiT_models (e.g. "DiT-S/2", "a1", "tiny")
+    preset: str = known_preset("tiny")  # a name from dit.DiT_models or moe.DiTMoE_models ("DiT-S/2", "a1", "tiny")
     learn_sigma: bool = False        # DiT's learned variance; DDIM ignores it, so minidp trains without it
-    class_dropout_prob: float = 0.1  # DiT: labels dropped with p = 0.1 for classifier-free guidance
-    balance_alpha: float = 0.01      # DiT-MoE's balance-loss weight, for MoE presets and upcycled models (0: off)
-    upcycle_experts: int = 8         # E when train.upcycle_from turns a dense checkpoint into an MoE (paper §4.4)
-    upcycle_top_k: int = 2           # k; upcycled routers renormalise top-k weights, so training starts from the dense model
-    upcycle_every: int = 1           # 1: every block's MLP becomes an MoE layer; 2: every other block
+    class_dropout_prob: float = probability(0.1)  # DiT: labels dropped with p = 0.1 for classifier-free guidance
+    balance_alpha: float = non_negative(0.01)  # DiT-MoE's balance-loss weight (MoE presets, upcycled models; 0: off)
+    upcycle_experts: int = positive(8)  # E when train.upcycle_from turns a dense checkpoint into an MoE (paper §4.4)
+    upcycle_top_k: int = positive(2)  # k; the routers renormalise top-k weights, so training starts from the dense model
+    upcycle_every: int = positive(1)  # 1: every block's MLP becomes an MoE layer; 2: every other block
 
 
 @dataclass
 class DataConfig:
-    dataset: str = "world"           # "world": the procedural synthetic world (minidp/world.py); see tasks.DATASET_TASKS
-    task: str = "class"              # class (pre-training) | depth | flow | amodal | referring (minidp/tasks.py)
-    resolution: int = 32             # square image size in pixels (the world renders any size 16..256)
-    num_classes: int = 10            # K classes of the world's pre-training labels
-    seed: int = 0                    # world seed: scene i of the dataset is world.render([i], seed=seed)
-    train_size: int = 4096           # training scenes are indices 0..train_size-1 (rendered once, ~17 KB each at 32 px)
-    val_size: int = 64               # validation scenes are indices val_offset..val_offset+val_size-1
-    val_offset: int = 10_000_000     # far from the training indices, so validation scenes are never trained on
+    dataset: str = one_of("world", tasks.DATASET_TASKS)  # "world": the synthetic world; tasks.DATASET_TASKS
+    task: str = one_of("class", tasks.TASKS)  # class (pre-training) | depth | flow | amodal | referring
+    resolution: int = between(32, *WORLD_RESOLUTIONS)  # square image size in pixels (the world renders 16..256)
+    num_classes: int = between(10, 1, world.MAX_CLASSES)  # K classes of the world's pre-training labels (colour x shape)
+    seed: int = non_negative(0)      # world seed: scene i of the dataset is world.render([i], seed=seed)
+    train_size: int = positive(4096)  # training scenes are indices 0..train_size-1 (rendered once, ~17 KB each at 32 px)
+    val_size: int = positive(64)     # validation scenes are indices val_offset..val_offset+val_size-1
+    val_offset: int = non_negative(10_000_000)  # far from the training indices: validation scenes are never trained on
 
 
 @dataclass
 class DiffusionConfig:
-    schedule: str = "linear"         # linear | scaled_linear | cosine (diffusers' names; REFERENCE.md §1)
-    beta_start: float | None = None  # None = the schedule's paper default (1e-4 linear, 0.00085 scaled_linear)
-    beta_end: float | None = None    # None = the schedule's paper default (0.02 linear, 0.012 scaled_linear)
-    T: int = 1000                    # training timesteps
+    schedule: str = one_of("linear", _SCHEDULE_NAMES)  # linear | scaled_linear | cosine (REFERENCE.md §1)
+    beta_start: float | None = beta()  # None = the schedule's paper default (1e-4 linear, 0.00085 scaled_linear)
+    beta_end: float | None = beta()  # None = the schedule's paper default (0.02 linear, 0.012 scaled_linear)
+    T: int = ruled(1000, "an integer >= 2", lambda v: v >= 2)  # training timesteps
     zero_terminal_snr: bool = False  # Lin et al.'s rescale of the schedule
-    prediction: str = "eps"          # eps (DiT) | v (Marigold) | x0 (ADDP with augmentation)
-    timestep_weights: list[float] = field(default_factory=list)  # ADDP's c_t^2 per group of T/G steps; [] = uniform t
+    prediction: str = one_of("eps", _PREDICTIONS)  # eps (DiT) | v (Marigold) | x0 (ADDP with augmentation)
+    timestep_weights: list[float] = weights()  # ADDP's c_t^2 per group of T/G steps; [] = uniform t
 
 
 @dataclass
 class TrainConfig:
-    mode: str = "pretrain"           # pretrain (class-conditional) | finetune (a perception task)
-    out_dir: str = "runs/pretrain"   # config.yaml, log.jsonl, ckpt.pt, eval.json, figures/ land here
+    mode: str = one_of("pretrain", ("pretrain", "finetune"))  # pretrain (class-conditional) | finetune (perception)
+    out_dir: str = non_empty("runs/pretrain")  # config.yaml, log.jsonl, ckpt.pt, eval.json, figures/ land here
     init_from: str = ""              # checkpoint to fine-tune from ("" = from scratch)
     init_optional: bool = False      # True: a missing init_from is not an error; train from scratch and say so
     upcycle_from: str = ""           # a dense checkpoint to upcycle into an MoE and continue fine-tuning ("" = none)
-    steps: int = 1000                # optimiser steps
-    global_batch: int = 256          # DiT: 256 over all ranks and accumulation micro-steps
-    micro_batch: int = 0             # per-rank batch of one forward; 0 = global_batch / world_size (no accumulation)
-    lr: float = 1e-4                 # DiT: AdamW 1e-4
-    lr_schedule: str = "constant"    # constant (DiT) | exp (Marigold: exponential decay to lr_final)
-    lr_final: float = 1e-6           # exp schedule's last value (the scaling paper: 3e-5 -> 3e-7)
-    warmup_steps: int = 0            # linear warm-up (Marigold: 100)
-    weight_decay: float = 0.0        # DiT: 0
-    grad_clip: float = 1.0           # max global grad norm; 0 disables (DiT does not clip; tiny runs are steadier with it)
-    ema_decay: float = 0.9999        # DiT: 0.9999; short runs need less (configs say why)
-    seed: int = 0                    # seeds the initial weights and every step's batch plan (minidp/recipe.py)
-    cond_drop_prob: float = 0.05     # text-conditioned tasks: drop text, image, both, with p each (InstructPix2Pix)
-    log_every: int = 50              # steps between log lines / JSONL records
-    ckpt_every: int = 500            # steps between checkpoints (one is always written at the end)
-    eval_every: int = 0              # steps between evaluations (0 = only at the end)
-    device: str = "auto"             # auto (cuda if available, else cpu) | cpu | cuda
+    steps: int = positive(1000)      # optimiser steps
+    global_batch: int = positive(256)  # DiT: 256 over all ranks and accumulation micro-steps
+    micro_batch: int = non_negative(0)  # per-rank batch of one forward; 0 = global_batch / world_size (no accumulation)
+    lr: float = positive(1e-4)       # DiT: AdamW 1e-4
+    lr_schedule: str = one_of("constant", ("constant", "exp"))  # constant (DiT) | exp (Marigold: decay to lr_final)
+    lr_final: float = positive(1e-6)  # exp schedule's last value (the scaling paper: 3e-5 -> 3e-7)
+    warmup_steps: int = non_negative(0)  # linear warm-up (Marigold: 100)
+    weight_decay: float = non_negative(0.0)  # DiT: 0
+    grad_clip: float = non_negative(1.0)  # max global grad norm, 0: off (DiT does not clip; tiny runs are steadier)
+    ema_decay: float = probability(0.9999)  # DiT: 0.9999; short runs need less (configs say why)
+    seed: int = non_negative(0)      # seeds the initial weights and every step's batch plan (minidp/recipe.py)
+    cond_drop_prob: float = between(0.05, 0, 1 / 3)  # text tasks: drop text, image, both, with p each (InstructPix2Pix)
+    log_every: int = positive(50)    # steps between log lines / JSONL records
+    ckpt_every: int = positive(500)  # steps between checkpoints (one is always written at the end)
+    eval_every: int = non_negative(0)  # steps between evaluations (0 = only at the end)
+    device: str = one_of("auto", ("auto", "cpu", "cuda"))  # auto (cuda if available, else cpu) | cpu | cuda
 
 
 @dataclass
 class SampleConfig:
-    steps: int = 50                  # DDIM steps (the scaling paper's final depth model: 200)
-    spacing: str = "trailing"        # leading | trailing | linspace (trailing reaches t = 999, i.e. pure noise)
-    eta: float = 0.0                 # DDIM: deterministic
-    clip_x0: float = 1.0             # clip each x0 estimate to [-c, c] (pixel-space images live in [-1, 1]); 0: off
-    schedule: str = ""               # test-time noise schedule; "" = the training schedule
-    ensemble: int = 1                # test-time ensemble size M (the paper's final depth model: 5)
-    ensemble_method: str = "median"  # median | mean | compile (Marigold's median compilation)
-    num_images: int = 64             # validation images to evaluate
-    batch: int = 16                  # images per sampling batch (x M ensemble members)
-    cfg_scale: float = 4.0           # classifier-free guidance scale for class-conditional samples (DiT: 4)
-    image_guidance: float = 1.5      # s_I of two-scale guidance for text-conditioned tasks (ADDP: 1.5)
-    text_guidance: float = 3.0       # s_D of two-scale guidance (ADDP: 3.0 with x0-prediction)
-    seed: int = 0                    # seed of the sampling noise
+    steps: int = positive(50)        # DDIM steps (the scaling paper's final depth model: 200)
+    spacing: str = one_of("trailing", ddim.SPACINGS)  # leading | trailing | linspace (trailing starts at t = 999)
+    eta: float = between(0.0, 0, 1)  # DDIM: deterministic (0); 1 = DDPM's ancestral noise
+    clip_x0: float = non_negative(1.0)  # clip each x0 estimate to [-c, c] (pixel-space images live in [-1, 1]); 0: off
+    schedule: str = one_of("", ("",) + _SCHEDULE_NAMES)  # test-time noise schedule; "" = the training schedule
+    ensemble: int = positive(1)      # test-time ensemble size M (the paper's final depth model: 5)
+    ensemble_method: str = one_of("median", _ENSEMBLE_METHODS)  # median | mean | compile (Marigold's compilation)
+    num_images: int = positive(64)   # validation images to evaluate
+    batch: int = positive(16)        # images per sampling batch (x M ensemble members)
+    cfg_scale: float = non_negative(4.0)  # classifier-free guidance scale for class-conditional samples (DiT: 4)
+    image_guidance: float = non_negative(1.5)  # s_I of two-scale guidance for text-conditioned tasks (ADDP: 1.5)
+    text_guidance: float = non_negative(3.0)  # s_D of two-scale guidance (ADDP: 3.0 with x0-prediction)
+    seed: int = non_negative(0)      # seed of the sampling noise
 
 
 @dataclass
@@ -119,21 +202,6 @@ class Config:
 
 
 SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
-# Value choices checked at load time, so a typo fails before any work starts.
-# The lists come from the modules that implement the choices, so a new schedule or method needs no edit here.
-_SCHEDULE_NAMES = schedules.SCHEDULES + tuple(schedules.SCHEDULE_ALIASES)  # diffusers' names are accepted too
-CHOICES = {
-    ("data", "dataset"): tuple(tasks.DATASET_TASKS),
-    ("data", "task"): tuple(tasks.TASKS),
-    ("diffusion", "schedule"): _SCHEDULE_NAMES,
-    ("diffusion", "prediction"): schedules.PREDICTIONS + tuple(schedules.PREDICTION_ALIASES),
-    ("train", "mode"): ("pretrain", "finetune"),
-    ("train", "lr_schedule"): ("constant", "exp"),
-    ("train", "device"): ("auto", "cpu", "cuda"),
-    ("sample", "spacing"): ddim.SPACINGS,
-    ("sample", "schedule"): ("",) + _SCHEDULE_NAMES,
-    ("sample", "ensemble_method"): ensemble.METHODS,
-}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -189,6 +257,14 @@ def _check_value(value, tp, where):
     return value
 
 
+def _check_rule(f, value, where):
+    """Raise ConfigError if `value` breaks the Rule declared with field `f`: the key, the value, what is allowed."""
+    rule = f.metadata.get("rule")
+    if rule is not None and not rule.test(value):
+        says = rule.hint(value) if rule.hint else f"must be {rule.allowed}"
+        raise ConfigError(f"{where} = {value!r} {says}")
+
+
 def _closest(name, valid, prefix=""):
     """'; did you mean 'train.lr'?' for the valid name closest to `name` (always some suggestion)."""
     match = difflib.get_close_matches(name, valid, n=1, cutoff=0.0)
@@ -217,10 +293,9 @@ def _apply(config, raw, source):
             if key not in fields:
                 closest = _closest(str(key), list(fields), prefix=f"{section}.")
                 raise ConfigError(f"{source}: unknown key '{section}.{key}'{closest}")
-            value = _check_value(value, hints[key], f"{source}: {section}.{key}")
-            choices = CHOICES.get((section, key))
-            if choices is not None and value not in choices:
-                raise ConfigError(f"{source}: {section}.{key} = {value!r} is not one of {', '.join(map(repr, choices))}")
+            where = f"{source}: {section}.{key}"
+            value = _check_value(value, hints[key], where)
+            _check_rule(fields[key], value, where)
             setattr(target, key, value)
 
 
@@ -269,17 +344,138 @@ def apply_overrides(config, overrides):
     return config
 
 
+# ----------------------------------------------------------------------------------------------------------
+# Cross-field rules: checked by validate() once every file and override has been applied
+# ----------------------------------------------------------------------------------------------------------
+
+CROSS_RULES = []
+
+
+def cross_rule(fn):
+    """Register `fn(config) -> message or None`; the message names the keys, their values and what is allowed."""
+    CROSS_RULES.append(fn)
+    return fn
+
+
+@cross_rule
+def _resolution_fits_patches(c):
+    patch = PRESETS[c.model.preset]["patch_size"]
+    down = vae.make_codec("pixel").downsample  # the codec train.py uses; a model.codec key would be read here
+    if c.data.resolution % (patch * down):
+        return (f"data.resolution = {c.data.resolution} must be divisible by {patch * down} (model.preset = "
+                f"{c.model.preset!r} has patch size {patch}, x codec downsampling {down})")
+
+
+@cross_rule
+def _micro_batch_divides_global_batch(c):
+    t = c.train
+    if t.micro_batch and t.global_batch % t.micro_batch:
+        return f"train.global_batch = {t.global_batch} must be divisible by train.micro_batch = {t.micro_batch}"
+
+
+@cross_rule
+def _lr_decays_downwards(c):
+    t = c.train
+    if t.lr_schedule == "exp" and t.lr_final > t.lr:
+        return f"train.lr_final = {t.lr_final} must be <= train.lr = {t.lr} (train.lr_schedule = 'exp' decays)"
+
+
+@cross_rule
+def _sample_steps_within_T(c):
+    if c.sample.steps > c.diffusion.T:
+        return f"sample.steps = {c.sample.steps} must be <= diffusion.T = {c.diffusion.T} (distinct timesteps)"
+
+
+@cross_rule
+def _validation_disjoint_from_training(c):
+    d = c.data
+    if d.val_offset < d.train_size:
+        return (f"data.val_offset = {d.val_offset} must be >= data.train_size = {d.train_size}: validation scenes "
+                f"{d.val_offset}..{d.val_offset + d.val_size - 1} would overlap training scenes 0..{d.train_size - 1}")
+    # class evaluation generates its images; a perception task evaluates on the validation scenes
+    if c.data.task != "class" and c.sample.num_images > d.val_size:
+        return f"sample.num_images = {c.sample.num_images} must be <= data.val_size = {d.val_size} (task {d.task!r})"
+
+
+@cross_rule
+def _timestep_weights_divide_T(c):
+    d = c.diffusion
+    if d.timestep_weights and d.T % len(d.timestep_weights):
+        return (f"diffusion.timestep_weights = {d.timestep_weights} has {len(d.timestep_weights)} groups, which "
+                f"must divide diffusion.T = {d.T} (ADDP: 10 groups of 100 steps)")
+
+
+@cross_rule
+def _betas_ordered(c):
+    d = c.diffusion
+    name = schedules.SCHEDULE_ALIASES.get(d.schedule, d.schedule)
+    if name in schedules.DEFAULT_BETA_RANGE:  # cosine ignores the betas, as diffusers does
+        start, end = (v if v is not None else default for v, default in
+                      zip((d.beta_start, d.beta_end), schedules.DEFAULT_BETA_RANGE[name]))
+        if start > end:
+            return f"diffusion.beta_start = {start} must be <= diffusion.beta_end = {end} (null: {name}'s default)"
+
+
+@cross_rule
+def _eps_needs_terminal_signal(c):
+    d = c.diffusion
+    if d.zero_terminal_snr and schedules.canonical_prediction(d.prediction) == "eps":
+        return ("diffusion.zero_terminal_snr = True needs diffusion.prediction 'v' or 'x0', not "
+                f"{d.prediction!r}: at t = T-1 alpha_bar = 0 and x0 = (x_t - eps) / 0 (Lin et al.)")
+
+
+@cross_rule
+def _mode_fits_task_and_start(c):
+    t = c.train
+    if t.mode == "pretrain" and c.data.task != "class":
+        return f"data.task = {c.data.task!r} needs train.mode = 'finetune' (pre-training is class-conditional)"
+    if t.upcycle_from and t.mode != "finetune":
+        return f"train.upcycle_from = {t.upcycle_from!r} needs train.mode = 'finetune', not {t.mode!r}"
+    if t.upcycle_from and t.init_from:
+        return (f"train.init_from = {t.init_from!r} and train.upcycle_from = {t.upcycle_from!r} are both set; "
+                "upcycling starts from upcycle_from: set train.init_from=")
+
+
+@cross_rule
+def _upcycle_shape(c):
+    m, depth = c.model, PRESETS[c.model.preset]["depth"]
+    if m.upcycle_top_k > m.upcycle_experts:
+        return f"model.upcycle_top_k = {m.upcycle_top_k} must be <= model.upcycle_experts = {m.upcycle_experts}"
+    if m.upcycle_every > depth:
+        return f"model.upcycle_every = {m.upcycle_every} must be <= {depth}, the depth of model.preset = {m.preset!r}"
+
+
+def validate(config):
+    """Check every field's rule (also for values set in code) and then every cross-field rule; return config.
+
+    load_config calls it last; a script that edits a config afterwards (sample.py: config_from_dict, then
+    apply_overrides) calls it again once the config is final."""
+    for section in dataclasses.fields(Config):
+        target = getattr(config, section.name)
+        hints = typing.get_type_hints(type(target))
+        for f in dataclasses.fields(target):
+            where = f"{section.name}.{f.name}"
+            _check_rule(f, _check_value(getattr(target, f.name), hints[f.name], where), where)
+    for rule in CROSS_RULES:
+        problem = rule(config)
+        if problem:
+            raise ConfigError(problem)
+    return config
+
+
 def load_config(path=None, overrides=()):
     """Resolve a Config: defaults <- base files <- `path` <- each `section.key=value` override, in order."""
     config = Config()
     if path is not None:
         for raw, source in _read_yaml(path, frozenset()):
             _apply(config, raw, source)
-    return apply_overrides(config, overrides)
+    return validate(apply_overrides(config, overrides))
 
 
 def config_from_dict(raw, source="<dict>"):
-    """A Config from the nested dict stored in a checkpoint (same checks as a YAML file)."""
+    """A Config from the nested dict stored in a checkpoint (the same per-field checks as a YAML file).
+
+    The cross-field rules are left to `validate`, for the caller to run after its overrides."""
     config = Config()
     _apply(config, raw, source)
     return config

@@ -1,13 +1,19 @@
-"""Config loading: YAML + base inheritance + typed overrides, and one-line errors for every mistake.
+"""Config loading: YAML + base inheritance + typed overrides, every field's valid range and the cross-field
+rules, and one-line errors for every mistake (each naming the key and the value).
 
 Run: pytest -q tests/test_config.py
 """
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
-from minidp.config import Config, ConfigError, config_from_dict, dump, load_config, to_dict
+from minidp import config as cfglib
+from minidp import data, dit, moe
+from minidp.config import Config, ConfigError, config_from_dict, dump, load_config, to_dict, validate
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def write(path, text):
@@ -23,7 +29,7 @@ def test_defaults_are_the_papers_values():
 
 
 def test_round_trip_load_dump_load_is_identity(tmp_path):
-    src = write(tmp_path / "a.yaml", "train:\n  lr: 3e-5\n  steps: 7\ndata:\n  task: depth\n")
+    src = write(tmp_path / "a.yaml", "train:\n  mode: finetune\n  lr: 3e-5\n  steps: 7\ndata:\n  task: depth\n")
     c1 = load_config(src, ["sample.steps=9", "diffusion.beta_start=0.001"])
     dump(c1, tmp_path / "resolved.yaml")
     c2 = load_config(tmp_path / "resolved.yaml")
@@ -119,3 +125,203 @@ def test_every_field_has_a_default_and_a_comment():
         for f in dataclasses.fields(section.type):
             line = next(l for l in src.splitlines() if l.strip().startswith(f"{f.name}:"))
             assert "#" in line, f"{section.name}.{f.name} has no comment"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Valid ranges declared with the fields
+# ----------------------------------------------------------------------------------------------------------
+
+# (override, the "key = value" the message must contain). Every ruled field appears at least once (checked below).
+FIELD_CASES = [
+    ("model.preset=tiny2", "model.preset = 'tiny2'"),
+    ("model.class_dropout_prob=1.5", "model.class_dropout_prob = 1.5"),
+    ("model.balance_alpha=-0.01", "model.balance_alpha = -0.01"),
+    ("model.upcycle_experts=0", "model.upcycle_experts = 0"),
+    ("model.upcycle_top_k=0", "model.upcycle_top_k = 0"),
+    ("model.upcycle_every=0", "model.upcycle_every = 0"),
+    ("data.dataset=imagenet", "data.dataset = 'imagenet'"),
+    ("data.task=seg", "data.task = 'seg'"),
+    ("data.resolution=7", "data.resolution = 7"),
+    ("data.resolution=512", "data.resolution = 512"),
+    ("data.num_classes=0", "data.num_classes = 0"),
+    ("data.num_classes=1000", "data.num_classes = 1000"),
+    ("data.seed=-1", "data.seed = -1"),
+    ("data.train_size=0", "data.train_size = 0"),
+    ("data.val_size=0", "data.val_size = 0"),
+    ("data.val_offset=-1", "data.val_offset = -1"),
+    ("diffusion.schedule=cosin", "diffusion.schedule = 'cosin'"),
+    ("diffusion.beta_start=0", "diffusion.beta_start = 0.0"),
+    ("diffusion.beta_end=1", "diffusion.beta_end = 1.0"),
+    ("diffusion.T=1", "diffusion.T = 1"),
+    ("diffusion.prediction=noise", "diffusion.prediction = 'noise'"),
+    ("diffusion.timestep_weights=[1,-1]", "diffusion.timestep_weights = [1.0, -1.0]"),
+    ("diffusion.timestep_weights=[0,0]", "diffusion.timestep_weights = [0.0, 0.0]"),
+    ("diffusion.timestep_weights=[1,.nan]", "diffusion.timestep_weights = [1.0, nan]"),
+    ("train.mode=multi", "train.mode = 'multi'"),
+    ("train.out_dir=", "train.out_dir = ''"),
+    ("train.steps=-5", "train.steps = -5"),
+    ("train.steps=0", "train.steps = 0"),
+    ("train.global_batch=0", "train.global_batch = 0"),
+    ("train.micro_batch=-1", "train.micro_batch = -1"),
+    ("train.lr=nan", "train.lr = nan"),
+    ("train.lr=-1", "train.lr = -1.0"),
+    ("train.lr=.inf", "train.lr = inf"),
+    ("train.lr_schedule=cos", "train.lr_schedule = 'cos'"),
+    ("train.lr_final=0", "train.lr_final = 0.0"),
+    ("train.warmup_steps=-1", "train.warmup_steps = -1"),
+    ("train.weight_decay=-0.1", "train.weight_decay = -0.1"),
+    ("train.grad_clip=-1", "train.grad_clip = -1.0"),
+    ("train.ema_decay=1.5", "train.ema_decay = 1.5"),
+    ("train.seed=-1", "train.seed = -1"),
+    ("train.log_every=0", "train.log_every = 0"),
+    ("train.ckpt_every=0", "train.ckpt_every = 0"),
+    ("train.eval_every=-1", "train.eval_every = -1"),
+    ("train.device=tpu", "train.device = 'tpu'"),
+    ("sample.steps=0", "sample.steps = 0"),
+    ("sample.spacing=uniform", "sample.spacing = 'uniform'"),
+    ("sample.eta=-0.5", "sample.eta = -0.5"),
+    ("sample.eta=2", "sample.eta = 2.0"),
+    ("sample.clip_x0=-1", "sample.clip_x0 = -1.0"),
+    ("sample.schedule=cosin", "sample.schedule = 'cosin'"),
+    ("sample.ensemble=0", "sample.ensemble = 0"),
+    ("sample.ensemble_method=max", "sample.ensemble_method = 'max'"),
+    ("sample.num_images=0", "sample.num_images = 0"),
+    ("sample.batch=0", "sample.batch = 0"),
+    ("sample.cfg_scale=-1", "sample.cfg_scale = -1.0"),
+    ("sample.seed=-1", "sample.seed = -1"),
+]
+
+
+@pytest.mark.parametrize("override, named", FIELD_CASES, ids=[c[0] for c in FIELD_CASES])
+def test_out_of_range_value_is_one_line_naming_key_value_and_what_is_allowed(override, named):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    msg = str(e.value)
+    assert named in msg and "\n" not in msg, msg
+    assert "must be" in msg or "is not one of" in msg or "is not a preset" in msg, msg
+
+
+def test_every_ruled_field_has_an_out_of_range_case():
+    tested = {override.split("=")[0] for override, _ in FIELD_CASES}
+    ruled = {f"{s.name}.{f.name}" for s in dataclasses.fields(Config) for f in dataclasses.fields(s.type)
+             if "rule" in f.metadata}
+    assert ruled <= tested, f"no FIELD_CASES entry for {sorted(ruled - tested)}"
+
+
+def test_every_number_field_declares_a_range():
+    # a new numeric key without a rule would accept -5 steps again (the issue's first example)
+    for s in dataclasses.fields(Config):
+        for f in dataclasses.fields(s.type):
+            if f.type in (int, float, "int", "float") or "float" in str(f.type):
+                assert "rule" in f.metadata, f"{s.name}.{f.name} has no declared range"
+
+
+def test_unknown_preset_names_the_closest_preset():
+    with pytest.raises(ConfigError, match=r"model.preset = 'mirco' is not a preset.*did you mean 'micro'\?"):
+        load_config(None, ["model.preset=mirco"])
+
+
+def test_a_yaml_file_and_a_checkpoint_dict_go_through_the_same_rules(tmp_path):
+    bad = write(tmp_path / "bad.yaml", "train:\n  steps: -5\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: train.steps = -5 must be an integer >= 1"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match=r"ckpt.pt: train.steps = -5 must be an integer >= 1"):
+        config_from_dict({"train": {"steps": -5}}, source="ckpt.pt")
+
+
+def test_validate_checks_values_set_in_code():
+    c = Config()
+    c.sample.ensemble = 0  # bypasses _apply: validate must still see it
+    with pytest.raises(ConfigError, match="sample.ensemble = 0"):
+        validate(c)
+
+
+def test_choices_are_read_from_the_modules_that_implement_them(monkeypatch):
+    # a task added to data.TASKS is a valid data.task without an edit in config.py
+    with pytest.raises(ConfigError, match="data.task = 'flow'"):
+        load_config(None, ["train.mode=finetune", "data.task=flow"])
+    monkeypatch.setitem(data.TASKS, "flow", 99)
+    assert load_config(None, ["train.mode=finetune", "data.task=flow"]).data.task == "flow"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Cross-field rules, checked once the config is final
+# ----------------------------------------------------------------------------------------------------------
+
+CROSS_CASES = [
+    # resolution vs the preset's patch size (tiny: 4), DiT-MoE presets included
+    (["data.resolution=18"], "data.resolution = 18 must be divisible by 4"),
+    (["model.preset=tiny-8E2A", "data.resolution=18"], "data.resolution = 18 must be divisible by 4"),
+    (["model.preset=DiT-S/8", "data.resolution=36"], "data.resolution = 36 must be divisible by 8"),
+    (["train.global_batch=10", "train.micro_batch=4"], "train.global_batch = 10 must be divisible by train.micro_batch = 4"),
+    (["train.micro_batch=512"], "train.global_batch = 256 must be divisible by train.micro_batch = 512"),
+    (["train.lr_schedule=exp", "train.lr=1e-5", "train.lr_final=1e-4"], "train.lr_final = 0.0001 must be <= train.lr = 1e-05"),
+    (["sample.steps=5000"], "sample.steps = 5000 must be <= diffusion.T = 1000"),
+    (["diffusion.T=100", "sample.steps=101"], "sample.steps = 101 must be <= diffusion.T = 100"),
+    (["data.train_size=100", "data.val_offset=99"], "data.val_offset = 99 must be >= data.train_size = 100"),
+    (["train.mode=finetune", "data.task=depth", "sample.num_images=65"], "sample.num_images = 65 must be <= data.val_size = 64"),
+    (["diffusion.timestep_weights=[1,1,1]"], "diffusion.timestep_weights = [1.0, 1.0, 1.0] has 3 groups"),
+    (["diffusion.beta_start=0.05"], "diffusion.beta_start = 0.05 must be <= diffusion.beta_end = 0.02"),
+    (["diffusion.schedule=scaled_linear", "diffusion.beta_end=0.0005"], "diffusion.beta_start = 0.00085 must be <="),
+    (["diffusion.zero_terminal_snr=true"], "diffusion.zero_terminal_snr = True needs diffusion.prediction 'v' or 'x0'"),
+    (["data.task=depth"], "data.task = 'depth' needs train.mode = 'finetune'"),
+    (["train.upcycle_from=dense.pt"], "train.upcycle_from = 'dense.pt' needs train.mode = 'finetune'"),
+    (["train.mode=finetune", "data.task=depth", "train.upcycle_from=d.pt", "train.init_from=p.pt"],
+     "train.init_from = 'p.pt' and train.upcycle_from = 'd.pt' are both set"),
+    (["model.upcycle_experts=2", "model.upcycle_top_k=3"], "model.upcycle_top_k = 3 must be <= model.upcycle_experts = 2"),
+    (["model.preset=micro", "model.upcycle_every=3"], "model.upcycle_every = 3 must be <= 2"),
+]
+
+
+@pytest.mark.parametrize("overrides, named", CROSS_CASES, ids=[" ".join(c[0]) for c in CROSS_CASES])
+def test_cross_field_rule_is_one_line_naming_keys_and_values(overrides, named):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, overrides)
+    assert named in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_every_cross_rule_has_a_failing_case():
+    fired = set()
+    for overrides, _ in CROSS_CASES:
+        c = Config()
+        for text in overrides:  # the values without load_config's validate, then each rule on its own
+            section, key, value = cfglib.parse_override(text)
+            cfglib._apply(c, {section: {key: value}}, "test")
+        fired |= {rule.__name__ for rule in cfglib.CROSS_RULES if rule(c)}
+    assert fired == {rule.__name__ for rule in cfglib.CROSS_RULES}
+
+
+def test_patch_sizes_come_from_the_preset_tables():
+    # independent reference: the patch size the built model actually uses
+    for name, build in [("micro", dit.DiT_models["micro"]), ("micro-4E2A", moe.DiTMoE_models["micro-4E2A"])]:
+        p = build(input_size=8, in_channels=3, num_classes=10).patch_size
+        assert cfglib.PRESETS[name]["patch_size"] == p
+
+
+@pytest.mark.parametrize("overrides", [
+    ["model.preset=micro", "data.resolution=18"],               # micro's patch is 2
+    ["train.global_batch=12", "train.micro_batch=4"],
+    ["train.lr=1e-5", "train.lr_final=1e-4"],                   # lr_final only matters for the exp schedule
+    ["sample.steps=1000"],                                      # = T: every timestep once
+    ["data.train_size=100", "data.val_offset=100"],             # adjacent, not overlapping
+    ["diffusion.schedule=cosine", "diffusion.beta_start=0.5"],  # cosine ignores the betas
+    ["diffusion.zero_terminal_snr=true", "diffusion.prediction=v"],
+    ["diffusion.timestep_weights=[0,1,0,1,0]"],                 # 5 groups of 200 steps, some zero
+    ["train.mode=finetune", "data.task=depth", "train.steps=3", "train.warmup_steps=100"],  # see config.py's docstring
+], ids=lambda o: " ".join(o))
+def test_values_next_to_a_rule_boundary_are_accepted(overrides):
+    load_config(None, overrides)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_pass_every_rule(path):
+    validate(load_config(path))
+
+
+def test_config_from_dict_leaves_cross_field_rules_to_validate():
+    # sample.py: checkpoint config, then overrides, then validate once the config is final
+    c = config_from_dict({"sample": {"steps": 5000}})
+    with pytest.raises(ConfigError, match="sample.steps = 5000 must be <= diffusion.T = 1000"):
+        validate(c)
+    cfglib.apply_overrides(c, ["diffusion.T=5000"])
+    assert validate(c) is c
