@@ -8,8 +8,10 @@ Loads `runs/<name>/ckpt.pt` (EMA weights) and the config stored inside it, appli
 minidp/evaluate.py, the same function train.py runs at the end of training, so the numbers a run reports are
 the numbers this script reproduces. What each task measures, its baseline and its figure: see that module.
 
-Bad input (a missing or corrupt checkpoint, an override that does not exist or has the wrong type, a task the
-checkpoint was not trained on) is one line on stderr and exit status 2.
+Overrides: `sample.*`, and the data keys that choose the validation set; anything else (train.steps, the model)
+is refused, because it would be accepted and silently mean nothing. Bad input (a missing or corrupt checkpoint,
+an override that does not exist, has the wrong type or is out of range, a task the checkpoint was not trained
+on) is one line on stderr and exit status 2.
 """
 
 import argparse
@@ -19,6 +21,19 @@ from pathlib import Path
 from minidp import checkpoint as ckptlib
 from minidp import config as cfglib
 from minidp import evaluate
+
+# What may change at test time: the whole sample section, and the data keys that choose the validation set.
+# Everything else (the model, the training recipe) is what the checkpoint was trained with.
+TEST_TIME_KEYS = ("sample.*", "data.task", "data.val_size", "data.val_offset", "train.device")
+
+
+def check_test_time(overrides):
+    """ConfigError naming the first override that would not mean anything at test time."""
+    for text in overrides:
+        section, key, _ = cfglib.parse_override(text)
+        if section != "sample" and f"{section}.{key}" not in TEST_TIME_KEYS:
+            raise cfglib.ConfigError(f"override '{text}': sample.py accepts only {', '.join(TEST_TIME_KEYS)} "
+                                     f"(the rest is fixed by the checkpoint)")
 
 
 def main(argv=None):
@@ -31,7 +46,8 @@ def main(argv=None):
         ckpt_path = ckptlib.resolve(args.run)
         ckpt = ckptlib.load_checkpoint(ckpt_path, "sample.py")
         cfg = cfglib.config_from_dict(ckpt.get("config", {}), source=str(ckpt_path))
-        cfglib.apply_overrides(cfg, args.overrides)
+        check_test_time(args.overrides)
+        cfglib.validate(cfglib.apply_overrides(cfg, args.overrides))
         ckptlib.checkpoint_tasks(ckpt, ckpt_path, cfg.data.task)
         model = ckptlib.model_from_checkpoint(ckpt, ckpt_path, weights="ema")
         device = ckptlib.choose_device(cfg.train.device, 0)

@@ -108,8 +108,10 @@ def train(argv=None):
         source = f"resuming {ckpt_path} at step {ckpt['step']}"
     else:
         model, source = ckptlib.initial_model(cfg, codec)
+    lock = None
     if master:
         check_writable(out_dir)
+        lock = ckptlib.lock_run(out_dir)  # a second train.py on this directory stops here
 
     if ddp:
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
@@ -272,6 +274,8 @@ def train(argv=None):
         evaluate.evaluate(ema, cfg, out_dir, device)
     if log_file:
         log_file.close()
+    if lock:
+        lock.close()  # releases the lock
     for sig, handler in previous_handlers.items():
         signal.signal(sig, handler)
     if ddp:

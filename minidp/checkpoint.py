@@ -12,9 +12,14 @@ Notable choices:
 - Writes go to a temporary file and are renamed over the old one (`os.replace`, atomic on POSIX), so a crash or a
   SIGKILL mid-write leaves the previous checkpoint intact.
 - Every failure a user can fix is an `InputError` with a one-line message; scripts print it and exit with 2.
+- One training process per run directory: `lock_run` takes an exclusive `flock` on `<run>/.lock`. The kernel
+  drops the lock when its process ends, however it ends (SIGKILL, a crash, a power cut of the node), so a dead
+  run never leaves a stale lock behind; the file itself stays and only records who held it last.
 """
 
+import fcntl
 import os
+import socket
 from pathlib import Path
 
 import torch
@@ -98,6 +103,26 @@ def checkpoint_tasks(ckpt, path, task):
         raise InputError(f"{path} was trained on {', '.join(map(str, known))}, not {task!r}; "
                          f"evaluate it with data.task={known[0]}")
     return known
+
+
+def lock_run(out_dir):
+    """Take `out_dir`'s run lock for this process (keep the returned file open while training), or raise
+    InputError naming the process that holds it."""
+    path = Path(out_dir) / ".lock"
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise InputError(f"train.out_dir: {out_dir} is in use by a running train.py ({holder}); wait for it or "
+                         "choose another train.out_dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+    handle.flush()
+    return handle
 
 
 # ----------------------------------------------------------------------------------------------------------

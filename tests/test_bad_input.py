@@ -60,8 +60,9 @@ SUBPROCESS_CASES = [10]  # indices into TRAIN_CASES that also run as `python tra
 
 SAMPLE_CASES = [
     pytest.param(["sample.steps=0"], "sample.steps", id="sample.steps=0"),
-    pytest.param(["sample.steps=5000"], "sample.steps", id="sample.steps=5000", marks=pytest.mark.xfail(
-        strict=True, raises=ValueError, reason="phase 2: sample.py calls config.validate")),  # ddim.timesteps today
+    pytest.param(["sample.steps=5000"], "sample.steps", id="sample.steps=5000"),
+    pytest.param(["train.steps=5"], "train.steps", id="sample.py refuses train.steps"),
+    pytest.param(["model.preset=tiny"], "model.preset", id="sample.py refuses model.preset"),
     pytest.param(["sample.ensemble=0"], "sample.ensemble", id="sample.ensemble=0"),
 ]
 

@@ -234,3 +234,25 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     step = torch.load(out / "ckpt.pt", weights_only=True)["step"]
     assert 1 <= step < 100000
     assert not (out / "eval.json").exists()  # an interrupted run is not evaluated
+
+
+def test_a_second_run_on_the_same_directory_is_refused_and_a_killed_run_leaves_no_stale_lock(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "train.py"), str(ROOT / "configs" / "depth.yaml"), *MICRO,
+           "train.steps=100000", "train.ckpt_every=5", f"train.out_dir={out}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    for line in first.stdout:  # wait until training is under way and a checkpoint exists
+        if line.startswith("step") and (out / "ckpt.pt").exists():
+            break
+    second = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    assert second.returncode == 2
+    err = second.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err and f"pid {first.pid}" in err and "in use" in err
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    # the third start resumes the killed run's checkpoint: the kernel released the dead process's lock
+    third = subprocess.run([*cmd[:-3], "train.steps=6", "train.ckpt_every=5", f"train.out_dir={out}"], cwd=tmp_path,
+                           capture_output=True, text=True, env=env, timeout=240)
+    assert third.returncode == 0, third.stderr[-2000:]
+    assert "resuming" in third.stdout
