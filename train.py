@@ -34,7 +34,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from minidp import checkpoint as ckptlib
 from minidp import config as cfglib
-from minidp import data, dit, evaluate, moe, recipe, schedules, tasks, vae
+from minidp import compute, data, dit, evaluate, moe, recipe, schedules, tasks, vae
 from minidp.checkpoint import InputError
 
 
@@ -138,12 +138,12 @@ def train(argv=None):
     # the label the model is conditioned on: the scene's class (pre-training) or the task's row (fine-tuning)
     task_label = None if tc.mode == "pretrain" else dit.task_label(model, 0)
     text = dc.task == "referring"  # text conditioning, with InstructPix2Pix's condition dropout
-    macs_per_sample = ckptlib.model_macs(model)
+    macs_per_sample = compute.model_macs(model)
     latent = (model.in_channels, model.input_size, model.input_size)  # the target's shape (in_channels: one group)
 
     if master:
         cfglib.dump(cfg, out_dir / "config.yaml")
-        n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        n_params = compute.count_params(model)
         print(f"minidp train | {source}")
         print(f"model {cfg.model.preset}: {n_params / 1e6:.2f}M parameters, {macs_per_sample / 1e6:.1f}M MACs "
               f"per sample | task {dc.task} | {world_size} rank(s) on {device.type} | global batch "

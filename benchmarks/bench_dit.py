@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-from minidp.dit import build_dit, count_params, dit_macs
+from minidp.compute import count_params, dit_macs
+from minidp.dit import build_dit
 
 
 def sync(device):

@@ -193,8 +193,3 @@ def initial_model(cfg, codec):
         missing = f" ({tc.init_from} not found, init_optional: true)" if tc.init_from else ""
         source = f"fine-tuning {cfg.model.preset} from scratch{missing}"
     return for_task(model, cfg, codec), source
-
-
-def model_macs(model):
-    """Forward MACs per sample: analytic, counting only the experts a token visits in an MoE model."""
-    return moe.moe_macs(model)["active"] if "num_experts" in model.config else dit.dit_macs(model)

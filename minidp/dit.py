@@ -16,37 +16,31 @@ G input groups, K tasks, L text tokens per sample.
 
 Notable choices:
 - Module tree and state-dict keys are exactly those of the released DiT checkpoints (REFERENCE.md Sec. 2),
-  so `DiT-XL-2-256x256.pt` loads strict=True into `build_dit("DiT-XL/2")`. Attention, MLP and patch
-  embedding are written here instead of imported from timm; they keep timm's parameter names.
+  so `DiT-XL-2-256x256.pt` loads strict=True into `build_dit("DiT-XL/2")`. Attention and MLP (and
+  embed.py's patch embedding) are written here instead of imported from timm; they keep timm's names.
 - Attention goes through torch's fused `scaled_dot_product_attention`.
-- The label table always has the null (classifier-free guidance) row, even with class_dropout_prob = 0
-  (DiT drops the row then); this keeps task label ids stable. No released checkpoint is affected.
 - Input widening (Marigold): the patch-embedding conv is repeated for G input groups and divided by G,
   so the widened model computes the original function when every group carries the same latent.
 - Multi-task (the scaling paper's generalist): a `PatchEmbedRouter` holds one patch embedding per task,
   and task k gets the label id `num_classes + 1 + k` (a row appended AFTER the null row). The official
   release uses ids 1000..1003 because its table has no null row at 1000; here the null row stays at
   `num_classes` so guidance and label dropout keep working, and the task rows go after it.
-- Text conditioning (referring segmentation, ADDP's text guidance): token embeddings are mean-pooled and
-  added to c, the pooled vector through a zero-initialised Linear, so `add_text` on a trained model leaves
-  its function unchanged. Pooling instead of cross-attention keeps DiT's block (and its keys) untouched;
-  the world's expressions are a few words, where word order matters little ("the red sphere").
-- `dit_macs` counts multiply-accumulates analytically (the scaling paper plots compute in MACs; DiT's
-  "Gflops" are MACs too).
+- Text conditioning (referring segmentation, ADDP's text guidance): `add_text` adds a mean-pooled token
+  embedding to c through a zero-initialised Linear, so the trained model's function is unchanged.
+- The embedders (patches, timesteps, labels, text) live in embed.py; compute and size (MACs, parameter
+  counts) in compute.py, with the MoE counts.
 """
-
-import inspect
-import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from minidp.ddim import cfg_combine
+from minidp.embed import LabelEmbedder, PatchEmbed, PatchEmbedRouter, TextEmbedder, TimestepEmbedder, sincos_2d
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Small pure helpers
+# Transformer blocks
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -54,193 +48,6 @@ def modulate(x, shift, scale):
     """adaLN modulation of tokens (B, N, D) by per-sample shift/scale (B, D): x * (1 + scale) + shift."""
     # The "1 +" makes a zero scale the identity, which is what adaLN-Zero's zero init relies on.
     return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
-
-
-def timestep_embedding(t, dim, max_period=10000):
-    """Sinusoidal timestep features (B, dim), cos first: [cos(t * f_i), sin(t * f_i)], f_i = max_period^(-i/half).
-
-    t is the integer timestep 0..999 as a float (B,); DiT feeds it unscaled.
-    """
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = t.float()[:, None] * freqs[None]  # (B, half)
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (B, 2*half)
-    if dim % 2:  # odd widths get a zero pad column, as in DiT
-        emb = torch.cat([emb, torch.zeros_like(emb[:, :1])], dim=-1)
-    return emb
-
-
-def sincos_1d(dim, pos):
-    """1-D sin-cos features (M, dim) of positions pos (M,): [sin(pos * w_i), cos(pos * w_i)], w_i = 10000^(-2i/dim)."""
-    if dim % 2:
-        raise ValueError(f"sincos_1d needs an even dim, got {dim}")
-    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))  # (dim/2,)
-    out = pos.double()[:, None] * omega[None]  # (M, dim/2)
-    return torch.cat([torch.sin(out), torch.cos(out)], dim=1)  # (M, dim), sin first (MAE/DiT order)
-
-
-def sincos_2d(dim, grid_size):
-    """Fixed 2-D sin-cos positional embedding (grid_size**2, dim), tokens in row-major order.
-
-    The first dim/2 channels encode the column (x) index and the last dim/2 the row (y) index: that is
-    the order of MAE's `get_2d_sincos_pos_embed`, which DiT uses (its meshgrid puts w first).
-    """
-    if dim % 4:
-        raise ValueError(f"sincos_2d needs a width divisible by 4, got hidden_size={dim}")
-    coords = torch.arange(grid_size, dtype=torch.float64)
-    rows, cols = torch.meshgrid(coords, coords, indexing="ij")  # (h, w) each
-    emb_x = sincos_1d(dim // 2, cols.reshape(-1))  # (N, D/2)
-    emb_y = sincos_1d(dim // 2, rows.reshape(-1))  # (N, D/2)
-    return torch.cat([emb_x, emb_y], dim=1).float()  # (N, D)
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Embedders
-# ----------------------------------------------------------------------------------------------------------
-
-
-class TimestepEmbedder(nn.Module):
-    """Scalar timesteps (B,) -> (B, D): 256 sinusoidal features then an MLP."""
-
-    def __init__(self, hidden_size, frequency_embedding_size=256):
-        super().__init__()
-        self.frequency_embedding_size = frequency_embedding_size
-        # Indices 0 and 2 match DiT's `t_embedder.mlp.{0,2}` keys.
-        self.mlp = nn.Sequential(
-            nn.Linear(frequency_embedding_size, hidden_size),
-            nn.SiLU(),
-            nn.Linear(hidden_size, hidden_size),
-        )
-
-    def forward(self, t):
-        t_freq = timestep_embedding(t, self.frequency_embedding_size)  # (B, 256)
-        return self.mlp(t_freq.to(self.mlp[0].weight.dtype))  # (B, D)
-
-
-class LabelEmbedder(nn.Module):
-    """Class labels (B,) -> (B, D); row `num_classes` is the null label used for classifier-free guidance.
-
-    Extra rows after the null row hold task labels (see make_multitask): the table has
-    num_classes + 1 + num_tasks rows.
-    """
-
-    def __init__(self, num_classes, hidden_size, dropout_prob, num_tasks=0):
-        super().__init__()
-        self.num_classes = num_classes
-        self.dropout_prob = dropout_prob
-        self.embedding_table = nn.Embedding(num_classes + 1 + num_tasks, hidden_size)
-
-    def token_drop(self, labels, force_drop_ids=None):
-        """Replace labels by the null id with probability dropout_prob (or where force_drop_ids == 1)."""
-        if force_drop_ids is None:
-            drop_ids = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
-        else:
-            drop_ids = force_drop_ids == 1
-        return torch.where(drop_ids, torch.full_like(labels, self.num_classes), labels)
-
-    def forward(self, labels, train, force_drop_ids=None):
-        # Dropout trains the unconditional model used by guidance; never at evaluation unless forced.
-        if (train and self.dropout_prob > 0) or force_drop_ids is not None:
-            labels = self.token_drop(labels, force_drop_ids)
-        return self.embedding_table(labels)  # (B, D)
-
-
-class TextEmbedder(nn.Module):
-    """Token ids (B, L) -> (B, D): embed, mean over the non-padding tokens, then a zero-initialised Linear.
-
-    Id 0 is padding. A row of only padding is the null text (text dropout, the unconditional branch of
-    guidance) and contributes exactly zero: the pooled mean is 0 there (an empty sum, divided by a count
-    clamped to 1), and the projection's output is multiplied by "has any token", so the bias, however far
-    training has moved it, cannot leak into the null text. The Linear starts at zero (weight and bias), so
-    a model given this path (add_text) computes exactly what it computed without it.
-    """
-
-    def __init__(self, vocab_size, hidden_size):
-        super().__init__()
-        if not isinstance(vocab_size, int) or vocab_size < 2:
-            raise ValueError(f"vocab_size must be an int >= 2 (id 0 is padding), got {vocab_size!r}")
-        self.vocab_size = vocab_size
-        self.embedding = nn.Embedding(vocab_size, hidden_size)
-        self.proj = nn.Linear(hidden_size, hidden_size)
-        self.reset_parameters()
-
-    @torch.no_grad()
-    def reset_parameters(self):
-        nn.init.normal_(self.embedding.weight, std=0.02)  # as DiT's label table
-        nn.init.zeros_(self.proj.weight)
-        nn.init.zeros_(self.proj.bias)
-
-    def check(self, tokens, batch):
-        """Raise a ValueError naming what is wrong with tokens (shape, dtype, ids outside the vocabulary)."""
-        if tokens.ndim != 2 or tokens.shape[0] != batch or tokens.is_floating_point():
-            raise ValueError(f"tokens must be ({batch}, L) integer ids, got {tuple(tokens.shape)} {tokens.dtype}")
-        if tokens.numel():
-            lo, hi = tokens.min().item(), tokens.max().item()  # one host sync; nn.Embedding's own error is a CUDA assert
-            if lo < 0 or hi >= self.vocab_size:
-                bad = lo if lo < 0 else hi
-                raise ValueError(f"token id {bad} is outside the vocabulary: valid ids are 0..{self.vocab_size - 1}")
-
-    def forward(self, tokens):
-        mask = (tokens != 0).unsqueeze(-1)  # (B, L, 1), False at padding
-        count = mask.sum(dim=1)  # (B, 1) real tokens per row
-        emb = self.embedding(tokens) * mask  # (B, L, D), padding rows zeroed
-        pooled = emb.sum(dim=1) / count.clamp(min=1)  # (B, D) mean over real tokens; 0 for null text
-        return self.proj(pooled) * (count > 0)  # (B, D); exactly 0 for null text, bias included
-
-
-class PatchEmbed(nn.Module):
-    """Images (B, C, H, W) -> tokens (B, N, D) by a stride-p convolution (non-overlapping p x p patches)."""
-
-    def __init__(self, img_size, patch_size, in_chans, embed_dim):
-        super().__init__()
-        if img_size % patch_size:
-            raise ValueError(f"input_size={img_size} is not divisible by patch_size={patch_size}")
-        self.img_size = img_size
-        self.patch_size = patch_size
-        self.grid_size = img_size // patch_size
-        self.num_patches = self.grid_size**2
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, bias=True)
-
-    def forward(self, x):
-        x = self.proj(x)  # (B, D, h, w)
-        return x.flatten(2).transpose(1, 2)  # (B, N, D), tokens in row-major order
-
-
-class PatchEmbedRouter(nn.Module):
-    """One PatchEmbed per task, chosen per sample by task id (the scaling paper's generalist model).
-
-    Each sample goes through exactly one embedder, so compute equals a single PatchEmbed's. Samples are
-    grouped by task with one sort (no Python loop over the batch); every embedder is called, on an empty
-    batch if its task is absent, so all parameters stay in the autograd graph (DDP needs no
-    find_unused_parameters).
-    """
-
-    def __init__(self, embedders):
-        super().__init__()
-        self.embedders = nn.ModuleList(embedders)
-        first = self.embedders[0]
-        self.img_size, self.patch_size = first.img_size, first.patch_size
-        self.grid_size, self.num_patches = first.grid_size, first.num_patches
-
-    def forward(self, x, task):
-        num_tasks = len(self.embedders)
-        if task is None:
-            raise ValueError("this model routes its patch embedding by task: pass task=(B,) long task ids")
-        if task.shape != (x.shape[0],):
-            raise ValueError(f"task must have shape ({x.shape[0]},), got {tuple(task.shape)}")
-        bad = task[(task < 0) | (task >= num_tasks)]
-        if bad.numel():
-            raise ValueError(f"task id {bad[0].item()} has no router entry; valid ids are 0..{num_tasks - 1}")
-        order = torch.argsort(task, stable=True)  # (B,) samples grouped by task
-        counts = torch.bincount(task, minlength=num_tasks).tolist()
-        pieces = x[order].split(counts)  # K pieces of (B_k, C, H, W)
-        tokens = torch.cat([emb(piece) for emb, piece in zip(self.embedders, pieces)])  # (B, N, D), sorted
-        return tokens[torch.argsort(order)]  # (B, N, D), back in batch order
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Transformer blocks
-# ----------------------------------------------------------------------------------------------------------
 
 
 class Attention(nn.Module):
@@ -620,51 +427,6 @@ def task_label(model, k):
     if not 0 <= k < model.num_tasks:
         raise ValueError(f"task {k} has no label; this model has num_tasks={model.num_tasks}")
     return model.num_classes + 1 + k
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Compute and size
-# ----------------------------------------------------------------------------------------------------------
-
-# Constructor defaults, so dit_macs can take a partial config (e.g. a preset's architecture dict).
-DIT_DEFAULTS = {
-    name: p.default for name, p in inspect.signature(DiT.__init__).parameters.items() if name != "self"
-}
-
-
-def dit_macs(model_or_config, batch=1):
-    """Analytic multiply-accumulates of one forward pass of a dense DiT on `batch` samples.
-
-    Counts every matmul/conv: patch embed, timestep MLP, per block the adaLN Linear (per sample), qkv and
-    output projections (4 N D^2), attention scores and weighted sum (2 N^2 D), the MLP (2 N D F), and the
-    final layer. Elementwise ops, norms, softmax and the label lookup are not MACs. For DiT-XL/2 at
-    256 px this gives DiT's reported 118.6 "Gflops" (which are MACs). A router model costs the same as a
-    single embedder: each sample goes through one. The text path adds its projection, D^2 per sample
-    (the token lookup and the mean are not MACs).
-    """
-    cfg = model_or_config.config if isinstance(model_or_config, nn.Module) else model_or_config
-    unknown = sorted(set(cfg) - set(DIT_DEFAULTS))
-    if unknown:
-        raise ValueError(f"dit_macs counts dense DiTs; unknown config keys {unknown} (valid: {sorted(DIT_DEFAULTS)})")
-    cfg = {**DIT_DEFAULTS, **cfg}
-    D, p = cfg["hidden_size"], cfg["patch_size"]
-    if cfg["input_size"] % p:
-        raise ValueError(f"input_size={cfg['input_size']} is not divisible by patch_size={p}")
-    N = (cfg["input_size"] // p) ** 2
-    F_ = int(D * cfg["mlp_ratio"])
-    c_in = cfg["in_groups"] * cfg["in_channels"]
-    c_out = cfg["in_channels"] * (2 if cfg["learn_sigma"] else 1)
-    patch = N * c_in * p * p * D
-    t_embed = 256 * D + D * D
-    block = 6 * D * D + N * 4 * D * D + 2 * N * N * D + 2 * N * D * F_
-    final = 2 * D * D + N * D * p * p * c_out
-    text = D * D if cfg["vocab_size"] else 0
-    return batch * (patch + t_embed + text + cfg["depth"] * block + final)
-
-
-def count_params(model, trainable_only=True):
-    """Number of parameters (trainable only by default, which excludes DiT's frozen pos_embed)."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -41,20 +41,18 @@ Notable choices:
   "2 x 4D": the code's width is the one that reproduces the paper's Table 2 counts (S/2-8E2A 199M total /
   71M active; 2 x 4D would give ~230M). The shared expert has the same type as the routed experts.
 - DiTMoE is dit.py's DiT with some blocks' `mlp` swapped for this layer, so embeddings, attention, input
-  widening and the task router are shared code; `moe_macs` / `moe_params` report active vs total compute
-  and size (the scaling paper plots its MoE runs against compute in MACs).
+  widening and the task router are shared code. Active vs total compute and size (`moe_macs`,
+  `moe_params`) are in compute.py, next to the dense counts they extend.
 
 Letter legend for shape comments: B batch, N tokens per sample, D width, M = B*N tokens, E experts,
 K top-k slots per token, P = M*K routed (token, slot) pairs, H expert hidden width.
 """
 
-import inspect
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from minidp.dit import DIT_DEFAULTS, DIT_PRESETS, DiT, Mlp, count_params, dit_macs, preset_builder
+from minidp.dit import DIT_PRESETS, DiT, Mlp, preset_builder
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -80,11 +78,6 @@ class SwiGLU(nn.Module):
 
 # "gelu" is DiT's own MLP class (fc1 -> GELU(tanh) -> fc2), so an upcycled expert is literally a dense MLP.
 EXPERT_TYPES = {"gelu": Mlp, "swiglu": SwiGLU}
-
-
-def expert_macs(expert, dim, hidden_dim):
-    """Multiply-accumulates of one expert on one token (matmuls only; biases and activations are O(D))."""
-    return {"gelu": 2, "swiglu": 3}[expert] * dim * hidden_dim
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -227,15 +220,8 @@ class DiTMoE(DiT):
                            num_shared=num_shared, renormalize=renormalize, balance_alpha=balance_alpha)
 
 
-# Constructor defaults of the MoE part of the config (the rest is DiT's, DIT_DEFAULTS).
-MOE_DEFAULTS = {
-    name: p.default for name, p in inspect.signature(DiTMoE.__init__).parameters.items()
-    if name not in ("self", "dit_kwargs")
-}
-
-
 # ----------------------------------------------------------------------------------------------------------
-# Auxiliary outputs, compute and size
+# Auxiliary outputs
 # ----------------------------------------------------------------------------------------------------------
 
 def moe_aux(model):
@@ -255,46 +241,6 @@ def moe_aux(model):
     balance = sum(m.last_aux["balance_loss"] for m in layers)
     loads = torch.stack([m.last_aux["load"] for m in layers])       # (L, E)
     return balance, loads
-
-
-def moe_macs(model_or_config, batch=1):
-    """Analytic multiply-accumulates of one forward of an MoE DiT on `batch` samples.
-
-    {"active": what the forward actually computes (router + K routed experts + shared expert per token),
-     "total": what it would cost if every token went through all E experts}. Starts from dit_macs (the
-    dense DiT, same counting rules) and swaps each MoE block's dense MLP (2 D H per token) for the MoE cost.
-    Counted analytically because tracing tools (thop) do not follow the data-dependent dispatch.
-    """
-    cfg = model_or_config.config if isinstance(model_or_config, nn.Module) else model_or_config
-    if "num_experts" not in cfg:
-        raise ValueError("moe_macs needs an MoE DiT or its config (with num_experts); "
-                         "use dit.dit_macs for a dense DiT")
-    moe = {**MOE_DEFAULTS, **{k: v for k, v in cfg.items() if k in MOE_DEFAULTS}}
-    dense_cfg = {k: v for k, v in cfg.items() if k not in MOE_DEFAULTS}
-    dense = dit_macs(dense_cfg, batch=batch)
-    arch = {**DIT_DEFAULTS, **dense_cfg}
-    D = arch["hidden_size"]
-    H = int(D * arch["mlp_ratio"])
-    N = (arch["input_size"] // arch["patch_size"]) ** 2
-    E, K = moe["num_experts"], moe["top_k"]
-    one = expert_macs(moe["expert"], D, H)
-    shared = expert_macs(moe["expert"], D, moe["num_shared"] * D)
-    # Per token of each MoE block: router (D E) + experts + shared, minus the dense MLP it replaces.
-    per_token = {"active": D * E + K * one + shared - 2 * D * H, "total": D * E + E * one + shared - 2 * D * H}
-    blocks = len(moe_block_ids(arch["depth"], moe["moe_every"]))
-    return {k: dense + batch * blocks * N * v for k, v in per_token.items()}
-
-
-def moe_params(model):
-    """{"active": parameters one token uses, "total": all} (trainable ones, as dit.count_params).
-
-    Active = total minus the (E - K) routed experts a token does not visit in each MoE layer; the router
-    and the shared expert count as active (every token uses them).
-    """
-    total = count_params(model)
-    idle = sum((m.num_experts - m.top_k) * count_params(m.experts[0])
-               for m in model.modules() if isinstance(m, MoEFeedForward))
-    return {"active": total - idle, "total": total}
 
 
 # ----------------------------------------------------------------------------------------------------------
