@@ -22,8 +22,8 @@ it fits and draws each y of the file's fit section into <out>.
 Notable choices:
 - Each run is a child process (`python train.py ...`). Under torchrun every rank of this script starts its
   own child with the same environment, so the children form the DDP group; nothing here joins it.
-- The sweep file is read with yaml.safe_load here: it is not a run config, so config.py has no reader for it
-  (config.py only reads run configs; every variant is still checked through it before anything runs).
+- The sweep file is read by config.read_mapping (yaml.safe_load); every variant's config is checked through
+  config.py before anything runs.
 """
 
 import argparse
@@ -35,16 +35,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from minidp import config as cfglib
 from minidp import scaling, viz
+from minidp.checkpoint import InputError
 
 HERE = Path(__file__).resolve().parent
-
-
-class InputError(Exception):
-    """Bad input the user can fix: one line on stderr, exit status 2."""
 
 
 def warn(msg):
@@ -170,14 +166,10 @@ def fit_and_draw(runs, x, y, out, window=5, n_max=1, max_iter=20):
 def read_sweep(path):
     """The sweep file as a dict, every variant's config checked through config.py before anything runs."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"sweep file not found: {path}")
     try:
-        spec = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise InputError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(spec, dict):
-        raise InputError(f"{path}: expected a mapping")
+        spec = cfglib.read_mapping(path, "sweep file")
+    except cfglib.ConfigError as e:
+        raise InputError(str(e)) from None
     unknown = set(spec) - {"kind", "config", "out", "common", "variants", "fit"}
     if unknown:
         raise InputError(f"{path}: unknown key '{sorted(unknown)[0]}' (valid: kind, config, out, common, variants, fit)")

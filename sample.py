@@ -2,6 +2,7 @@
 
     python sample.py runs/depth [sample.steps=200 sample.ensemble=5 sample.schedule=cosine ...]
     python sample.py runs/referring sample.text_guidance=5.0 --out runs/referring/guidance5
+    python sample.py runs/referring --expression "the left red sphere" --scene 3
 
 Loads `runs/<name>/ckpt.pt` (EMA weights) and the config stored inside it, applies the overrides, and writes
 `eval.json` and `figures/*.png` into the run directory (or `--out`). The evaluation itself is
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from minidp import checkpoint as ckptlib
 from minidp import config as cfglib
-from minidp import evaluate
+from minidp import evaluate, tasks
 
 # What may change at test time: the whole sample section, and the data keys that choose the validation set.
 # Everything else (the model, the training recipe) is what the checkpoint was trained with.
@@ -41,6 +42,8 @@ def main(argv=None):
     p.add_argument("run", help="a run directory (holding ckpt.pt) or a checkpoint file")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. sample.steps=200 sample.ensemble=5")
     p.add_argument("--out", help="where eval.json and figures/ go (default: the run directory)")
+    p.add_argument("--expression", help="referring runs: segment this expression instead, e.g. 'the red sphere'")
+    p.add_argument("--scene", type=int, default=0, help="with --expression: which validation scene (default 0)")
     args = p.parse_args(argv)
     try:
         ckpt_path = ckptlib.resolve(args.run)
@@ -51,12 +54,23 @@ def main(argv=None):
         ckptlib.checkpoint_tasks(ckpt, ckpt_path, cfg.data.task)
         model = ckptlib.model_from_checkpoint(ckpt, ckpt_path, weights="ema")
         device = ckptlib.choose_device(cfg.train.device, 0)
-    except (cfglib.ConfigError, ckptlib.InputError) as e:
+        if args.expression is not None:
+            if cfg.data.task != "referring" or not 0 <= args.scene < cfg.data.val_size:
+                raise ckptlib.InputError(f"--expression needs a referring run and 0 <= --scene < data.val_size = "
+                                         f"{cfg.data.val_size} (this run: task {cfg.data.task!r}, scene {args.scene})")
+            tasks.tokenize([args.expression])  # an unknown word is an error before any work
+    except (cfglib.ConfigError, ckptlib.InputError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else ckpt_path.parent
     out.mkdir(parents=True, exist_ok=True)
-    evaluate.evaluate(model.to(device), cfg, out, device)
+    model = model.to(device).eval()
+    if args.expression is not None:
+        path = evaluate.figures_dir(out) / f"expression_scene{args.scene}.png"
+        mask = evaluate.paint_expression(model, cfg, device, args.scene, args.expression, path)
+        print(f"{args.expression!r} on validation scene {args.scene}: {int(mask.sum())} pixels; figure {path}")
+        return 0
+    evaluate.evaluate(model, cfg, out, device)
     return 0
 
 

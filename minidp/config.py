@@ -299,12 +299,11 @@ def _apply(config, raw, source):
             setattr(target, key, value)
 
 
-def _read_yaml(path, seen):
+def read_mapping(path, what="config file"):
+    """A YAML file's top-level mapping (yaml.safe_load: no tags, no code), or a one-line ConfigError."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    if path.resolve() in seen:
-        raise ConfigError(f"{path}: 'base' chain loops back to itself")
+        raise ConfigError(f"{what} not found: {path}")
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
@@ -312,7 +311,15 @@ def _read_yaml(path, seen):
         raise ConfigError(f"{path}: not valid YAML ({first})") from None
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections, got {type(raw).__name__}")
+        raise ConfigError(f"{path}: expected a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def _read_yaml(path, seen):
+    path = Path(path)
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: 'base' chain loops back to itself")
+    raw = read_mapping(path)
     layers = []
     base = raw.pop("base", None)
     if base is not None:

@@ -250,6 +250,24 @@ def evaluate_referring(model, cfg, out_dir, device, n):
     return result
 
 
+@torch.no_grad()
+def paint_expression(model, cfg, device, scene, expression, path):
+    """Referring segmentation of a user's expression on validation scene `scene` (ValueError naming a word
+    outside the vocabulary): draws image, painting and mask to `path`; returns the mask (H, W)."""
+    tokens = tasks.tokenize([expression])
+    batch = data.make_batch(cfg.data, [cfg.data.val_offset + scene], device)
+    batch["tokens"] = tokens.to(device)
+    M = cfg.sample.ensemble
+    gen = torch.Generator().manual_seed(cfg.sample.seed)
+    x0 = generate(conditioned_fn(model, cfg, batch, M), cfg, (M, *batch["target"].shape[1:]), gen, device).cpu()
+    painting = ensemble.ensemble_median(x0[:, None])[0]  # (3, H, W)
+    mask = tasks.red_mask(painting[None])[0]
+    rgb = batch["cond"][0][0].cpu()
+    viz.save_grid([[viz.to_image(rgb), viz.to_image(painting), viz.overlay_mask(rgb, mask)]],
+                  [[f'scene {scene}: "{expression}"', "predicted painting", "predicted mask"]], path)
+    return mask
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Class-conditional generation
 # ----------------------------------------------------------------------------------------------------------

@@ -35,6 +35,25 @@ def class_run(tmp_path_factory):
     return micro_run(tmp_path_factory.mktemp("class"), "pretrain.yaml", "sample.num_images=10")
 
 
+@pytest.fixture(scope="module")
+def referring_run(tmp_path_factory):
+    return micro_run(tmp_path_factory.mktemp("referring"), "referring.yaml", "sample.num_images=4", "sample.ensemble=2")
+
+
+def test_referring_report_figure_and_a_users_expression(referring_run, capsys):
+    report = json.loads((referring_run / "eval.json").read_text())
+    for key in ("oiou", "miou", "prior_oiou", "prior_miou"):
+        assert 0 <= report[key] <= 1, key
+    assert (report["image_guidance"], report["text_guidance"]) == (1.5, 3.0)  # ADDP's scales by default
+    assert (referring_run / "figures" / "referring_grid.png").stat().st_size > 0
+    assert sample.main([str(referring_run), "--expression", "the red sphere", "--scene", "1"]) == 0
+    assert (referring_run / "figures" / "expression_scene1.png").stat().st_size > 0
+    capsys.readouterr()
+    assert sample.main([str(referring_run), "--expression", "the teal sphere"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "'teal'" in err
+
+
 def test_depth_report_has_metrics_and_the_prior_baseline(depth_run):
     report = json.loads((depth_run / "eval.json").read_text())
     for key in ("absrel", "delta1", "delta2", "delta3", "rmse", "prior_absrel", "prior_delta1"):

@@ -61,19 +61,22 @@ def test_accumulation_equals_one_big_batch(tmp_path):
     assert losses(tmp_path / "big") == pytest.approx(losses(tmp_path / "acc"), rel=1e-5)
 
 
-def test_ddp_two_gloo_ranks_equal_one_process_with_twice_the_batch(tmp_path):
+@pytest.mark.parametrize("task, port", [("depth", 29517), ("referring", 29518)])
+def test_ddp_two_gloo_ranks_equal_one_process_with_twice_the_batch(tmp_path, task, port):
     # 2 ranks x per-rank batch 2 vs 1 process x batch 4, same initialisation (seed) and data plan, 3 steps.
-    assert run_inprocess(tmp_path / "one") == 0
+    # referring covers the text path, the object picks and the condition drops of the batch plan.
+    assert run_inprocess(tmp_path / "one", f"data.task={task}") == 0
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517",
-           str(ROOT / "train.py"), str(ROOT / "configs" / "depth.yaml"), *MICRO, f"train.out_dir={tmp_path / 'two'}"]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+           str(ROOT / "train.py"), str(ROOT / "configs" / "depth.yaml"), *MICRO, f"data.task={task}",
+           f"train.out_dir={tmp_path / 'two'}"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     a, b = params(tmp_path / "one"), params(tmp_path / "two")
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a), "DDP parameters differ from 1 process"
     # the parameters really moved (a test of equal initial weights would prove nothing)
     torch.manual_seed(0)  # train.py seeds with train.seed before building the model
-    init = checkpoint.initial_model(config.load_config(ROOT / "configs" / "depth.yaml", MICRO),
+    init = checkpoint.initial_model(config.load_config(ROOT / "configs" / "depth.yaml", [*MICRO, f"data.task={task}"]),
                                     vae.make_codec("pixel"))[0].state_dict()
     assert any(not torch.allclose(init[k], a[k]) for k in a)
 
@@ -165,6 +168,12 @@ def test_bad_unwritable_run_directory(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "cannot write to" in err and "\n" not in err
     assert blocker.read_text().startswith("a file")
+
+
+def test_bad_a_task_the_dataset_cannot_provide(tmp_path, capsys):
+    err = bad_run(tmp_path, capsys, "data.dataset=flyingchairs")
+    assert "'flyingchairs' cannot provide task 'depth'" in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_bad_batch_not_divisible_by_world_size(tmp_path, capsys, monkeypatch):
