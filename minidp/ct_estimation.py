@@ -99,7 +99,7 @@ def apply_floor(weights, floor=DEFAULT_FLOOR):
     floored = torch.zeros(G, dtype=torch.bool)
     for _ in range(G):
         rest = w.masked_fill(floored, 0)
-        out = rest / rest.sum() * (1 - floor * floored.sum()) if rest.sum() > 0 else rest
+        out = rest / rest.sum() * (1 - floor * int(floored.sum())) if rest.sum() > 0 else rest  # float64 math
         out = out.masked_fill(floored, floor)
         newly = (out < floor) & ~floored
         if not newly.any():
