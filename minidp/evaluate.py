@@ -193,7 +193,7 @@ def evaluate_flow(model, cfg, out_dir, device, n):
         rows.append([viz.to_image(frames[i, 0]), viz.to_image(frames[i, 1]),
                      viz.flow_to_rgb(gt[i], valid[i], max_radius=radius),
                      viz.flow_to_rgb(pred[i], max_radius=radius), (err / max(radius, 1e-6)).clamp(0, 1).numpy()])
-    titles = [["frame 1", "frame 2", "true flow", "predicted flow", "EPE (white >= max true radius)"]] * len(rows)
+    titles = [["frame 1", "frame 2", "true flow", "predicted flow", "EPE (white: max |flow|)"]] * len(rows)
     viz.save_grid(rows, titles, figures_dir(out_dir) / "flow_grid.png")
     return result
 

@@ -167,3 +167,9 @@ def test_new_task_batches(task, n_cond):
 def test_a_dataset_that_cannot_provide_the_task_is_named():
     with pytest.raises(ValueError, match="'flyingchairs' cannot provide task 'depth'"):
         tasks.check_dataset_task("flyingchairs", "depth")
+
+
+def test_every_real_dataset_of_the_task_table_has_a_reader():
+    from minidp import readers
+
+    assert set(tasks.DATASET_TASKS) - {"world"} == set(readers.DATASETS)
