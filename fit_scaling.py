@@ -26,7 +26,6 @@ Notable choices:
   config.py before anything runs.
 """
 
-import argparse
 import fnmatch
 import json
 import os
@@ -38,7 +37,7 @@ import numpy as np
 
 from minidp import config as cfglib
 from minidp import scaling, viz
-from minidp.checkpoint import InputError
+from minidp.checkpoint import ArgumentParser, InputError, one_line
 
 HERE = Path(__file__).resolve().parent
 
@@ -252,7 +251,7 @@ def run_sweep(spec):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Fit compute-scaling laws (see the module docstring).")
+    p = ArgumentParser(description="Fit compute-scaling laws (see the module docstring).")
     sub = p.add_subparsers(dest="command", required=True)
     f = sub.add_parser("fit", help="fit a law over finished runs")
     f.add_argument("paths", nargs="+", help="run directories, or folders of run directories")
@@ -277,6 +276,9 @@ def main(argv=None):
             run_sweep(read_sweep(args.sweep))
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a folder or file the OS refused (permissions, a file where a folder should be)
+        print(f"error: {e.filename or 'a file'}: {e.strerror or one_line(e)}", file=sys.stderr)
         return 2
     except (RuntimeError, ValueError) as e:  # a child run failed, or a run it wrote cannot be read
         print(f"error: {e}", file=sys.stderr)

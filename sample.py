@@ -15,7 +15,6 @@ an override that does not exist, has the wrong type or is out of range, a task t
 on) is one line on stderr and exit status 2.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -38,7 +37,7 @@ def check_test_time(overrides):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Sample from and evaluate a minidp run (see the module docstring).")
+    p = ckptlib.ArgumentParser(description="Sample from and evaluate a minidp run (see the module docstring).")
     p.add_argument("run", help="a run directory (holding ckpt.pt) or a checkpoint file")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. sample.steps=200 sample.ensemble=5")
     p.add_argument("--out", help="where eval.json and figures/ go (default: the run directory)")
@@ -63,7 +62,11 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else ckpt_path.parent
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # --out under a file, or in a directory this user cannot write
+        print(f"error: --out: cannot write to {out} ({e.strerror or ckptlib.one_line(e)})", file=sys.stderr)
+        return 2
     model = model.to(device).eval()
     if args.expression is not None:
         path = evaluate.figures_dir(out) / f"expression_scene{args.scene}.png"

@@ -12,12 +12,11 @@ Notable choices:
 - Each step's global batch is drawn from (train.seed, step) and split over the ranks (minidp/recipe.py), so the
   number of ranks and accumulation do not change a run's numbers, and resuming is exact.
 - AdamW as DiT (lr 1e-4, no weight decay) unless the config says so; the loss is recipe.masked_mse.
-- Bad input (unknown key, wrong type, missing or corrupt checkpoint, an architecture that does not match,
-  unwritable run directory, a batch the ranks cannot split) is one line on stderr and exit status 2, found
-  before anything is written.
+- Bad input (unknown key, wrong type, a mistyped flag, missing or corrupt checkpoint, an architecture that does
+  not match, unwritable run directory, a batch the ranks cannot split) is one line on stderr and exit status 2,
+  found before anything is written.
 """
 
-import argparse
 import contextlib
 import copy
 import json
@@ -49,7 +48,7 @@ def check_writable(out_dir):
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise InputError(f"train.out_dir: cannot write to {out_dir} ({e.strerror or e})") from None
+        raise InputError(f"train.out_dir: cannot write to {out_dir} ({e.strerror or ckptlib.one_line(e)})") from None
 
 
 def fmt_time(seconds):
@@ -62,7 +61,7 @@ def fmt_time(seconds):
 # ----------------------------------------------------------------------------------------------------------
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(description="Train a minidp diffusion model (see the module docstring).")
+    p = ckptlib.ArgumentParser(description="Train a minidp diffusion model (see the module docstring).")
     p.add_argument("config", help="YAML config, e.g. configs/depth.yaml")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.steps=100 sample.steps=10")
     return p.parse_args(argv)

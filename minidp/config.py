@@ -309,6 +309,8 @@ def read_mapping(path, what="config file"):
     except yaml.YAMLError as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(f"{path}: not valid YAML ({first})") from None
+    except (OSError, UnicodeDecodeError) as e:  # a file this user may not read, or not text at all
+        raise ConfigError(f"{path}: cannot read it ({getattr(e, 'strerror', None) or type(e).__name__})") from None
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping, got {type(raw).__name__}")

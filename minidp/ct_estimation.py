@@ -49,7 +49,6 @@ File formats (the CLI at the bottom):
 Shape legend: S recorded steps, N validation samples, G groups, T training timesteps.
 """
 
-import argparse
 import json
 import math
 import sys
@@ -57,6 +56,7 @@ from pathlib import Path
 
 import torch
 
+from minidp.checkpoint import ArgumentParser, one_line
 from minidp.ddim import timesteps as ddim_timesteps
 from minidp.schedules import SCHEDULES, NoiseSchedule
 
@@ -269,8 +269,8 @@ def plot_weights(curves, path, T=1000):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m minidp.ct_estimation",
-                                description="Estimate ADDP's contribution factors c_t^2 from per-step metrics.")
+    p = ArgumentParser(prog="python -m minidp.ct_estimation",
+                       description="Estimate ADDP's contribution factors c_t^2 from per-step metrics.")
     p.add_argument("intermediates", help="JSON with 'timesteps' (S) and 'Q' (S lists of N metrics), noisiest first")
     p.add_argument("-o", "--out", required=True, help="where to write weights.json")
     p.add_argument("--groups", type=int, default=10, help="timestep groups (default 10, the paper's)")
@@ -289,14 +289,19 @@ def main(argv=None):
     record = {"weights": weights.tolist(), "groups": args.groups, "T": info["T"], "floor": args.floor,
               "metric": info["metric"], "higher_is_better": info["higher_is_better"], "timesteps": ts.tolist(),
               "r2": nested_r2(Q).tolist(), "samples": Q.shape[1], "source": str(args.intermediates)}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
     curves = {f"perception ({info['metric']})": weights.tolist(),
               f"diffusion formula ({info['schedule']})": diffusion.tolist()}
     if args.groups == 10:  # the release's vectors exist for 10 groups only
         curves.update({name: load_weights(name).tolist() for name in PRESETS})
     figure = Path(args.figure) if args.figure else out.with_suffix(".png")
-    plot_weights(curves, figure, info["T"])
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(record, indent=2) + "\n")
+        plot_weights(curves, figure, info["T"])
+    except OSError as e:  # --out or --figure under a file, in a folder this user cannot write, a full disk
+        print(f"error: cannot write {e.filename or out} ({e.strerror or one_line(e)}); check -o/--out and --figure",
+              file=sys.stderr)
+        return 2
     print("c_t^2 by group (t = 0 first): " + " ".join(f"{w:.3f}" for w in weights.tolist()))
     print(f"wrote {out} and {figure}")
     return 0

@@ -66,9 +66,18 @@ def _need_file(path):
     return path
 
 
+def _read(path, text=False):
+    """A dataset file's bytes (or text); an unreadable one is a one-line DatasetError naming it and the OS's reason."""
+    path = _need_file(path)
+    try:
+        return path.read_text() if text else path.read_bytes()
+    except (OSError, UnicodeDecodeError) as e:  # permissions, an I/O error, a "text" file that is not text
+        raise DatasetError(f"{path}: cannot read it ({getattr(e, 'strerror', None) or type(e).__name__})") from None
+
+
 def read_ppm(path):
     """Binary PPM (P6) -> uint8 (3, H, W), or int32 (3, H, W) when maxval > 255 (16-bit big-endian samples)."""
-    data = _need_file(path).read_bytes()
+    data = _read(path)
     fields, pos = [], 0
     while len(fields) < 4:  # magic, width, height, maxval, separated by whitespace; '#' starts a comment
         while pos < len(data) and data[pos:pos + 1].isspace():
@@ -141,7 +150,7 @@ def to_unit_range(img):
 
 def read_flo(path):
     """Middlebury .flo -> float32 (2, H, W): u (rightward, x) then v (downward, y), in pixels."""
-    data = _need_file(path).read_bytes()
+    data = _read(path)
     if len(data) < 12:
         raise DatasetError(f"{path}: truncated .flo header ({len(data)} bytes, expected 12)")
     magic, width, height = struct.unpack("<fii", data[:12])
@@ -320,7 +329,7 @@ class FlyingChairs(torch.utils.data.Dataset):
         ids = sorted(p.name[:-len("_img1.ppm")] for p in data.glob("*_img1.ppm"))
         if not ids:
             raise DatasetError(f"{data}: no *_img1.ppm files")
-        text = _need_file(split_file).read_text()
+        text = _read(split_file, text=True)
         try:
             marks = [int(tok) for tok in text.split()]
         except ValueError:

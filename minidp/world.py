@@ -30,8 +30,9 @@ Notable choices:
 - Sampling a scene is cheap (parameters only, `scene_spec`); rendering is batched in render.py.
 """
 
-import argparse
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -440,7 +441,7 @@ class World(torch.utils.data.Dataset):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Preview: python -m minidp.world --out world.png
+# Preview: python -m minidp.world --out world.png [--n 4 --resolution 64 --seed 0]
 # ----------------------------------------------------------------------------------------------------------
 
 def preview(batch, path):
@@ -471,16 +472,25 @@ def preview(batch, path):
     viz.save_grid(rows, titles, path)
 
 
-def main():
-    parser = argparse.ArgumentParser(description="Preview grid of the synthetic world.")
-    parser.add_argument("--out", default="world.png")
-    parser.add_argument("--n", type=int, default=4, help="number of scenes (rows)")
-    parser.add_argument("--resolution", type=int, default=64)
+def main(argv=None):
+    from minidp.checkpoint import ArgumentParser, int_in, one_line  # here: checkpoint imports tasks, which imports us
+
+    parser = ArgumentParser(prog="python -m minidp.world", description="Preview grid of the synthetic world.")
+    parser.add_argument("--out", default="world.png", help="the PNG to write (its folder must exist)")
+    parser.add_argument("--n", type=int_in(1, 1000), default=4, help="number of scenes (rows)")
+    parser.add_argument("--resolution", type=int_in(16, 256), default=64, help="pixels per side")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    preview(render(range(args.n), args.resolution, args.seed), args.out)
+    args = parser.parse_args(argv)
+    if not Path(args.out).parent.is_dir():  # before any rendering
+        parser.error(f"--out: cannot write {args.out}: {Path(args.out).parent} is not a directory")
+    try:
+        preview(render(range(args.n), args.resolution, args.seed), args.out)
+    except OSError as e:  # the file system refused the figure (permissions, a full disk)
+        print(f"error: --out: cannot write {args.out} ({e.strerror or one_line(e)})", file=sys.stderr)
+        return 2
     print(f"wrote {args.out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,14 +1,19 @@
-"""A new user's mistakes on train.py and sample.py: each is one line on stderr naming the key, exit status 2,
-no traceback, and an existing run directory passed to it is left byte-for-byte as it was (issue 15).
+"""A new user's mistakes on train.py, sample.py, fit_scaling.py and the module CLIs (python -m minidp.world,
+python -m minidp.ct_estimation): each is one line on stderr naming the key, flag or file, exit status 2, no
+traceback, and an existing run directory passed to it is left byte-for-byte as it was (issue 15). That covers
+argparse's own errors (one line through checkpoint.ArgumentParser), errors from the OS (a file where a folder
+should be, a folder where a file should be), and a checkpoint whose pickle would run code.
 
-Most cases call `train.main([...])` in the test process (the same code path as the command line, minus
-torch's start-up); a handful run as real subprocesses, two at a time, to check the command line itself.
+Most cases call `main([...])` in the test process (the same code path as the command line, minus torch's
+start-up); a handful run as real subprocesses, two at a time, to check the command line itself.
 
-Run: pytest -q tests/test_bad_input.py     (one micro run first, then 2 subprocesses side by side: ~35 s on 2 busy cores)
+Run: pytest -q tests/test_bad_input.py     (one micro run first, then 4 subprocesses two at a time)
 """
 
 import concurrent.futures
+import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -17,8 +22,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+import fit_scaling  # noqa: E402
 import sample  # noqa: E402
 import train  # noqa: E402
+from minidp import ct_estimation, world  # noqa: E402
 
 DEPTH = str(ROOT / "configs" / "depth.yaml")
 # The micro working set of tests/test_train.py: a 2-step depth fine-tune of the micro DiT at 16 px.
@@ -88,6 +95,7 @@ def assert_one_line_error(rc, err, key):
     lines = err.strip("\n").split("\n")
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert key in lines[0], err
+    return lines[0]
 
 
 @pytest.mark.parametrize("overrides, key", TRAIN_CASES, ids=[" ".join(c[0]) for c in TRAIN_CASES])
@@ -110,16 +118,20 @@ def test_sample_bad_override_is_one_line_and_leaves_the_run_untouched(run, capsy
 
 @pytest.fixture(scope="module")
 def command_line_results(run):
-    """The SUBPROCESS_CASES and one sample.py case as real commands, two at a time: [(argv, key, result)]."""
+    """The SUBPROCESS_CASES, one sample.py case and two argparse errors (a module CLI, a script with
+    sub-commands) as real commands, two at a time: [((command, key), result)]."""
     out, _ = run
-    jobs = [([DEPTH, *MICRO, f"train.out_dir={out}", *TRAIN_CASES[i][0]], "train.py", TRAIN_CASES[i][1])
-            for i in SUBPROCESS_CASES] + [([str(out), "sample.ensemble=0"], "sample.py", "sample.ensemble")]
+    jobs = [([str(ROOT / "train.py"), DEPTH, *MICRO, f"train.out_dir={out}", *TRAIN_CASES[i][0]], TRAIN_CASES[i][1])
+            for i in SUBPROCESS_CASES] + [
+        ([str(ROOT / "sample.py"), str(out), "sample.ensemble=0"], "sample.ensemble"),
+        (["-m", "minidp.world", "--n", "0", "--out", str(out.parent / "world.png")], "--n"),
+        ([str(ROOT / "fit_scaling.py"), "fit", str(out), "--bogus"], "--bogus"),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
 
     def call(job):
-        argv, script, _ = job
-        return subprocess.run([sys.executable, str(ROOT / script), *argv], cwd=out.parent, env=env,
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run([sys.executable, *job[0]], cwd=out.parent, env=env, capture_output=True, text=True,
+                              timeout=120)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         return [(job, result) for job, result in zip(jobs, pool.map(call, jobs))]
@@ -127,8 +139,118 @@ def command_line_results(run):
 
 def test_command_line_bad_input_exits_2_with_one_line_and_no_traceback(run, command_line_results):
     out, files = run
-    assert len(command_line_results) == len(SUBPROCESS_CASES) + 1
-    for (argv, script, key), result in command_line_results:
+    assert len(command_line_results) == len(SUBPROCESS_CASES) + 3
+    for (command, key), result in command_line_results:
         assert_one_line_error(result.returncode, result.stderr, key)
-        assert result.stdout == "", (script, argv, result.stdout)
+        assert result.stdout == "", (command, result.stdout)
     assert snapshot(out) == files
+    assert not (out.parent / "world.png").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Flags: every script and module CLI parses with checkpoint.ArgumentParser, whose error is one line
+# (argparse's own prints the usage first: two lines). Then OS errors and a checkpoint that carries code.
+# ----------------------------------------------------------------------------------------------------------
+
+def exit_status(main, argv):
+    """main(argv)'s exit status, whether main returns it or its parser raises SystemExit."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+@pytest.fixture
+def places(tmp_path):
+    """Paths the argv templates below name: {tmp}, {file} (a plain file where a folder is expected), {empty}
+    (a folder with no ckpt.pt), {taken} (a folder named like a PNG), {inter} (valid ct_estimation input)."""
+    (tmp_path / "a_file").write_text("a file where a folder should be")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "taken.png").mkdir()
+    Q = [[(i * 7) % 13 / 13 for i in range(20)], [(i * 5) % 17 / 17 for i in range(20)]]  # S = 2, N = 20
+    (tmp_path / "inter.json").write_text(json.dumps({"timesteps": [999, 499], "Q": Q}))
+    return {"tmp": tmp_path, "file": tmp_path / "a_file", "empty": tmp_path / "empty", "inter": tmp_path / "inter.json",
+            "taken": tmp_path / "taken.png"}
+
+
+# (CLI, argv template, what the one line must name). ct_estimation's bad intermediates files and fit_scaling's
+# bad --y / --smooth values / missing folder / sweep files are in their own test files; these are the rest.
+CLI_CASES = [
+    ("world", ["--resolution", "7"], "--resolution"),
+    ("world", ["--resolution", "big"], "--resolution"),
+    ("world", ["--n", "0"], "--n"),
+    ("world", ["--out", "{file}/world.png"], "--out"),                    # its folder is a file
+    ("world", ["--n", "1", "--resolution", "16", "--out", "{taken}"], "taken.png"),  # a folder: the OS says no
+    ("world", ["--bogus"], "--bogus"),
+    ("ct_estimation", ["{inter}", "-o", "{tmp}/w.json", "--bogus"], "--bogus"),
+    ("ct_estimation", ["{inter}"], "-o/--out"),
+    ("ct_estimation", ["{inter}", "-o", "{tmp}/w.json", "--groups", "many"], "--groups"),
+    ("ct_estimation", ["{inter}", "-o", "{tmp}/w.json", "--groups", "7"], "groups=7"),  # 7 does not divide T
+    ("ct_estimation", ["{inter}", "-o", "{file}/w.json"], "a_file"),      # the OS refuses: the file is named
+    ("fit_scaling", ["fit", "{file}"], "a_file"),                         # a file where a folder of runs goes
+    ("fit_scaling", ["fit", "{tmp}", "--bogus"], "--bogus"),
+    ("fit_scaling", ["fit", "{tmp}", "--smooth", "wide"], "--smooth"),
+    ("fit_scaling", ["fitt", "{tmp}"], "fitt"),
+    ("fit_scaling", [], "command"),
+    ("train", [DEPTH, "--steps", "5"], "--steps"),                        # a flag where an override goes
+    ("train", [], "config"),
+    ("train", [DEPTH, *MICRO, "train.init_from={empty}", "train.out_dir={tmp}/run"], "train.init_from"),
+]
+
+
+CLI_MAINS = {"world": world.main, "ct_estimation": ct_estimation.main, "fit_scaling": fit_scaling.main,
+             "train": train.main}
+
+
+@pytest.mark.parametrize("name, argv, key", CLI_CASES, ids=[f"{c[0]} {' '.join(c[1])}" for c in CLI_CASES])
+def test_bad_flags_and_paths_of_every_cli_are_one_line_and_exit_2(places, capsys, name, argv, key):
+    rc = exit_status(CLI_MAINS[name], [a.format(**places) for a in argv])
+    line = assert_one_line_error(rc, capsys.readouterr().err, key)
+    assert not (places["tmp"] / "w.json").exists() and not (places["tmp"] / "run").exists(), line  # nothing written
+    assert places["file"].read_text().startswith("a file")
+
+
+@pytest.mark.parametrize("argv, key", [
+    (["--scene", "x"], "--scene"),
+    (["--outt", "x"], "--outt"),
+    (["--out", "{file}/eval"], "--out"),        # OSError from mkdir: the flag, the folder and the OS's reason
+], ids=["--scene x", "unknown flag", "--out under a file"])
+def test_sample_bad_flags_are_one_line_and_leave_the_run_untouched(run, places, capsys, argv, key):
+    out, files = run
+    capsys.readouterr()
+    rc = exit_status(sample.main, [str(out), *[a.format(**places) for a in argv]])
+    line = assert_one_line_error(rc, capsys.readouterr().err, key)
+    assert snapshot(out) == files
+    if key == "--out":
+        assert "a_file" in line and "Not a directory" in line
+
+
+def test_sample_on_a_folder_without_ckpt_pt_names_the_file_it_looked_for(places, capsys):
+    rc = sample.main([str(places["empty"])])
+    assert_one_line_error(rc, capsys.readouterr().err, str(places["empty"] / "ckpt.pt"))
+
+
+class Plant:
+    """Unpickling this object would create a file: the code a checkpoint must never run (as in test_checkpoint)."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("script", ["train.py", "sample.py"])
+def test_a_checkpoint_whose_pickle_runs_code_is_refused_by_the_scripts_and_its_code_never_runs(tmp_path, capsys,
+                                                                                                 script):
+    planted, evil = tmp_path / "planted.txt", tmp_path / "evil.pt"
+    with open(evil, "wb") as f:
+        pickle.dump({"model": Plant(str(planted)), "ema": {}, "model_config": {}}, f, protocol=2)
+    if script == "train.py":
+        rc = train.main([DEPTH, *MICRO, f"train.init_from={evil}", f"train.out_dir={tmp_path / 'run'}"])
+    else:
+        rc = sample.main([str(evil)])
+    line = assert_one_line_error(rc, capsys.readouterr().err, str(evil))
+    assert ("train.init_from" if script == "train.py" else "sample.py") in line
+    assert not planted.exists()
+    assert not (tmp_path / "run").exists()

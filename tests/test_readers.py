@@ -224,10 +224,13 @@ def test_flyingchairs_splits_follow_the_split_file(tmp_path):
     assert small["flow"].shape == (2, 3, 3) and small["rgb"].shape == (3, 3, 3)
 
 
-def test_flyingchairs_missing_or_mismatched_split_file_is_an_error(tmp_path):
+def test_flyingchairs_missing_mismatched_or_undecodable_split_file_is_an_error(tmp_path):
     _chairs(tmp_path)
     (tmp_path / "FlyingChairs_train_val.txt").write_text("1\n2\n")
     with pytest.raises(readers.DatasetError, match=r"FlyingChairs_train_val\.txt: 2 entries of 1/2 for 3 samples"):
+        readers.FlyingChairs(tmp_path)
+    (tmp_path / "FlyingChairs_train_val.txt").write_bytes(b"1\n\xff\xfe\n1\n")  # not UTF-8 text
+    with pytest.raises(readers.DatasetError, match=r"train_val\.txt: cannot read it \(UnicodeDecodeError\)"):
         readers.FlyingChairs(tmp_path)
     (tmp_path / "FlyingChairs_train_val.txt").unlink()
     with pytest.raises(readers.DatasetError, match=r"FlyingChairs_train_val\.txt: no such file"):
