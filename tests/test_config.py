@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from minidp import config as cfglib
-from minidp import data, dit, moe
+from minidp import dit, moe, tasks
 from minidp.config import Config, ConfigError, config_from_dict, dump, load_config, to_dict, validate
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -139,7 +139,7 @@ FIELD_CASES = [
     ("model.upcycle_experts=0", "model.upcycle_experts = 0"),
     ("model.upcycle_top_k=0", "model.upcycle_top_k = 0"),
     ("model.upcycle_every=0", "model.upcycle_every = 0"),
-    ("data.dataset=imagenet", "data.dataset = 'imagenet'"),
+    ("data.dataset=coco", "data.dataset = 'coco'"),
     ("data.task=seg", "data.task = 'seg'"),
     ("data.resolution=7", "data.resolution = 7"),
     ("data.resolution=512", "data.resolution = 512"),
@@ -189,6 +189,9 @@ FIELD_CASES = [
     ("sample.batch=0", "sample.batch = 0"),
     ("sample.cfg_scale=-1", "sample.cfg_scale = -1.0"),
     ("sample.seed=-1", "sample.seed = -1"),
+    ("train.cond_drop_prob=0.5", "train.cond_drop_prob = 0.5"),
+    ("sample.image_guidance=-1", "sample.image_guidance = -1.0"),
+    ("sample.text_guidance=-1", "sample.text_guidance = -1.0"),
 ]
 
 
@@ -238,10 +241,10 @@ def test_validate_checks_values_set_in_code():
 
 def test_choices_are_read_from_the_modules_that_implement_them(monkeypatch):
     # a task added to data.TASKS is a valid data.task without an edit in config.py
-    with pytest.raises(ConfigError, match="data.task = 'flow'"):
-        load_config(None, ["train.mode=finetune", "data.task=flow"])
-    monkeypatch.setitem(data.TASKS, "flow", 99)
-    assert load_config(None, ["train.mode=finetune", "data.task=flow"]).data.task == "flow"
+    with pytest.raises(ConfigError, match="data.task = 'normals'"):
+        load_config(None, ["train.mode=finetune", "data.task=normals"])
+    monkeypatch.setitem(tasks.TASKS, "normals", 99)
+    assert load_config(None, ["train.mode=finetune", "data.task=normals"]).data.task == "normals"
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -146,7 +146,7 @@ common: [model.preset=micro, train.init_from=, data.resolution=16, data.train_si
          sample.batch=2, sample.ensemble=1]
 variants:
   lr_hi: [train.lr=1e-3]
-  lr_lo: [train.lr=1e-4]
+  lr_lo: [train.lr=1e-4, train.lr_final=1e-5]
 fit: {{y: [loss]}}
 """)
     assert fit_scaling.main(["sweep", str(sweep)]) == 0
