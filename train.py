@@ -137,7 +137,7 @@ def train(argv=None):
     if master:
         cfglib.dump(cfg, out_dir / "config.yaml")
         print(f"minidp train | {source}")
-        how = f"{tc.parallel} " if env.distributed else ""
+        how = f"{tc.parallel} " if world_size > 1 else ""
         print(f"model {cfg.model.preset}: {n_params / 1e6:.2f}M parameters, {macs_per_sample / 1e6:.1f}M MACs "
               f"per sample | task {dc.task} | {world_size} {how}rank(s) on {device.type} | global batch "
               f"{tc.global_batch} = {world_size} x {micro} x {accum} accumulation | {tc.steps} steps", flush=True)

@@ -195,3 +195,11 @@ def test_train_py_on_one_gpu_matches_the_cpu_losses_within_bf16_rounding(tmp_pat
     assert run_inprocess(tmp_path / "cpu", "train.device=cpu") == 0
     assert run_inprocess(tmp_path / "gpu", "train.device=cuda") == 0
     assert losses(tmp_path / "gpu") == pytest.approx(losses(tmp_path / "cpu"), rel=3e-2)  # bf16 autocast on CUDA
+
+
+def test_gpu_depth_config_passes_every_rule_and_asks_for_the_fast_path():
+    from minidp import config
+
+    c = config.load_config(ROOT / "configs" / "gpu" / "depth.yaml")
+    assert (c.data.task, c.train.device, c.train.compile) == ("depth", "cuda", True)
+    assert c.data.resolution // config.PRESETS[c.model.preset]["patch_size"] == 16  # 256 tokens, as DiT at 256 px
