@@ -174,7 +174,7 @@ class TrainConfig:
     eval_every: int = non_negative(0)  # steps between evaluations (0 = only at the end)
     device: str = one_of("auto", ("auto", "cpu", "cuda"))  # auto (cuda if available, else cpu) | cpu | cuda
     parallel: str = one_of("ddp", ("ddp", "fsdp"))  # under torchrun: ddp (replicas) | fsdp (shards; minidp/parallel.py)
-    compile: bool = False            # torch.compile the model (CPU: +7 % for ~40 s of compiling; off by default)
+    compile: bool = False            # torch.compile the model (issue 14, CPU: +7 % for ~40 s of compiling; so off)
     checkpoint_activations: bool = False  # recompute each block in backward: less memory, a larger micro-batch
 
 

@@ -2,7 +2,8 @@
 train.compile equals eager, activation checkpointing equals the plain backward, the fast optimizer.
 
 Run: pytest -q tests/test_parallel.py      (about a minute: torchrun twice, train.py in-process a few times,
-one torch.compile of the micro DiT). The CUDA-only tests skip without a GPU.
+one torch.compile of the micro DiT: ~100 s more the first time, while inductor fills its cache). The CUDA-only
+tests skip without a GPU.
 """
 
 import json
@@ -133,7 +134,7 @@ def test_fsdp_two_gloo_ranks_equal_one_process_and_its_checkpoint_resumes_under_
                     reason="torch.compile's CPU backend needs a C++ compiler")
 def test_compiled_training_matches_eager_losses(tmp_path):
     # Inductor fuses and reorders float32 reductions, so the two agree to rounding, not bit for bit:
-    # 1e-4 relative over 3 steps at lr 1e-3 (measured difference: see the report in the commit message).
+    # 1e-4 relative over 3 steps at lr 1e-3 (measured here, torch 2.13 CPU: the losses came out identical).
     assert run_inprocess(tmp_path / "eager") == 0
     assert run_inprocess(tmp_path / "compiled", "train.compile=true") == 0
     eager, compiled = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
@@ -145,18 +146,21 @@ def test_compiled_training_matches_eager_losses(tmp_path):
 def test_activation_checkpointing_gives_the_plain_backward_gradients():
     torch.manual_seed(0)
     model = dit.build_dit("micro", input_size=16, in_channels=3, num_classes=10, learn_sigma=False)
+    with torch.no_grad():  # off adaLN-Zero's zero init, so every block gets a gradient
+        for p in model.parameters():
+            p.normal_(0, 0.1)
     x, t, y = torch.randn(2, 3, 16, 16), torch.tensor([3, 700]), torch.tensor([1, 4])
 
     def grads(recompute):
         model.zero_grad()
         model.checkpoint_activations = recompute
-        model(x, t, y).square().mean().backward()
+        model(x, t, y, force_drop_ids=torch.zeros(2)).square().mean().backward()  # no random label drop
         return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
     plain, recomputed = grads(False), grads(True)
     assert plain.keys() == recomputed.keys() and len(plain) > 10
     assert_same_state(plain, recomputed, atol=1e-6)
-    assert any(g.abs().sum() > 0 for g in plain.values())
+    assert all(g.abs().sum() > 0 for n, g in plain.items() if n.startswith("blocks."))
 
 
 def test_optimizer_is_foreach_adamw_on_cpu_with_the_configured_hyperparameters():
