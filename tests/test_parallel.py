@@ -35,8 +35,9 @@ def run_inprocess(out_dir, *extra):
     return train.main([str(ROOT / "configs" / "depth.yaml"), *MICRO, f"train.out_dir={out_dir}", *extra])
 
 
-def run_torchrun(out_dir, port, *extra):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}",
+def run_torchrun(out_dir, *extra):
+    # --standalone: torchrun picks a free port, so parallel test runs on one machine do not collide
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(ROOT / "train.py"), str(ROOT / "configs" / "depth.yaml"), *MICRO, f"train.out_dir={out_dir}", *extra]
     proc = subprocess.run(cmd, cwd=out_dir.parent, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
                           text=True, timeout=240)
@@ -100,7 +101,7 @@ def test_fsdp_two_gloo_ranks_equal_one_process_and_its_checkpoint_resumes_under_
     # FSDP: 2 ranks x micro-batch 1 x 2 accumulation steps (so FSDP's gradient-sync switch is exercised too)
     # against 1 process x batch 4, same initialisation and batch plan, 3 steps.
     assert run_inprocess(tmp_path / "one") == 0
-    out = run_torchrun(tmp_path / "fsdp", 29527, "train.parallel=fsdp", "train.micro_batch=1")
+    out = run_torchrun(tmp_path / "fsdp", "train.parallel=fsdp", "train.micro_batch=1")
     assert "2 fsdp rank(s) on cpu" in out
     assert losses(tmp_path / "fsdp") == pytest.approx(losses(tmp_path / "one"), rel=1e-5, abs=0)
     one, sharded = ckpt(tmp_path / "one"), ckpt(tmp_path / "fsdp")
@@ -116,7 +117,7 @@ def test_fsdp_two_gloo_ranks_equal_one_process_and_its_checkpoint_resumes_under_
     for name in ("ref", "as_ddp", "as_one"):
         shutil.copytree(tmp_path / ("one" if name == "ref" else "fsdp"), tmp_path / name)
     assert run_inprocess(tmp_path / "ref", "train.steps=4") == 0
-    run_torchrun(tmp_path / "as_ddp", 29528, "train.parallel=ddp", "train.steps=4")
+    run_torchrun(tmp_path / "as_ddp", "train.parallel=ddp", "train.steps=4")
     assert run_inprocess(tmp_path / "as_one", "train.steps=4") == 0
     ref = ckpt(tmp_path / "ref")
     for name in ("as_ddp", "as_one"):
