@@ -2,6 +2,7 @@
 
     python train.py configs/depth.yaml [section.key=value ...]          # one process
     torchrun --nproc_per_node=2 train.py configs/depth.yaml             # DDP: gloo on CPU, nccl on CUDA
+    torchrun --nproc_per_node=8 train.py configs/depth.yaml train.parallel=fsdp   # sharded (minidp/parallel.py)
 
 One loop, readable top to bottom (STYLE.md): plan the step's global batch -> forward/backward over this
 rank's micro-batches -> clip -> AdamW step -> EMA -> log -> checkpoint -> (evaluate). A run writes to
@@ -11,17 +12,16 @@ figures/. Re-running the same command resumes from ckpt.pt.
 Notable choices:
 - Each step's global batch is drawn from (train.seed, step) and split over the ranks (minidp/recipe.py), so the
   number of ranks and accumulation do not change a run's numbers, and resuming is exact.
-- AdamW as DiT (lr 1e-4, no weight decay) unless the config says so; the loss is recipe.masked_mse.
+- AdamW as DiT (lr 1e-4, no weight decay) unless the config says so; the loss is recipe.masked_mse. What differs
+  between one process, DDP and FSDP (and CPU and GPU: fused AdamW, TF32, compile) is in minidp/parallel.py.
 - Bad input (unknown key, wrong type, a mistyped flag, missing or corrupt checkpoint, an architecture that does
   not match, unwritable run directory, a batch the ranks cannot split) is one line on stderr and exit status 2,
   found before anything is written.
 """
 
-import contextlib
 import copy
 import json
 import math
-import os
 import signal
 import sys
 import time
@@ -29,11 +29,10 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 from minidp import checkpoint as ckptlib
 from minidp import config as cfglib
-from minidp import compute, data, dit, evaluate, moe, recipe, schedules, tasks, vae
+from minidp import compute, data, dit, evaluate, moe, parallel, recipe, schedules, tasks, vae
 from minidp.checkpoint import InputError
 
 
@@ -72,12 +71,9 @@ def train(argv=None):
     cfg = cfglib.load_config(args.config, args.overrides)
     tc, dc = cfg.train, cfg.data
 
-    # --- distributed setup (nanoGPT-style: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK) ---
-    ddp = int(os.environ.get("RANK", -1)) != -1
-    rank = int(os.environ.get("RANK", 0))
-    world_size = int(os.environ.get("WORLD_SIZE", 1))
-    master = rank == 0
-    device = ckptlib.choose_device(tc.device, int(os.environ.get("LOCAL_RANK", 0)))
+    # --- distributed setup: torchrun's RANK / WORLD_SIZE / LOCAL_RANK -> rank, device, backend (minidp/parallel.py) ---
+    env = parallel.from_torchrun(tc.device)
+    rank, world_size, master, device = env.rank, env.world_size, env.master, env.device
 
     micro = tc.micro_batch or tc.global_batch // world_size
     if tc.global_batch % (world_size * micro) != 0:
@@ -111,41 +107,38 @@ def train(argv=None):
     if master:
         check_writable(out_dir)
         lock = ckptlib.lock_run(out_dir)  # a second train.py on this directory stops here
-
-    if ddp:
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    parallel.init(env)  # the process group under torchrun; TF32 on CUDA
 
     schedule = schedules.NoiseSchedule(cfg.diffusion.schedule, cfg.diffusion.T,
                                        cfg.diffusion.beta_start, cfg.diffusion.beta_end,
-                                       cfg.diffusion.zero_terminal_snr)
+                                       cfg.diffusion.zero_terminal_snr).to(device)
     model = model.to(device)
+    model.checkpoint_activations = tc.checkpoint_activations
     ema = copy.deepcopy(model).requires_grad_(False)  # DiT: EMA starts as an exact copy
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     step = 0
     if resume:
         ema.load_state_dict(ckpt["ema"])
-        opt.load_state_dict(ckpt["opt"])
         step = ckpt["step"]
         torch.set_rng_state(ckpt["rng"]["torch"])
     is_moe = "num_experts" in model.config
-    # No find_unused_parameters even for MoE: an expert no token picked still runs on an empty slice, so
-    # every parameter gets a (zero) gradient (tests/test_moe.py checks it).
-    train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if ddp else model
-
     # the label the model is conditioned on: the scene's class (pre-training) or the task's row (fine-tuning)
     task_label = None if tc.mode == "pretrain" else dit.task_label(model, 0)
     text = dc.task == "referring"  # text conditioning, with InstructPix2Pix's condition dropout
-    macs_per_sample = compute.model_macs(model)
+    macs_per_sample, n_params = compute.model_macs(model), compute.count_params(model)
     latent = (model.in_channels, model.input_size, model.input_size)  # the target's shape (in_channels: one group)
+    # DDP(model), or FSDP sharding model and EMA in place; compiled if train.compile. The optimizer comes after:
+    # under FSDP its state is sharded with the parameters.
+    train_model = parallel.wrap(model, ema, env, tc.parallel, compile_model=tc.compile)
+    opt = parallel.make_optimizer(model, tc.lr, tc.weight_decay, device)  # fused AdamW on CUDA
+    if resume:
+        parallel.load_optimizer_state_dict(model, opt, ckpt["opt"])
 
     if master:
         cfglib.dump(cfg, out_dir / "config.yaml")
-        n_params = compute.count_params(model)
         print(f"minidp train | {source}")
+        how = f"{tc.parallel} " if world_size > 1 else ""
         print(f"model {cfg.model.preset}: {n_params / 1e6:.2f}M parameters, {macs_per_sample / 1e6:.1f}M MACs "
-              f"per sample | task {dc.task} | {world_size} rank(s) on {device.type} | global batch "
+              f"per sample | task {dc.task} | {world_size} {how}rank(s) on {device.type} | global batch "
               f"{tc.global_batch} = {world_size} x {micro} x {accum} accumulation | {tc.steps} steps", flush=True)
 
     # SIGINT / SIGTERM: finish the current step, save, exit cleanly.
@@ -156,16 +149,18 @@ def train(argv=None):
 
     previous_handlers = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
 
-    def save(at_step):
+    def save(at_step):  # every rank calls it: under FSDP, gathering the full state dicts is a collective
+        state = {"model": parallel.full_state_dict(model), "ema": parallel.full_state_dict(ema),
+                 "opt": parallel.optimizer_state_dict(model, opt)}
         if master:
             ckptlib.save_checkpoint(ckpt_path, {
-                "model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(),
-                "step": at_step, "config": cfglib.to_dict(cfg), "model_config": dict(model.config),
+                **state, "step": at_step, "config": cfglib.to_dict(cfg), "model_config": dict(model.config),
                 "tasks": [dc.task], "rng": {"torch": torch.get_rng_state()},
             })
 
     t_render = time.time()
-    cache = data.render_cache(dc, dc.train_size)  # every rank holds every scene: any rank may need any index
+    # every rank holds every scene (any rank may need any index), on the device: a batch is an index, no copy
+    cache = parallel.to_device(data.render_cache(dc, dc.train_size), device)
     if master:
         print(f"data: {dc.train_size} training scenes of the {dc.dataset} at {dc.resolution} px rendered in "
               f"{time.time() - t_render:.1f}s", flush=True)
@@ -173,13 +168,14 @@ def train(argv=None):
     # bf16 autocast on CUDA (DESIGN.md); float32 on CPU, where bf16 matmuls are slow.
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     samples_seen = step * tc.global_batch
-    window_loss, window_steps, window_start, run_start = 0.0, 0, time.time(), time.time()
+    window_loss, window_steps, window_start, run_start = torch.zeros((), device=device), 0, time.time(), time.time()
     last_saved = step if resume else None
     status = "finished"
 
     while step < tc.steps:
         # --- 1. this step's global batch plan, identical on every rank ---
-        plan = recipe.batch_plan(cfg, step, latent, class_dropout=task_label is None, text=text)
+        plan = parallel.to_device(recipe.batch_plan(cfg, step, latent, class_dropout=task_label is None, text=text),
+                                  device)
         lr = recipe.lr_at(step, tc)
         for group in opt.param_groups:
             group["lr"] = lr
@@ -191,22 +187,20 @@ def train(argv=None):
             sl = slice((rank * accum + m) * micro, (rank * accum + m + 1) * micro)
             batch = data.make_batch(dc, plan["indices"][sl], device, cache=cache, pick=plan["pick"][sl])
             x0 = codec.encode(batch["target"])
-            eps = plan["noise"][sl].to(device)
-            t_m = plan["t"][sl].to(device)
+            eps, t_m = plan["noise"][sl], plan["t"][sl]
             x_t = schedule.q_sample(x0, t_m, eps)
             cond = [codec.encode(c) for c in batch["cond"]]
             extra = {}
             if text:
-                cond[0] = cond[0] * ~plan["drop_image"][sl].to(device)[:, None, None, None]  # the null image: zeros
-                extra["tokens"] = batch["tokens"] * ~plan["drop_text"][sl].to(device)[:, None]  # null text: padding
+                cond[0] = cond[0] * ~plan["drop_image"][sl][:, None, None, None]  # the null image: zeros
+                extra["tokens"] = batch["tokens"] * ~plan["drop_text"][sl][:, None]  # null text: padding
             x_in = torch.cat(cond + [x_t], dim=1)
             y = batch["label"] if task_label is None else torch.full_like(batch["label"], task_label)
             task = None if task_label is None else torch.zeros_like(y)
-            # DDP all-reduces gradients only on the last micro-step; earlier ones accumulate locally.
-            last = m == accum - 1
-            with train_model.no_sync() if ddp and not last else contextlib.nullcontext():
+            # DDP / FSDP reduce gradients only on the last micro-step; earlier ones accumulate locally.
+            with parallel.gradient_sync(train_model, last=m == accum - 1):
                 with autocast:
-                    out = train_model(x_in, t_m, y, task=task, force_drop_ids=plan["drop_label"][sl].to(device), **extra)
+                    out = train_model(x_in, t_m, y, task=task, force_drop_ids=plan["drop_label"][sl], **extra)
                     pred = out[:, : x0.shape[1]].float()  # drop the learned-sigma half if the model has one
                 loss = recipe.masked_mse(pred, schedule.target(x0, eps, t_m, cfg.diffusion.prediction), batch["mask"])
                 if is_moe:  # DiT-MoE's balance loss, returned explicitly by the MoE layers of this forward
@@ -218,19 +212,27 @@ def train(argv=None):
                 (loss_total / accum).backward()
             step_loss += loss.detach() / accum
 
-        # --- 3. agree across ranks on the loss and on stopping, then step ---
-        flags = torch.stack([step_loss, torch.tensor(float(stop_requested["flag"]), device=device)])
-        if ddp:
-            dist.all_reduce(flags)
-            flags[0] /= world_size
-        loss_value, stop_now = flags[0].item(), flags[1].item() > 0
-        if not math.isfinite(loss_value):
-            kept = f"the last good checkpoint (step {last_saved}) is kept at {ckpt_path}" if last_saved is not None \
-                else "no checkpoint was written yet"
-            if master:
-                print(f"error: loss is {loss_value} at step {step}; stopping, {kept}", file=sys.stderr, flush=True)
-            status = "diverged"
-            break
+        # --- 3. agree across ranks on the loss and on stopping, then step. `.item()` waits for the GPU, so on
+        # CUDA the ranks agree only at log and checkpoint steps (a Ctrl-C then takes effect there); on the CPU,
+        # where it costs nothing, at every step.
+        window_loss += step_loss
+        window_steps += 1
+        due = (step + 1) % tc.log_every == 0 or (step + 1) % tc.ckpt_every == 0 or step + 1 == tc.steps
+        stop_now = False
+        if due or device.type == "cpu":
+            flags = torch.stack([step_loss, window_loss, torch.tensor(float(stop_requested["flag"]), device=device)])
+            if env.distributed:
+                dist.all_reduce(flags)
+                flags[:2] /= world_size
+            loss_value, window_value, stop_flag = flags.tolist()
+            stop_now = stop_flag > 0
+            if not (math.isfinite(loss_value) and math.isfinite(window_value)):
+                kept = f"the last good checkpoint (step {last_saved}) is kept at {ckpt_path}" \
+                    if last_saved is not None else "no checkpoint was written yet"
+                if master:
+                    print(f"error: loss is {loss_value} at step {step}; stopping, {kept}", file=sys.stderr, flush=True)
+                status = "diverged"
+                break
         if tc.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         opt.step()
@@ -240,13 +242,11 @@ def train(argv=None):
         samples_seen += tc.global_batch
 
         # --- 4. log, checkpoint ---
-        window_loss += loss_value
-        window_steps += 1
         if master and (step % tc.log_every == 0 or step == tc.steps):
             elapsed = time.time() - window_start
             rate = window_steps * tc.global_batch / max(elapsed, 1e-9)
             eta = (tc.steps - step) * tc.global_batch / rate
-            record = {"step": step, "loss": window_loss / window_steps, "lr": lr, "samples_per_s": rate,
+            record = {"step": step, "loss": window_value / window_steps, "lr": lr, "samples_per_s": rate,
                       "train_macs": 3 * macs_per_sample * samples_seen, "time": time.time() - run_start}
             if is_moe:  # this rank's last micro-batch: balance loss and each MoE layer's expert load (L, E)
                 record.update(balance_loss=step_balance.item(), expert_load=loads.tolist())
@@ -254,7 +254,8 @@ def train(argv=None):
             log_file.flush()
             print(f"step {step:>6}/{tc.steps} | loss {record['loss']:.4f} | lr {lr:.2e} | "
                   f"{rate:7.1f} samples/s | eta {fmt_time(eta)}", flush=True)
-            window_loss, window_steps, window_start = 0.0, 0, time.time()
+        if step % tc.log_every == 0 or step == tc.steps:
+            window_loss, window_steps, window_start = torch.zeros((), device=device), 0, time.time()
         if step % tc.ckpt_every == 0 or step == tc.steps or stop_now:
             save(step)
             last_saved = step
@@ -264,22 +265,24 @@ def train(argv=None):
                 print(f"interrupted: checkpoint saved at step {step} in {ckpt_path}; run the same command to resume",
                       flush=True)
             break
-        if tc.eval_every and step % tc.eval_every == 0 and step < tc.steps and master:
-            evaluate.evaluate(ema, cfg, out_dir, device, quick=True)
+        if tc.eval_every and step % tc.eval_every == 0 and step < tc.steps:
+            eval_model = parallel.evaluation_copy(ema, env)  # a collective under FSDP; rank 0 evaluates
+            if master:
+                evaluate.evaluate(eval_model, cfg, out_dir, device, quick=True)
 
     # --- 5. evaluate with the same code as sample.py ---
-    if status == "finished" and master:
-        print(f"training done in {fmt_time(time.time() - run_start)}; evaluating", flush=True)
-        evaluate.evaluate(ema, cfg, out_dir, device)
+    if status == "finished":
+        eval_model = parallel.evaluation_copy(ema, env)
+        if master:
+            print(f"training done in {fmt_time(time.time() - run_start)}; evaluating", flush=True)
+            evaluate.evaluate(eval_model, cfg, out_dir, device)
     if log_file:
         log_file.close()
     if lock:
         lock.close()  # releases the lock
     for sig, handler in previous_handlers.items():
         signal.signal(sig, handler)
-    if ddp:
-        dist.barrier()
-        dist.destroy_process_group()
+    parallel.destroy(env)
     return {"finished": 0, "interrupted": 0, "diverged": 1}[status]
 
 

@@ -173,6 +173,9 @@ class TrainConfig:
     ckpt_every: int = positive(500)  # steps between checkpoints (one is always written at the end)
     eval_every: int = non_negative(0)  # steps between evaluations (0 = only at the end)
     device: str = one_of("auto", ("auto", "cpu", "cuda"))  # auto (cuda if available, else cpu) | cpu | cuda
+    parallel: str = one_of("ddp", ("ddp", "fsdp"))  # under torchrun: ddp (replicas) | fsdp (shards; minidp/parallel.py)
+    compile: bool = False            # torch.compile the model (issue 14, CPU: +7 % for ~40 s of compiling; so off)
+    checkpoint_activations: bool = False  # recompute each block in backward: less memory, a larger micro-batch
 
 
 @dataclass
@@ -377,15 +380,13 @@ def _resolution_fits_patches(c):
 
 @cross_rule
 def _micro_batch_divides_global_batch(c):
-    t = c.train
-    if t.micro_batch and t.global_batch % t.micro_batch:
+    if (t := c.train).micro_batch and t.global_batch % t.micro_batch:
         return f"train.global_batch = {t.global_batch} must be divisible by train.micro_batch = {t.micro_batch}"
 
 
 @cross_rule
 def _lr_decays_downwards(c):
-    t = c.train
-    if t.lr_schedule == "exp" and t.lr_final > t.lr:
+    if (t := c.train).lr_schedule == "exp" and t.lr_final > t.lr:
         return f"train.lr_final = {t.lr_final} must be <= train.lr = {t.lr} (train.lr_schedule = 'exp' decays)"
 
 
@@ -408,8 +409,7 @@ def _validation_disjoint_from_training(c):
 
 @cross_rule
 def _timestep_weights_divide_T(c):
-    d = c.diffusion
-    if d.timestep_weights and d.T % len(d.timestep_weights):
+    if (d := c.diffusion).timestep_weights and d.T % len(d.timestep_weights):
         return (f"diffusion.timestep_weights = {d.timestep_weights} has {len(d.timestep_weights)} groups, which "
                 f"must divide diffusion.T = {d.T} (ADDP: 10 groups of 100 steps)")
 
@@ -427,8 +427,7 @@ def _betas_ordered(c):
 
 @cross_rule
 def _eps_needs_terminal_signal(c):
-    d = c.diffusion
-    if d.zero_terminal_snr and schedules.canonical_prediction(d.prediction) == "eps":
+    if (d := c.diffusion).zero_terminal_snr and schedules.canonical_prediction(d.prediction) == "eps":
         return ("diffusion.zero_terminal_snr = True needs diffusion.prediction 'v' or 'x0', not "
                 f"{d.prediction!r}: at t = T-1 alpha_bar = 0 and x0 = (x_t - eps) / 0 (Lin et al.)")
 

@@ -27,6 +27,8 @@ Notable choices:
   `num_classes` so guidance and label dropout keep working, and the task rows go after it.
 - Text conditioning (referring segmentation, ADDP's text guidance): `add_text` adds a mean-pooled token
   embedding to c through a zero-initialised Linear, so the trained model's function is unchanged.
+- `checkpoint_activations` (train.checkpoint_activations) recomputes each block in the backward pass
+  (torch.utils.checkpoint): activations of one block at a time, for a larger micro-batch on one GPU.
 - The embedders (patches, timesteps, labels, text) live in embed.py; compute and size (MACs, parameter
   counts) in compute.py, with the MoE counts.
 """
@@ -34,6 +36,7 @@ Notable choices:
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from minidp.ddim import cfg_combine
 from minidp.embed import LabelEmbedder, PatchEmbed, PatchEmbedRouter, TextEmbedder, TimestepEmbedder, sincos_2d
@@ -192,6 +195,7 @@ class DiT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, hidden_size), requires_grad=False)
         self.blocks = nn.ModuleList([DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth)])
         self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
+        self.checkpoint_activations = False  # train.checkpoint_activations: recompute blocks in backward
         self.initialize_weights()
 
     def patch_embedders(self):
@@ -273,8 +277,9 @@ class DiT(nn.Module):
             c = c + self.text_embedder(tokens)  # (B, D)
         elif tokens is not None:
             raise ValueError("tokens given, but this model has no text path (vocab_size=0); call add_text first")
+        recompute = self.checkpoint_activations and torch.is_grad_enabled()  # memory for compute, in training
         for block in self.blocks:
-            x = block(x, c)  # (B, N, D)
+            x = checkpoint(block, x, c, use_reentrant=False) if recompute else block(x, c)  # (B, N, D)
         x = self.final_layer(x, c)  # (B, N, p*p*C_out)
         return self.unpatchify(x)  # (B, C_out, H, W)
 

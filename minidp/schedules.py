@@ -122,7 +122,9 @@ def _at(values, t, like):
     t: LongTensor (B,); like: (B, ...) -> returns (B, 1, ..., 1). Cast on the CPU first so devices without
     float64 (MPS) still work, then move and index (t may live on the CPU while like is on a GPU).
     """
-    v = values.to(like.dtype).to(like.device)[t.to(like.device)]  # (B,)
+    if values.device != like.device:  # a table moved with NoiseSchedule.to is indexed in place: no copy, no sync
+        values = values.to(like.dtype).to(like.device)
+    v = values[t.to(like.device)].to(like.dtype)  # (B,)
     return v.reshape(-1, *([1] * (like.dim() - 1)))  # (B, 1, ..., 1)
 
 
@@ -139,6 +141,12 @@ class NoiseSchedule:
         self.alpha_bar = torch.cumprod(1 - betas, dim=0)  # (T,) float64, CPU
         self.sqrt_alpha_bar = self.alpha_bar.sqrt()  # (T,) coefficient of x0 in x_t
         self.sqrt_one_minus_alpha_bar = (1 - self.alpha_bar).sqrt()  # (T,) coefficient of eps in x_t
+
+    def to(self, device):
+        """Move the tables to `device` (float64 kept), so the training step indexes them without a host copy."""
+        for name in ("betas", "alpha_bar", "sqrt_alpha_bar", "sqrt_one_minus_alpha_bar"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
 
     def __repr__(self):
         return f"NoiseSchedule(name={self.name!r}, T={self.T}, alpha_bar[-1]={self.alpha_bar[-1].item():.3g})"
