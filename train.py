@@ -12,7 +12,7 @@ figures/. Re-running the same command resumes from ckpt.pt.
 Notable choices:
 - Each step's global batch is drawn from (train.seed, step) and split over the ranks (minidp/recipe.py), so the
   number of ranks and accumulation do not change a run's numbers, and resuming is exact.
-- AdamW as DiT (lr 1e-4, no weight decay) unless the config says so; the loss is recipe.masked_mse. What differs
+- AdamW as DiT (lr 1e-4, no weight decay) unless the config says so; the loss is recipe.masked_loss. What differs
   between one process, DDP and FSDP (and CPU and GPU: fused AdamW, TF32, compile) is in minidp/parallel.py.
 - Bad input (unknown key, wrong type, a mistyped flag, missing or corrupt checkpoint, an architecture that does
   not match, unwritable run directory, a batch the ranks cannot split) is one line on stderr and exit status 2,
@@ -202,7 +202,7 @@ def train(argv=None):
                 with autocast:
                     out = train_model(x_in, t_m, y, task=task, force_drop_ids=plan["drop_label"][sl], **extra)
                     pred = out[:, : x0.shape[1]].float()  # drop the learned-sigma half if the model has one
-                loss = recipe.masked_mse(pred, schedule.target(x0, eps, t_m, cfg.diffusion.prediction), batch["mask"])
+                loss = recipe.masked_loss(pred, schedule.target(x0, eps, t_m, cfg.diffusion.prediction), batch["mask"], tc.loss)
                 if is_moe:  # DiT-MoE's balance loss, returned explicitly by the MoE layers of this forward
                     balance, loads = moe.moe_aux(model)
                     step_balance += balance.detach() / accum

@@ -72,7 +72,7 @@ def bare_samples_per_s(cfg, steps, warmup=3):
             start = time.perf_counter()
         with autocast:
             pred = model(x_in, t, y, task=task, force_drop_ids=plan["drop_label"])[:, : x0.shape[1]].float()
-        loss = recipe.masked_mse(pred, target, batch["mask"])
+        loss = recipe.masked_loss(pred, target, batch["mask"])
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

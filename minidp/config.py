@@ -165,6 +165,7 @@ class TrainConfig:
     lr_final: float = positive(1e-6)  # exp schedule's last value (the scaling paper: 3e-5 -> 3e-7)
     warmup_steps: int = non_negative(0)  # linear warm-up (Marigold: 100)
     weight_decay: float = non_negative(0.0)  # DiT: 0
+    loss: str = one_of("mse", ("mse", "l1"))  # mse (DiT, Marigold) | l1 (median, not mean: crisp masks; recipe.py)
     grad_clip: float = non_negative(1.0)  # max global grad norm, 0: off (DiT does not clip; tiny runs are steadier)
     ema_decay: float = probability(0.9999)  # DiT: 0.9999; short runs need less (configs say why)
     seed: int = non_negative(0)      # seeds the initial weights and every step's batch plan (minidp/recipe.py)

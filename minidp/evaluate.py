@@ -216,6 +216,8 @@ def predict_masks(model, cfg, device, n, read_back):
 
 
 def evaluate_amodal(model, cfg, out_dir, device, n):
+    """mIoU of the read-back mask; figure: image, visible mask, truth, prediction, and the predicted mask against
+    the true one (green hit, red extra, blue missed)."""
     t0 = time.time()
     images, pred, gt, prior, batches = predict_masks(model, cfg, device, n, tasks.amodal_mask)
     result = {"miou": metrics.miou(pred, gt), "prior_miou": metrics.miou(prior, gt)}
@@ -227,7 +229,7 @@ def evaluate_amodal(model, cfg, out_dir, device, n):
         rows.append([viz.to_image(b["cond"][0][i]), viz.to_image(b["cond"][1][i]), viz.to_image(b["target"][i]),
                      viz.to_image(images[i]), viz.mask_errors(pred[i], gt[i])])
     titles = [["image", "visible mask", "true whole object", "predicted whole object",
-               f"mask: hit/extra/missed, IoU {ious[i]:.2f}"] for i in range(len(rows))]
+               f"mask IoU {ious[i]:.2f}"] for i in range(len(rows))]
     viz.save_grid(rows, titles, figures_dir(out_dir) / "amodal_grid.png")
     return result
 

@@ -13,7 +13,7 @@ Notable choices:
   diffusion.timestep_weights is set.
 - Text-conditioned tasks drop the text, the image or both with probability p each (InstructPix2Pix, p = 0.05),
   so two-scale guidance has all three predictions it needs at test time.
-- Loss: MSE against the prediction type's target, averaged over the valid pixels of each sample, then over
+- Loss: MSE (or L1, train.loss) against the prediction type's target, averaged over the valid pixels of each sample, then over
   samples (Marigold masks invalid depth).
 """
 
@@ -59,8 +59,14 @@ def update_ema(ema, model, decay):
         e.mul_(decay).add_(p.detach(), alpha=1 - decay)
 
 
-def masked_mse(pred, target, mask):
-    """Per-sample mean squared error over the mask's pixels (all channels), then the mean over samples."""
+def masked_loss(pred, target, mask, kind="mse"):
+    """Per-sample mean squared (kind "mse") or absolute ("l1") error over the mask's pixels (all channels), then
+    the mean over samples.
+
+    L1's minimiser is the median, MSE's the mean: where the model cannot tell whether a pixel is object or
+    background, MSE predicts their average, a gray that a threshold read-back (amodal: gray < 250) counts as object,
+    while L1 picks one of the two. Palette (Saharia et al.) offers the same choice for image-to-image diffusion."""
     m = mask[:, None].to(pred.dtype)  # (B, 1, H, W)
-    per_sample = ((pred - target) ** 2 * m).sum(dim=(1, 2, 3)) / (m.sum(dim=(1, 2, 3)) * pred.shape[1]).clamp_min(1)
+    err = (pred - target).abs() if kind == "l1" else (pred - target) ** 2
+    per_sample = (err * m).sum(dim=(1, 2, 3)) / (m.sum(dim=(1, 2, 3)) * pred.shape[1]).clamp_min(1)
     return per_sample.mean()

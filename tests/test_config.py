@@ -178,6 +178,7 @@ FIELD_CASES = [
     ("train.eval_every=-1", "train.eval_every = -1"),
     ("train.device=tpu", "train.device = 'tpu'"),
     ("train.parallel=zero3", "train.parallel = 'zero3'"),
+    ("train.loss=huber", "train.loss = 'huber'"),
     ("sample.steps=0", "sample.steps = 0"),
     ("sample.spacing=uniform", "sample.spacing = 'uniform'"),
     ("sample.eta=-0.5", "sample.eta = -0.5"),

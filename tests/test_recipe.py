@@ -69,5 +69,22 @@ def test_masked_mse_by_hand():
     target = torch.tensor([[[[1.0, 3.0]]], [[[2.0, 2.0]]]])
     mask = torch.tensor([[[True, False]], [[True, True]]])
     # sample 0: only the first pixel counts, error 1; sample 1: (4 + 4) / 2 = 4; mean over samples 2.5
-    assert recipe.masked_mse(pred, target, mask).item() == pytest.approx(2.5)
-    assert math.isfinite(recipe.masked_mse(pred, target, torch.zeros_like(mask)).item())
+    assert recipe.masked_loss(pred, target, mask).item() == pytest.approx(2.5)
+    assert math.isfinite(recipe.masked_loss(pred, target, torch.zeros_like(mask)).item())
+
+
+def test_masked_l1_by_hand_and_its_minimiser_is_the_median():
+    pred = torch.zeros(1, 1, 1, 2)
+    target = torch.tensor([[[[1.0, -3.0]]]])
+    assert recipe.masked_loss(pred, target, torch.ones(1, 1, 2, dtype=torch.bool), "l1").item() == pytest.approx(2.0)
+    # a pixel that is white (1) in 3 of 5 samples and dark (-1) in 2: MSE settles at the mean 0.2, L1 at 1
+    values = torch.tensor([1.0, 1.0, 1.0, -1.0, -1.0]).view(5, 1, 1, 1)
+    mask = torch.ones(5, 1, 1, dtype=torch.bool)
+    for kind, optimum in (("mse", 0.2), ("l1", 1.0)):
+        x = torch.zeros(1, requires_grad=True)
+        opt = torch.optim.SGD([x], lr=0.05)
+        for _ in range(400):
+            opt.zero_grad()
+            recipe.masked_loss(x.expand(5, 1, 1, 1), values, mask, kind).backward()
+            opt.step()
+        assert x.item() == pytest.approx(optimum, abs=0.06), kind
