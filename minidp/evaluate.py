@@ -203,27 +203,29 @@ def evaluate_flow(model, cfg, out_dir, device, n):
 # ----------------------------------------------------------------------------------------------------------
 
 def predict_masks(model, cfg, device, n, read_back):
-    """Generated images merged by the pixel-wise median, their read-back masks, and the batches' ground truth."""
-    images, pred, gt, prior, batches = [], [], [], [], []
+    """Generated images merged by the pixel-wise median, their read-back masks, the ground truth and the baseline's
+    masks, and the first batch (for the figure)."""
+    images, pred, gt, prior, first = [], [], [], [], None
     for batch, members in predict(model, cfg, device, n):
         merged = members[0] if len(members) == 1 else ensemble.ensemble_median(members)  # (b, 3, H, W)
         images.append(merged)
         pred.append(read_back(merged))
         gt.append(batch["gt_mask"].cpu())
         prior.append(batch["prior_mask"].cpu())
-        batches.append({k: v.cpu() if torch.is_tensor(v) else [c.cpu() for c in v] for k, v in batch.items()})
-    return torch.cat(images), torch.cat(pred), torch.cat(gt), torch.cat(prior), batches
+        if first is None:
+            first = {k: v.cpu() if torch.is_tensor(v) else [c.cpu() for c in v] for k, v in batch.items()}
+    return torch.cat(images), torch.cat(pred), torch.cat(gt), torch.cat(prior), first
 
 
 def evaluate_amodal(model, cfg, out_dir, device, n):
     """mIoU of the read-back mask; figure: image, visible mask, truth, prediction, and the predicted mask against
     the true one (green hit, red extra, blue missed)."""
     t0 = time.time()
-    images, pred, gt, prior, batches = predict_masks(model, cfg, device, n, tasks.amodal_mask)
+    images, pred, gt, prior, b = predict_masks(model, cfg, device, n, tasks.amodal_mask)
     result = {"miou": metrics.miou(pred, gt), "prior_miou": metrics.miou(prior, gt)}
     result.update(run_info(cfg, n, time.time() - t0))
 
-    b, rows = batches[0], []
+    rows = []
     ious = metrics.iou(pred, gt)
     for i in range(min(4, len(b["target"]))):
         rows.append([viz.to_image(b["cond"][0][i]), viz.to_image(b["cond"][1][i]), viz.to_image(b["target"][i]),
@@ -236,13 +238,13 @@ def evaluate_amodal(model, cfg, out_dir, device, n):
 
 def evaluate_referring(model, cfg, out_dir, device, n):
     t0 = time.time()
-    images, pred, gt, prior, batches = predict_masks(model, cfg, device, n, tasks.red_mask)
+    images, pred, gt, prior, b = predict_masks(model, cfg, device, n, tasks.red_mask)
     result = {"oiou": metrics.oiou(pred, gt), "miou": metrics.miou(pred, gt),
               "prior_oiou": metrics.oiou(prior, gt), "prior_miou": metrics.miou(prior, gt)}
     result.update(run_info(cfg, n, time.time() - t0, image_guidance=cfg.sample.image_guidance,
                            text_guidance=cfg.sample.text_guidance))
 
-    b, rows = batches[0], []
+    rows = []
     words = tasks.detokenize(b["tokens"])
     for i in range(min(4, len(b["target"]))):
         rows.append([viz.to_image(b["cond"][0][i]), viz.spotlight(b["cond"][0][i], gt[i]), viz.to_image(images[i]),

@@ -13,6 +13,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
+from helpers import dit_inputs
 from minidp.compute import count_params, dit_macs, model_macs, moe_macs, moe_params
 from minidp.dit import DIT_PRESETS, build_dit, make_multitask, widen_input
 from minidp.moe import build_moe
@@ -21,14 +22,6 @@ from minidp.moe import build_moe
 def micro(**overrides):
     """The unit-test preset at 8x8 with 10 classes (tiny label table)."""
     return build_dit("micro", **{"input_size": 8, "num_classes": 10, **overrides})
-
-
-def inputs(model, batch=3, groups=1, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, groups * model.in_channels, model.input_size, model.input_size, generator=g)
-    t = torch.randint(0, 1000, (batch,), generator=g)
-    y = torch.randint(0, model.num_classes, (batch,), generator=g)
-    return x, t, y
 
 
 def random_tokens(batch=3, length=5, vocab=20, seed=2):
@@ -42,7 +35,7 @@ def random_tokens(batch=3, length=5, vocab=20, seed=2):
 def flop_counter_macs(model, batch, **forward_kwargs):
     """MACs of one forward as counted by torch's FlopCounterMode (FLOPs / 2). The math attention backend
     decomposes attention into counted matmuls (the fused CPU kernel has no FLOP formula)."""
-    x, t, y = inputs(model, batch)
+    x, t, y = dit_inputs(model, batch)
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x, t, y, **forward_kwargs)
     return counter.get_total_flops() // 2
@@ -103,7 +96,7 @@ def test_parameter_counts_match_paper_table2(name, total, active):
 @pytest.mark.parametrize("input_size", [8, 16])
 def test_analytic_macs_match_flop_counter(name, input_size):
     model = build_dit(name, input_size=input_size, num_classes=10)
-    x, t, y = inputs(model, batch=2)
+    x, t, y = dit_inputs(model, batch=2)
     # The fused CPU attention kernel has no flop formula; the math backend runs it as counted bmm's.
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x, t, y)
@@ -113,7 +106,7 @@ def test_analytic_macs_match_flop_counter(name, input_size):
 
 def test_router_model_costs_one_embedding_per_sample():
     model = make_multitask(widen_input(micro(), 2), 3)
-    x, t, y = inputs(model, batch=4, groups=2)
+    x, t, y = dit_inputs(model, batch=4, groups=2)
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x, t, y, task=torch.tensor([0, 2, 2, 1]))
     assert abs(dit_macs(model, batch=4) / (counter.get_total_flops() / 2) - 1) < 0.02

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import dit_inputs
 from minidp.dit import (
     DiT,
     Attention,
@@ -42,14 +43,6 @@ def randomise(model, seed=0, std=0.1):
         if p.requires_grad:
             p.copy_(torch.randn(p.shape, generator=g) * std)
     return model.eval()
-
-
-def inputs(model, batch=3, groups=1, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, groups * model.in_channels, model.input_size, model.input_size, generator=g)
-    t = torch.randint(0, 1000, (batch,), generator=g)
-    y = torch.randint(0, model.num_classes, (batch,), generator=g)
-    return x, t, y
 
 
 def released_dit_shapes(depth, D, p, C=4, num_classes=1000, tokens=256):
@@ -127,7 +120,7 @@ def test_config_rebuilds_the_architecture_after_widening_and_routing():
     model = make_multitask(widen_input(micro(), 3), 2)
     rebuilt = DiT(**model.config)
     load_dit_state_dict(rebuilt, model.state_dict())
-    x, t, y = inputs(model, groups=3)
+    x, t, y = dit_inputs(model, groups=3)
     task = torch.tensor([1, 0, 1])
     randomise(model)
     load_dit_state_dict(rebuilt, model.state_dict())
@@ -157,7 +150,7 @@ def test_unpatchify_inverts_row_major_patchify():
 
 def test_integer_and_float_timesteps_give_the_same_output():
     model = randomise(micro())
-    x, t, y = inputs(model)
+    x, t, y = dit_inputs(model)
     assert torch.equal(model(x, t, y), model(x, t.float(), y))
 
 
@@ -166,7 +159,7 @@ def test_integer_and_float_timesteps_give_the_same_output():
 
 def test_fresh_dit_outputs_zeros_and_each_block_is_identity():
     model = micro()
-    x, t, y = inputs(model)
+    x, t, y = dit_inputs(model)
     assert torch.equal(model(x, t, y), torch.zeros(3, 8, 8, 8))
     tokens, c = torch.randn(3, 16, 32), torch.randn(3, 32)
     assert torch.equal(model.blocks[0](tokens, c), tokens)
@@ -175,7 +168,7 @@ def test_fresh_dit_outputs_zeros_and_each_block_is_identity():
 def test_one_adamw_step_on_a_real_loss_makes_output_nonzero():
     torch.manual_seed(0)
     model = micro()
-    x, t, y = inputs(model)
+    x, t, y = dit_inputs(model)
     eps = torch.randn(3, 4, 8, 8)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss = F.mse_loss(model(x, t, y)[:, :4], eps)
@@ -190,7 +183,7 @@ def test_one_adamw_step_on_a_real_loss_makes_output_nonzero():
 
 def test_label_dropout_only_in_training_mode():
     model = randomise(micro(class_dropout_prob=1.0))  # every label dropped when dropout applies
-    x, t, y = inputs(model)
+    x, t, y = dit_inputs(model)
     null = torch.full_like(y, model.num_classes)
     cond_eval, null_eval = model(x, t, y), model(x, t, null)
     assert not torch.allclose(cond_eval, null_eval)
@@ -203,7 +196,7 @@ def test_label_dropout_only_in_training_mode():
 
 def test_forward_with_cfg_scale_1_is_conditional_and_scale_s_is_the_guidance_formula():
     model = randomise(micro())
-    x, t, y = inputs(model)
+    x, t, y = dit_inputs(model)
     cond, uncond = model(x, t, y), model(x, t, torch.full_like(y, model.num_classes))
     torch.testing.assert_close(model.forward_with_cfg(x, t, y, 1.0), cond, atol=1e-5, rtol=0)
     guided = model.forward_with_cfg(x, t, y, 4.0)
@@ -217,7 +210,7 @@ def test_forward_with_cfg_scale_1_is_conditional_and_scale_s_is_the_guidance_for
 @pytest.mark.parametrize("groups", [2, 3])
 def test_widened_model_on_copies_of_one_latent_equals_original(groups):
     model = randomise(micro())
-    x, t, y = inputs(model)
+    x, t, y = dit_inputs(model)
     before = model(x, t, y)
     widen_input(model, groups)
     assert model.x_embedder.proj.weight.shape == (32, 4 * groups, 2, 2)
@@ -227,7 +220,7 @@ def test_widened_model_on_copies_of_one_latent_equals_original(groups):
 
 def test_mixed_task_batch_uses_each_samples_own_patch_embedding():
     model = randomise(make_multitask(micro(), 3))  # every router entry gets different random weights
-    x, t, y = inputs(model, batch=5)
+    x, t, y = dit_inputs(model, batch=5)
     task = torch.tensor([2, 0, 1, 0, 2])
     mixed = model(x, t, y, task=task)
     for k, embed in enumerate(model.x_embedder.embedders):
@@ -242,7 +235,7 @@ def test_mixed_task_batch_uses_each_samples_own_patch_embedding():
 
 def test_absent_tasks_still_get_gradients_so_ddp_sees_every_parameter():
     model = make_multitask(micro(), 3)
-    x, t, y = inputs(model, batch=2)
+    x, t, y = dit_inputs(model, batch=2)
     model(x, t, y, task=torch.tensor([1, 1])).square().sum().backward()
     assert all(p.grad is not None for p in model.x_embedder.parameters())
 
@@ -270,7 +263,7 @@ def test_widening_and_routing_compose_in_either_order():
     assert a.config == b.config
     for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         assert ka == kb and torch.equal(va, vb), ka
-    x, t, y = inputs(base, batch=2, groups=2)
+    x, t, y = dit_inputs(base, batch=2, groups=2)
     task = torch.tensor([0, 1])
     assert torch.equal(a.eval()(x, t, y, task=task), b.eval()(x, t, y, task=task))
 
@@ -288,7 +281,7 @@ def random_tokens(batch=3, length=5, vocab=20, seed=2):
 
 def test_zero_init_text_path_leaves_output_unchanged():
     model = randomise(micro())  # nonzero weights everywhere, so the only zero is the new projection
-    x, t, y = inputs(model)
+    x, t, y = dit_inputs(model)
     before = model(x, t, y)
     add_text(model, vocab_size=20)
     assert model.config["vocab_size"] == 20 and not torch.equal(model.text_embedder.embedding.weight, torch.zeros(20, 32))
@@ -299,7 +292,7 @@ def test_zero_init_text_path_leaves_output_unchanged():
 def test_null_text_contributes_exactly_zero_after_the_projection_is_trained():
     model = randomise(micro(vocab_size=20))  # proj weight AND bias nonzero, as after training
     assert model.text_embedder.proj.bias.abs().min() > 0
-    x, t, y = inputs(model)
+    x, t, y = dit_inputs(model)
     null = torch.zeros(3, 7, dtype=torch.long)
     assert torch.equal(model.text_embedder(null), torch.zeros(3, 32))
     # the reference: the same weights in a text-less DiT
@@ -316,7 +309,7 @@ def test_config_rebuilds_a_text_model_and_loads_it_strictly():
     load_dit_state_dict(rebuilt, model.state_dict())
     assert {k for k in rebuilt.state_dict() if k.startswith("text_")} == {
         "text_embedder.embedding.weight", "text_embedder.proj.weight", "text_embedder.proj.bias"}
-    x, t, y = inputs(model, groups=2)
+    x, t, y = dit_inputs(model, groups=2)
     tokens = random_tokens()
     assert torch.equal(rebuilt(x, t, y, tokens=tokens), model(x, t, y, tokens=tokens))
     with pytest.raises(CheckpointMismatchError, match="3 unexpected keys: text_embedder"):
@@ -324,7 +317,7 @@ def test_config_rebuilds_a_text_model_and_loads_it_strictly():
 
 
 def test_bad_text_input_is_rejected_by_name():
-    x, t, y = inputs(micro())
+    x, t, y = dit_inputs(micro())
     with pytest.raises(ValueError, match=r"no text path \(vocab_size=0\); call add_text"):
         micro()(x, t, y, tokens=random_tokens())
     model = micro(vocab_size=20)
@@ -342,7 +335,7 @@ def test_bad_text_input_is_rejected_by_name():
 
 def test_text_path_gets_gradients_even_without_tokens_so_ddp_sees_every_parameter():
     model = randomise(micro(vocab_size=20)).train()
-    x, t, y = inputs(model)
+    x, t, y = dit_inputs(model)
     model(x, t, y).square().sum().backward()
     assert all(p.grad is not None for p in model.text_embedder.parameters())
 
@@ -365,7 +358,7 @@ def test_image_size_not_divisible_by_patch_is_rejected():
 
 def test_task_id_without_router_entry_is_rejected():
     model = make_multitask(micro(), 2)
-    x, t, y = inputs(model, batch=2)
+    x, t, y = dit_inputs(model, batch=2)
     with pytest.raises(ValueError, match="task id 2 has no router entry; valid ids are 0..1"):
         model(x, t, y, task=torch.tensor([0, 2]))
     with pytest.raises(ValueError, match="pass task"):

@@ -19,20 +19,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import train  # noqa: E402
+from helpers import MICRO, run_inprocess  # noqa: E402
 from minidp import dit, parallel  # noqa: E402
 from minidp.checkpoint import InputError  # noqa: E402
 
-# The micro depth run of tests/test_train.py: 3 steps of batch 4 at 16 px.
-MICRO = [
-    "model.preset=micro", "train.init_from=", "data.task=depth", "data.resolution=16", "data.train_size=64",
-    "train.mode=finetune", "train.steps=3", "train.global_batch=4", "train.log_every=1", "train.lr=1e-3",
-    "train.ema_decay=0.9", "sample.steps=2", "sample.num_images=2", "sample.batch=2",
-]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-def run_inprocess(out_dir, *extra):
-    return train.main([str(ROOT / "configs" / "depth.yaml"), *MICRO, f"train.out_dir={out_dir}", *extra])
 
 
 def run_torchrun(out_dir, *extra):

@@ -18,18 +18,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import train  # noqa: E402
+from helpers import MICRO, run_inprocess  # noqa: E402
 from minidp import checkpoint, config, vae  # noqa: E402
-
-# A depth fine-tune of the micro DiT at 16 px from scratch: seconds per run. Evaluation is tiny too.
-MICRO = [
-    "model.preset=micro", "train.init_from=", "data.task=depth", "data.resolution=16", "data.train_size=64",
-    "train.mode=finetune", "train.steps=3", "train.global_batch=4", "train.log_every=1", "train.lr=1e-3",
-    "train.ema_decay=0.9", "sample.steps=2", "sample.num_images=2", "sample.batch=2",
-]
-
-
-def run_inprocess(out_dir, *extra):
-    return train.main([str(ROOT / "configs" / "depth.yaml"), *MICRO, f"train.out_dir={out_dir}", *extra])
 
 
 def losses(out_dir):
