@@ -32,7 +32,7 @@ import torch.distributed as dist
 
 from minidp import checkpoint as ckptlib
 from minidp import config as cfglib
-from minidp import compute, data, dit, evaluate, moe, parallel, recipe, schedules, tasks, vae
+from minidp import compute, data, dit, evaluate, moe, parallel, recipe, schedules, tasks
 from minidp.checkpoint import InputError
 
 
@@ -87,14 +87,16 @@ def train(argv=None):
     except ValueError as e:
         raise InputError(str(e)) from None
     out_dir = Path(tc.out_dir)
-    codec = vae.make_codec("pixel")
+    codec = data.make_codec(dc, device)  # pixel, or the SD VAE: the model's latent shape follows it
+    data.check_sources(cfg)  # the dataset's folder and sizes, an existing latent cache
     ckpt_path = out_dir / "ckpt.pt"
     resume = ckpt_path.is_file()
     torch.manual_seed(tc.seed)  # the initial weights; everything random after that comes from the batch plan
     if resume:
         ckpt = ckptlib.load_checkpoint(ckpt_path, "resume")
         saved = ckpt.get("config", {})
-        for section, key in (("model", "preset"), ("data", "task"), ("data", "resolution"), ("train", "mode")):
+        for section, key in (("model", "preset"), ("data", "task"), ("data", "resolution"), ("data", "codec"),
+                           ("train", "mode")):
             was, now = saved.get(section, {}).get(key), getattr(getattr(cfg, section), key)
             if was != now:
                 raise InputError(f"{ckpt_path} was trained with {section}.{key} = {was!r} but the config says "
@@ -159,11 +161,10 @@ def train(argv=None):
             })
 
     t_render = time.time()
-    # every rank holds every scene (any rank may need any index), on the device: a batch is an index, no copy
-    cache = parallel.to_device(data.render_cache(dc, dc.train_size), device)
+    # the world rendered into memory, a real dataset's DataLoader, or the latent cache (minidp/data.py)
+    cache, about = data.training_source(cfg, step, rank, accum, micro, device)
     if master:
-        print(f"data: {dc.train_size} training scenes of the {dc.dataset} at {dc.resolution} px rendered in "
-              f"{time.time() - t_render:.1f}s", flush=True)
+        print(f"data: {about} in {time.time() - t_render:.1f}s", flush=True)
     log_file = open(out_dir / "log.jsonl", "a") if master else None
     # bf16 autocast on CUDA (DESIGN.md); float32 on CPU, where bf16 matmuls are slow.
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -186,10 +187,11 @@ def train(argv=None):
         for m in range(accum):
             sl = slice((rank * accum + m) * micro, (rank * accum + m + 1) * micro)
             batch = data.make_batch(dc, plan["indices"][sl], device, cache=cache, pick=plan["pick"][sl])
-            x0 = codec.encode(batch["target"])
+            batch = data.to_latents(batch, codec)  # target, cond and mask at the latent resolution
+            x0 = batch["target"]
             eps, t_m = plan["noise"][sl], plan["t"][sl]
             x_t = schedule.q_sample(x0, t_m, eps)
-            cond = [codec.encode(c) for c in batch["cond"]]
+            cond = list(batch["cond"])
             extra = {}
             if text:
                 cond[0] = cond[0] * ~plan["drop_image"][sl][:, None, None, None]  # the null image: zeros
@@ -268,14 +270,14 @@ def train(argv=None):
         if tc.eval_every and step % tc.eval_every == 0 and step < tc.steps:
             eval_model = parallel.evaluation_copy(ema, env)  # a collective under FSDP; rank 0 evaluates
             if master:
-                evaluate.evaluate(eval_model, cfg, out_dir, device, quick=True)
+                evaluate.evaluate(eval_model, cfg, out_dir, device, quick=True, codec=codec)
 
     # --- 5. evaluate with the same code as sample.py ---
     if status == "finished":
         eval_model = parallel.evaluation_copy(ema, env)
         if master:
             print(f"training done in {fmt_time(time.time() - run_start)}; evaluating", flush=True)
-            evaluate.evaluate(eval_model, cfg, out_dir, device)
+            evaluate.evaluate(eval_model, cfg, out_dir, device, codec=codec)
     if log_file:
         log_file.close()
     if lock:
@@ -289,7 +291,7 @@ def train(argv=None):
 def main(argv=None):
     try:
         return train(argv)
-    except (cfglib.ConfigError, InputError) as e:
+    except (cfglib.ConfigError, InputError, *data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

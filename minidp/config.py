@@ -132,11 +132,16 @@ class DataConfig:
     dataset: str = one_of("world", tasks.DATASET_TASKS)  # "world": the synthetic world; tasks.DATASET_TASKS
     task: str = one_of("class", tasks.TASKS)  # class (pre-training) | depth | flow | amodal | referring
     resolution: int = between(32, *WORLD_RESOLUTIONS)  # square image size in pixels (the world renders 16..256)
-    num_classes: int = between(10, 1, world.MAX_CLASSES)  # K classes of the world's pre-training labels (colour x shape)
+    num_classes: int = positive(10)  # K classes: the world's (colour x shape, <= world.MAX_CLASSES) or the class folders'
     seed: int = non_negative(0)      # world seed: scene i of the dataset is world.render([i], seed=seed)
     train_size: int = positive(4096)  # training scenes are indices 0..train_size-1 (rendered once, ~17 KB each at 32 px)
     val_size: int = positive(64)     # validation scenes are indices val_offset..val_offset+val_size-1
     val_offset: int = non_negative(10_000_000)  # far from the training indices: validation scenes are never trained on
+    root: str = ""                   # a real dataset's folder (its published layout, minidp/readers.py); "" for the world
+    codec: str = one_of("pixel", tuple(vae.CODECS))  # pixel (identity) | sd-vae (4 x R/8 x R/8 latents, minidp/vae.py)
+    vae_weights: str = ""            # sd-vae: a diffusers AutoencoderKL file (sd-vae-ft-mse's diffusion_pytorch_model.bin)
+    workers: int = non_negative(4)   # DataLoader worker processes per rank for a real dataset (0: load in the loop)
+    latent_cache: str = ""           # folder of `python -m minidp.data cache`'s latents; "" = <train.out_dir>/latents
 
 
 @dataclass
@@ -184,7 +189,8 @@ class SampleConfig:
     steps: int = positive(50)        # DDIM steps (the scaling paper's final depth model: 200)
     spacing: str = one_of("trailing", ddim.SPACINGS)  # leading | trailing | linspace (trailing starts at t = 999)
     eta: float = between(0.0, 0, 1)  # DDIM: deterministic (0); 1 = DDPM's ancestral noise
-    clip_x0: float = non_negative(1.0)  # clip each x0 estimate to [-c, c] (pixel-space images live in [-1, 1]); 0: off
+    clip_x0: float = non_negative(1.0)  # clip each x0 estimate to [-c, c] (pixel-space images live in [-1, 1]); 0: off.
+    #                                   The pixel codec only: SD latents are unbounded, and Marigold does not clip them
     schedule: str = one_of("", ("",) + _SCHEDULE_NAMES)  # test-time noise schedule; "" = the training schedule
     ensemble: int = positive(1)      # test-time ensemble size M (the paper's final depth model: 5)
     ensemble_method: str = one_of("median", _ENSEMBLE_METHODS)  # median | mean | compile (Marigold's compilation)
@@ -373,10 +379,23 @@ def cross_rule(fn):
 @cross_rule
 def _resolution_fits_patches(c):
     patch = PRESETS[c.model.preset]["patch_size"]
-    down = vae.make_codec("pixel").downsample  # the codec train.py uses; a model.codec key would be read here
+    down = vae.CODECS[c.data.codec].downsample  # the class's value: no weights are read to validate a config
     if c.data.resolution % (patch * down):
         return (f"data.resolution = {c.data.resolution} must be divisible by {patch * down} (model.preset = "
                 f"{c.model.preset!r} has patch size {patch}, x codec downsampling {down})")
+
+
+@cross_rule
+def _data_source_is_complete(c):
+    d = c.data
+    if d.dataset == "world" and d.num_classes > world.MAX_CLASSES:
+        return (f"data.num_classes = {d.num_classes} must be <= {world.MAX_CLASSES} for data.dataset = 'world' "
+                "(colour x shape of the largest object)")
+    if d.dataset != "world" and not d.root:
+        return f"data.dataset = {d.dataset!r} needs data.root, the folder holding it (see configs/real/*.yaml)"
+    if d.codec == "sd-vae" and not d.vae_weights:
+        # random weights are for the tests and the tutorial, which build codecs in code, never for a run
+        return "data.codec = 'sd-vae' needs data.vae_weights (sd-vae-ft-mse's diffusion_pytorch_model.bin)"
 
 
 @cross_rule

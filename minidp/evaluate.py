@@ -64,9 +64,10 @@ def generate(model_fn, cfg, shape, generator, device, steps=None, spacing=None, 
     device); steps / spacing default to the config's sample section."""
     s = cfg.sample
     x_T = torch.randn(shape, generator=generator).to(device)
+    clip = s.clip_x0 if cfg.data.codec == "pixel" else 0  # SD latents are unbounded (Marigold does not clip)
     return ddim.ddim_sample(model_fn, x_T, sampling_schedule(cfg), steps=steps or s.steps,
                             prediction=cfg.diffusion.prediction, spacing=spacing or s.spacing, eta=s.eta,
-                            clip_x0=s.clip_x0 or None, return_intermediates=return_intermediates)
+                            clip_x0=clip or None, return_intermediates=return_intermediates)
 
 
 def conditioned_fn(model, cfg, batch, repeat=1):
@@ -82,15 +83,18 @@ def conditioned_fn(model, cfg, batch, repeat=1):
 
 
 @torch.no_grad()
-def predict(model, cfg, device, n):
-    """Yields (batch, members) over the first n validation scenes: members (M, b, C, H, W) generated targets."""
+def predict(model, cfg, device, n, codec):
+    """Yields (batch, members) over the first n validation scenes: members (M, b, 3, H, W) generated targets,
+    decoded from the codec's latents (the batch stays in pixels, its ground truth for the metrics)."""
     s, dc = cfg.sample, cfg.data
     gen = torch.Generator().manual_seed(s.seed)
     for start in range(0, n, s.batch):
         idx = list(range(dc.val_offset + start, dc.val_offset + min(start + s.batch, n)))
         batch = data.make_batch(dc, idx, device)
+        latents = data.to_latents(batch, codec)
         b, M = len(idx), s.ensemble
-        x0 = generate(conditioned_fn(model, cfg, batch, M), cfg, (M * b, *batch["target"].shape[1:]), gen, device)
+        z0 = generate(conditioned_fn(model, cfg, latents, M), cfg, (M * b, *latents["target"].shape[1:]), gen, device)
+        x0 = codec.decode(z0.float())
         yield batch, x0.float().view(M, b, *x0.shape[1:]).cpu()
 
 
@@ -112,13 +116,13 @@ def run_info(cfg, n, seconds, **extra):
 
 def mean_depth_prior(cfg, n=512):
     """The training-set mean depth map (over valid pixels), from the first n training scenes."""
-    s = data.render_cache(cfg.data, min(n, cfg.data.train_size))
+    s = data.render_cache(cfg.data, n if cfg.data.dataset == "world" else min(n, cfg.data.train_size))
     return (s["depth"] * s["valid"]).sum(0) / s["valid"].float().sum(0).clamp_min(1)  # (H, W)
 
 
-def evaluate_depth(model, cfg, out_dir, device, n):
+def evaluate_depth(model, cfg, out_dir, device, n, codec):
     t0, preds, gts, valids, rgbs = time.time(), [], [], [], []
-    for batch, members in predict(model, cfg, device, n):
+    for batch, members in predict(model, cfg, device, n, codec):
         depths = tasks.decode_depth(members.flatten(0, 1)).view(*members.shape[:2], *members.shape[-2:])  # (M, b, H, W)
         preds.append(depths[0] if len(depths) == 1 else ensemble.ensemble(depths, cfg.sample.ensemble_method))
         gts.append(batch["depth"].cpu())
@@ -140,7 +144,7 @@ def evaluate_depth(model, cfg, out_dir, device, n):
                      err.numpy()])
     viz.save_grid(rows, [["input", "ground truth", "prediction (aligned)", "|rel. error| (white >= 30%)"]] * k,
                   figures_dir(out_dir) / "depth_grid.png")
-    progression_figure(model, cfg, device, figures_dir(out_dir) / "denoising_progression.png")
+    progression_figure(model, cfg, device, figures_dir(out_dir) / "denoising_progression.png", codec)
     return result
 
 
@@ -149,19 +153,20 @@ def depth_range(gt, valid):
 
 
 @torch.no_grad()
-def progression_figure(model, cfg, device, path):
+def progression_figure(model, cfg, device, path, codec):
     """The x0 prediction at t = 999, 799, ..., 0 for one validation scene, each aligned to ground truth.
 
     Always a 51-step linspace chain, so the figure shows the same timesteps whatever sample.steps is."""
     batch = data.make_batch(cfg.data, [cfg.data.val_offset], device)
-    _, inter = generate(conditioned_fn(model, cfg, batch), cfg, batch["target"].shape,
+    latents = data.to_latents(batch, codec)
+    _, inter = generate(conditioned_fn(model, cfg, latents), cfg, latents["target"].shape,
                         torch.Generator().manual_seed(cfg.sample.seed), device, steps=PROGRESSION_STEPS,
                         spacing="linspace", return_intermediates=True)
     gt, valid = batch["depth"].cpu(), batch["valid"].cpu()
     panels, titles = [], []
     for target_t in PROGRESSION_T:
         t, _, x0_hat = min(inter, key=lambda item: abs(item[0] - target_t))
-        panels.append(metrics.align_lstsq(tasks.decode_depth(x0_hat.float().cpu()), gt, valid)[0])
+        panels.append(metrics.align_lstsq(tasks.decode_depth(codec.decode(x0_hat.float()).cpu()), gt, valid)[0])
         titles.append(f"x0 at t={t}")
     rng = depth_range(gt[0], valid[0])
     row = [viz.to_image(batch["cond"][0][0].cpu())] + [viz.depth_to_rgb(p, **rng) for p in panels]
@@ -172,9 +177,9 @@ def progression_figure(model, cfg, device, path):
 # Optical flow
 # ----------------------------------------------------------------------------------------------------------
 
-def evaluate_flow(model, cfg, out_dir, device, n):
+def evaluate_flow(model, cfg, out_dir, device, n, codec):
     t0, preds, gts, valids, frames = time.time(), [], [], [], []
-    for batch, members in predict(model, cfg, device, n):
+    for batch, members in predict(model, cfg, device, n, codec):
         flows = tasks.decode_flow(members.flatten(0, 1)).view(*members.shape[:2], 2, *members.shape[-2:])
         preds.append(ensemble.ensemble_flow(flows))  # (M, b, 2, H, W) -> (b, 2, H, W): flow members average
         gts.append(batch["flow"].cpu())
@@ -202,11 +207,11 @@ def evaluate_flow(model, cfg, out_dir, device, n):
 # Masks: amodal completion and referring segmentation
 # ----------------------------------------------------------------------------------------------------------
 
-def predict_masks(model, cfg, device, n, read_back):
+def predict_masks(model, cfg, device, n, codec, read_back):
     """Generated images merged by the pixel-wise median, their read-back masks, the ground truth and the baseline's
     masks, and the first batch (for the figure)."""
     images, pred, gt, prior, first = [], [], [], [], None
-    for batch, members in predict(model, cfg, device, n):
+    for batch, members in predict(model, cfg, device, n, codec):
         merged = members[0] if len(members) == 1 else ensemble.ensemble_median(members)  # (b, 3, H, W)
         images.append(merged)
         pred.append(read_back(merged))
@@ -217,11 +222,11 @@ def predict_masks(model, cfg, device, n, read_back):
     return torch.cat(images), torch.cat(pred), torch.cat(gt), torch.cat(prior), first
 
 
-def evaluate_amodal(model, cfg, out_dir, device, n):
+def evaluate_amodal(model, cfg, out_dir, device, n, codec):
     """mIoU of the read-back mask; figure: image, visible mask, truth, prediction, and the predicted mask against
     the true one (green hit, red extra, blue missed)."""
     t0 = time.time()
-    images, pred, gt, prior, b = predict_masks(model, cfg, device, n, tasks.amodal_mask)
+    images, pred, gt, prior, b = predict_masks(model, cfg, device, n, codec, tasks.amodal_mask)
     result = {"miou": metrics.miou(pred, gt), "prior_miou": metrics.miou(prior, gt)}
     result.update(run_info(cfg, n, time.time() - t0))
 
@@ -236,9 +241,9 @@ def evaluate_amodal(model, cfg, out_dir, device, n):
     return result
 
 
-def evaluate_referring(model, cfg, out_dir, device, n):
+def evaluate_referring(model, cfg, out_dir, device, n, codec):
     t0 = time.time()
-    images, pred, gt, prior, b = predict_masks(model, cfg, device, n, tasks.red_mask)
+    images, pred, gt, prior, b = predict_masks(model, cfg, device, n, codec, tasks.red_mask)
     result = {"oiou": metrics.oiou(pred, gt), "miou": metrics.miou(pred, gt),
               "prior_oiou": metrics.oiou(prior, gt), "prior_miou": metrics.miou(prior, gt)}
     result.update(run_info(cfg, n, time.time() - t0, image_guidance=cfg.sample.image_guidance,
@@ -255,15 +260,17 @@ def evaluate_referring(model, cfg, out_dir, device, n):
 
 
 @torch.no_grad()
-def paint_expression(model, cfg, device, scene, expression, path):
+def paint_expression(model, cfg, device, scene, expression, path, codec):
     """Referring segmentation of a user's expression on validation scene `scene` (ValueError naming a word
     outside the vocabulary): draws image, painting and mask to `path`; returns the mask (H, W)."""
     tokens = tasks.tokenize([expression])
     batch = data.make_batch(cfg.data, [cfg.data.val_offset + scene], device)
     batch["tokens"] = tokens.to(device)
+    latents = data.to_latents(batch, codec)
     M = cfg.sample.ensemble
     gen = torch.Generator().manual_seed(cfg.sample.seed)
-    x0 = generate(conditioned_fn(model, cfg, batch, M), cfg, (M, *batch["target"].shape[1:]), gen, device).cpu()
+    z0 = generate(conditioned_fn(model, cfg, latents, M), cfg, (M, *latents["target"].shape[1:]), gen, device)
+    x0 = codec.decode(z0.float()).cpu()
     painting = ensemble.ensemble_median(x0[:, None])[0]  # (3, H, W)
     mask = tasks.red_mask(painting[None])[0]
     rgb = batch["cond"][0][0].cpu()
@@ -283,7 +290,7 @@ def class_features(images):
 
 def fit_class_means(cfg, n=2000):
     """Per-class mean feature over n real training scenes: (K, F)."""
-    s = data.render_cache(cfg.data, n)
+    s = data.render_cache(cfg.data, n if cfg.data.dataset == "world" else min(n, cfg.data.train_size))
     feats, labels = class_features(s["rgb"]), s["label"]
     return torch.stack([feats[labels == k].mean(0) for k in range(cfg.data.num_classes)])
 
@@ -293,7 +300,7 @@ def nearest_class(means, images):
 
 
 @torch.no_grad()
-def evaluate_class(model, cfg, out_dir, device, n):
+def evaluate_class(model, cfg, out_dir, device, n, codec):
     s, K = cfg.sample, cfg.data.num_classes
     y = torch.arange(K, device=device).repeat_interleave(max(1, n // K))  # (K*n,)
     gen = torch.Generator().manual_seed(s.seed)
@@ -303,11 +310,12 @@ def evaluate_class(model, cfg, out_dir, device, n):
         yb = y[start:start + s.batch]
         fn = ddim.guided_model_fn_cfg(model, yb, torch.full_like(yb, model.num_classes), s.cfg_scale)
         shape = (len(yb), model.in_channels, model.input_size, model.input_size)
-        samples.append(generate(fn, cfg, shape, gen, device).cpu())
+        samples.append(codec.decode(generate(fn, cfg, shape, gen, device).float()).cpu())
     samples = torch.cat(samples).clamp(-1, 1)
     seconds = time.time() - t0
     means = fit_class_means(cfg)
-    real = data.render_scenes(cfg.data, range(cfg.data.val_offset, cfg.data.val_offset + 500))
+    n_real = 500 if cfg.data.dataset == "world" else min(500, cfg.data.val_size)  # a real dataset has val_size
+    real = data.render_scenes(cfg.data, range(cfg.data.val_offset, cfg.data.val_offset + n_real))
     result = {
         "class_accuracy": (nearest_class(means, samples) == y.cpu()).float().mean().item(),
         "real_class_accuracy": (nearest_class(means, real["rgb"]) == real["label"]).float().mean().item(),
@@ -327,15 +335,17 @@ EVALUATORS = {"class": evaluate_class, "depth": evaluate_depth, "flow": evaluate
               "referring": evaluate_referring}
 
 
-def evaluate(model, cfg, out_dir, device, quick=False):
+def evaluate(model, cfg, out_dir, device, quick=False, codec=None):
     """Evaluate `model` (EMA weights) as `cfg` says; write eval.json and figures into out_dir; return metrics.
 
-    quick (train.eval_every): at most 8 images (20 class samples), and eval.json is left alone."""
+    quick (train.eval_every): at most 8 images (20 class samples), and eval.json is left alone. codec: the one
+    the model was trained with (default: built from cfg.data, as the checkpoint's config records it)."""
     model.eval()
+    codec = codec or data.make_codec(cfg.data, device)
     n = cfg.sample.num_images
     if quick:
         n = min(n, 20 if cfg.data.task == "class" else 8)
-    result = EVALUATORS[cfg.data.task](model, cfg, out_dir, device, n)
+    result = EVALUATORS[cfg.data.task](model, cfg, out_dir, device, n, codec)
     if not quick:
         (Path(out_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
     print("eval | " + " | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()),

@@ -28,9 +28,9 @@ def batch_plan(cfg, step, latent, class_dropout, text):
     indices (scene ids), t (timesteps), drop_label (class labels replaced by the null id), noise (B, *latent),
     pick (which object a referring / amodal sample asks about), drop_text, drop_image (bool)."""
     tc, B = cfg.train, cfg.train.global_batch
-    gen = torch.Generator().manual_seed(tc.seed * 2**32 + step)
+    gen = step_generator(cfg, step)
     timesteps = schedules.MultinomialTimesteps(cfg.diffusion.timestep_weights or [1.0], cfg.diffusion.T)
-    plan = {"indices": torch.randint(cfg.data.train_size, (B,), generator=gen),
+    plan = {"indices": torch.randint(cfg.data.train_size, (B,), generator=gen),  # first: see step_indices
             "t": timesteps.sample(B, generator=gen)}
     plan["drop_label"] = torch.rand(B, generator=gen) < (cfg.model.class_dropout_prob if class_dropout else 0.0)
     plan["noise"] = torch.randn((B, *latent), generator=gen)
@@ -40,6 +40,16 @@ def batch_plan(cfg, step, latent, class_dropout, text):
     plan["drop_text"] = (u < p) | ((u >= 2 * p) & (u < 3 * p))
     plan["drop_image"] = (u >= p) & (u < 3 * p)
     return plan
+
+
+def step_generator(cfg, step):
+    return torch.Generator().manual_seed(cfg.train.seed * 2**32 + step)
+
+
+def step_indices(cfg, step):
+    """batch_plan(cfg, step, ...)["indices"] without drawing the rest: the generator's first draw, so a data loader
+    can fetch the samples of steps ahead (minidp/data.py). A test holds the two equal."""
+    return torch.randint(cfg.data.train_size, (cfg.train.global_batch,), generator=step_generator(cfg, step))
 
 
 def lr_at(step, tc):
