@@ -11,7 +11,9 @@ figures/. Re-running the same command resumes from ckpt.pt.
 
 Notable choices:
 - Each step's global batch is drawn from (train.seed, step) and split over the ranks (minidp/recipe.py), so the
-  number of ranks and accumulation do not change a run's numbers, and resuming is exact.
+  number of ranks and accumulation do not change a run's numbers, and resuming is exact. Batches come from the
+  world rendered into memory, a real dataset's DataLoader or the latent cache (minidp/data.py); the codec
+  (data.codec: pixel or the SD VAE) maps them to the latents the model sees.
 - AdamW as DiT (lr 1e-4, no weight decay) unless the config says so; the loss is recipe.masked_loss. What differs
   between one process, DDP and FSDP (and CPU and GPU: fused AdamW, TF32, compile) is in minidp/parallel.py.
 - Bad input (unknown key, wrong type, a mistyped flag, missing or corrupt checkpoint, an architecture that does

@@ -14,8 +14,9 @@ of a scene (condition images, target, read-back) lives in minidp/tasks.py. Three
 
 Index space (the same for every source): 0 .. data.train_size - 1 are training samples (the first train_size of
 the training split, in the readers' sorted order); data.val_offset + j is validation sample j: the dataset's
-validation split (Hypersim, FlyingChairs) or, where the reader has none (ImageNet folders, pix2gestalt), training-
-split sample train_size + j, held out because the batch plan never draws an index >= train_size.
+validation split (Hypersim and FlyingChairs as published, ImageNet's root/val/<class>/) or, for pix2gestalt, which
+publishes none, training-split sample train_size + j, held out because the batch plan never draws an index
+>= train_size.
 
 Notable choices:
 - The world's training scenes are rendered once at start-up into memory holding only the keys the task reads
@@ -44,7 +45,7 @@ import torch.nn.functional as F
 from minidp import parallel, readers, recipe, tasks, vae, world
 
 DataError = (readers.DatasetError, vae.VAEWeightsError)  # bad data or weights: one line, exit status 2
-VALIDATION_SPLIT = {"hypersim": "val", "flyingchairs": "val"}  # readers with a published validation split
+VALIDATION_SPLIT = {"hypersim": "val", "flyingchairs": "val", "imagenet": "val"}  # datasets with a validation split
 CACHE_FORMAT = 1
 CACHE_IDENTITY = ("dataset", "root", "task", "resolution", "codec", "vae_weights", "seed", "num_classes")
 
@@ -55,6 +56,8 @@ CACHE_IDENTITY = ("dataset", "root", "task", "resolution", "codec", "vae_weights
 
 def _reader(dataset, root, split, resolution):
     cls = readers.DATASETS[dataset]
+    if dataset == "imagenet":  # root/train/<class>/ and root/val/<class>/ (the val images sorted into classes)
+        return cls(Path(root) / split, resolution=resolution)
     if dataset in VALIDATION_SPLIT:
         return cls(root, split=split, resolution=resolution)
     return cls(root, resolution=resolution)
@@ -308,7 +311,7 @@ def training_source(cfg, start, rank, accum, micro, device):
         return cache, f"{dc.train_size} training scenes of the world at {dc.resolution} px rendered"
     loader = RealLoader(cfg, start, rank, accum, micro, pin_memory=device.type == "cuda")
     return loader, (f"{dc.train_size} of {len(loader.loader.dataset.train)} training samples of {dc.dataset} in "
-                    f"{dc.root} at {dc.resolution} px, {dc.workers} loader workers per rank")
+                    f"{dc.root} at {dc.resolution} px, loader workers per rank: {dc.workers}")
 
 
 # ----------------------------------------------------------------------------------------------------------

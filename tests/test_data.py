@@ -101,16 +101,36 @@ def test_a_real_dataset_maps_training_and_validation_indices_to_its_splits(tmp_p
         data.real_scenes(dataclasses.replace(cfg.data, train_size=9))
 
 
-def test_datasets_without_a_validation_split_hold_out_the_samples_after_train_size(tmp_path):
-    for k in range(5):
-        write_png(tmp_path / ("n01" if k < 3 else "n02") / f"{k}.png", np.full((4, 4, 3), 40 * k, np.uint8))
+def test_imagenet_reads_train_and_val_class_folders(tmp_path):
+    for split, n in (("train", 3), ("val", 2)):
+        for k in range(n):
+            write_png(tmp_path / split / f"n0{k % 2}" / f"{k}.png", np.full((4, 4, 3), 40 * k + n, np.uint8))
     cfg = load_config(None, ["data.dataset=imagenet", f"data.root={tmp_path}", "data.resolution=16",
-                             "data.train_size=3", "data.val_size=2"])
-    scenes = data.render_scenes(cfg.data, [0, cfg.data.val_offset, cfg.data.val_offset + 1])
-    assert scenes["label"].tolist() == [0, 1, 1]  # samples 0, 3 and 4 of the sorted class folders
-    assert scenes["rgb"][:, 0, 0, 0].tolist() == pytest.approx([40 * k / 127.5 - 1 for k in (0, 3, 4)])
+                             "data.train_size=3", "data.val_size=2", "data.num_classes=2"])
+    scenes = data.render_scenes(cfg.data, [1, cfg.data.val_offset + 1])
+    assert scenes["label"].tolist() == [0, 1]  # train: 0.png, 2.png (n00), 1.png (n01); val: 0.png, 1.png
+    assert scenes["rgb"][:, 0, 0, 0].tolist() == pytest.approx([(80 + 3) / 127.5 - 1, (40 + 2) / 127.5 - 1])
     with pytest.raises(readers.DatasetError, match=r"2 class folders, more than data.num_classes = 1"):
         data.real_scenes(dataclasses.replace(cfg.data, num_classes=1))
+
+
+def test_pix2gestalt_holds_out_the_samples_after_train_size_and_fills_the_worlds_slot_keys(tmp_path):
+    rng = np.random.default_rng(0)
+    for k in range(4):
+        for folder in ("occlusion", "visible_object_mask", "whole", "whole_mask"):
+            write_png(tmp_path / folder / f"{k}.png", rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    cfg = load_config(None, ["data.dataset=pix2gestalt", "data.task=amodal", "train.mode=finetune",
+                             f"data.root={tmp_path}", "data.resolution=16", "data.train_size=3", "data.val_size=1",
+                             "sample.num_images=1"])
+    ds = readers.Pix2Gestalt(tmp_path, resolution=16)
+    scenes = data.render_scenes(cfg.data, [cfg.data.val_offset])
+    assert torch.equal(scenes["rgb"][0], ds[3]["rgb"])  # validation sample 0 is sample 3, never trained on
+    assert torch.equal(scenes["ref_masks"][0, 0], ds[3]["ids"] == 1) and scenes["num_objects"].tolist() == [1]
+    batch = data.make_batch(cfg.data, [cfg.data.val_offset], pick=torch.tensor([5]))  # any pick: slot 0
+    assert torch.equal(batch["gt_mask"][0], ds[3]["amodal"][0])
+    with pytest.raises(readers.DatasetError, match=r"4 training samples, fewer than data.train_size = 4 \+ data."
+                                                   r"val_size = 1 held out for validation; set data.train_size=3"):
+        data.real_scenes(dataclasses.replace(cfg.data, train_size=4))
 
 
 def test_to_latents_encodes_target_and_conditions_and_shrinks_the_mask():
