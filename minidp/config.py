@@ -388,6 +388,10 @@ def _resolution_fits_patches(c):
 @cross_rule
 def _data_source_is_complete(c):
     d = c.data
+    try:
+        tasks.check_dataset_task(d.dataset, d.task)  # first: no folder helps a dataset without the task
+    except ValueError as e:
+        return str(e)
     if d.dataset == "world" and d.num_classes > world.MAX_CLASSES:
         return (f"data.num_classes = {d.num_classes} must be <= {world.MAX_CLASSES} for data.dataset = 'world' "
                 "(colour x shape of the largest object)")
