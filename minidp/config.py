@@ -388,15 +388,16 @@ def _resolution_fits_patches(c):
 @cross_rule
 def _data_source_is_complete(c):
     d = c.data
-    try:
-        tasks.check_dataset_task(d.dataset, d.task)  # first: no folder helps a dataset without the task
-    except ValueError as e:
-        return str(e)
     if d.dataset == "world" and d.num_classes > world.MAX_CLASSES:
         return (f"data.num_classes = {d.num_classes} must be <= {world.MAX_CLASSES} for data.dataset = 'world' "
                 "(colour x shape of the largest object)")
-    if d.dataset != "world" and not d.root:
-        return f"data.dataset = {d.dataset!r} needs data.root, the folder holding it (see configs/real/*.yaml)"
+    if d.dataset != "world":
+        try:
+            tasks.check_dataset_task(d.dataset, d.task)  # first: no folder helps a dataset without the task
+        except ValueError as e:
+            return str(e)
+        if not d.root:
+            return f"data.dataset = {d.dataset!r} needs data.root, the folder holding it (see configs/real/*.yaml)"
     if d.codec == "sd-vae" and not d.vae_weights:
         # random weights are for the tests and the tutorial, which build codecs in code, never for a run
         return "data.codec = 'sd-vae' needs data.vae_weights (sd-vae-ft-mse's diffusion_pytorch_model.bin)"
