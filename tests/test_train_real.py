@@ -66,6 +66,11 @@ def test_pixel_and_sd_vae_codecs_both_train_and_evaluate_depth(tmp_path, vae_fil
         assert all(map(lambda x: x == x, losses(out))) and len(losses(out)) == 2  # finite
         result = json.loads((out / "eval.json").read_text())  # decoded back to pixels and read as depth
         assert 0 < result["absrel"] < float("inf")
+    # sample.py rebuilds the codec from the checkpoint's config (the VAE file it names) and decodes the same way
+    import sample  # the script (the repository root is on sys.path)
+
+    assert sample.main([str(tmp_path / "sd-vae"), "sample.num_images=1", "--out", str(tmp_path / "again")]) == 0
+    assert json.loads((tmp_path / "again" / "eval.json").read_text())["num_images"] == 1
     # resuming a run with the other codec is refused before anything is written
     capsys.readouterr()
     assert run_inprocess(tmp_path / "pixel", "train.steps=3", *sd_vae(vae_file)) == 2
