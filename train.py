@@ -84,6 +84,7 @@ def train(argv=None):
     # --- everything that can be wrong with the input is checked before anything is written ---
     try:
         tasks.check_dataset_task(dc.dataset, dc.task)
+        recipe.timestep_weights(cfg)  # a perception:<weights.json> is read (and checked) now
     except ValueError as e:
         raise InputError(str(e)) from None
     out_dir = Path(tc.out_dir)
@@ -188,7 +189,9 @@ def train(argv=None):
             batch = data.make_batch(dc, plan["indices"][sl], device, cache=cache, pick=plan["pick"][sl])
             x0 = codec.encode(batch["target"])
             eps, t_m = plan["noise"][sl], plan["t"][sl]
-            x_t = schedule.q_sample(x0, t_m, eps)
+            # ADDP's augmentation corrupts what is noised; the loss below stays against the clean x0
+            x_t = schedule.q_sample(codec.encode(recipe.augmented_target(cfg, batch, t_m, plan["augment_u"][sl]))
+                                    if tc.augment else x0, t_m, eps)
             cond = [codec.encode(c) for c in batch["cond"]]
             extra = {}
             if text:
@@ -202,7 +205,8 @@ def train(argv=None):
                 with autocast:
                     out = train_model(x_in, t_m, y, task=task, force_drop_ids=plan["drop_label"][sl], **extra)
                     pred = out[:, : x0.shape[1]].float()  # drop the learned-sigma half if the model has one
-                loss = recipe.masked_loss(pred, schedule.target(x0, eps, t_m, cfg.diffusion.prediction), batch["mask"], tc.loss)
+                loss = recipe.masked_loss(pred, schedule.target(x0, eps, t_m, cfg.diffusion.prediction), batch["mask"], tc.loss,
+                                          plan["loss_weight"][sl])
                 if is_moe:  # DiT-MoE's balance loss, returned explicitly by the MoE layers of this forward
                     balance, loads = moe.moe_aux(model)
                     step_balance += balance.detach() / accum

@@ -157,6 +157,14 @@ FIELD_CASES = [
     ("diffusion.timestep_weights=[1,-1]", "diffusion.timestep_weights = [1.0, -1.0]"),
     ("diffusion.timestep_weights=[0,0]", "diffusion.timestep_weights = [0.0, 0.0]"),
     ("diffusion.timestep_weights=[1,.nan]", "diffusion.timestep_weights = [1.0, nan]"),
+    ("diffusion.timestep_sampling=depth_relase", "did you mean 'depth_release'"),
+    ("diffusion.timestep_sampling='perception:'", "diffusion.timestep_sampling = 'perception:'"),
+    ("diffusion.ct_usage=both", "diffusion.ct_usage = 'both'"),
+    ("train.augment=3", "train.augment = 3.0"),
+    ("train.augment=-0.5", "train.augment = -0.5"),
+    ("sample.correctional=the pink cube", "sample.correctional = 'the pink cube'"),
+    ("sample.correctional_guidance=-1", "sample.correctional_guidance = -1.0"),
+    ("sample.correctional_prompts=0", "sample.correctional_prompts = 0"),
     ("train.mode=multi", "train.mode = 'multi'"),
     ("train.out_dir=", "train.out_dir = ''"),
     ("train.steps=-5", "train.steps = -5"),
@@ -275,6 +283,12 @@ CROSS_CASES = [
      "train.init_from = 'p.pt' and train.upcycle_from = 'd.pt' are both set"),
     (["model.upcycle_experts=2", "model.upcycle_top_k=3"], "model.upcycle_top_k = 3 must be <= model.upcycle_experts = 2"),
     (["model.preset=micro", "model.upcycle_every=3"], "model.upcycle_every = 3 must be <= 2"),
+    (["diffusion.timestep_weights=[1,2]", "diffusion.timestep_sampling=diffusion"], "both set c_t^2"),
+    (["train.mode=finetune", "data.task=depth", "train.augment=1"], "train.augment = 1.0 needs diffusion.prediction 'x0'"),
+    (["train.augment=0.5", "diffusion.prediction=x0"], "not data.task 'class'"),
+    (["sample.correctional=auto"], "sample.correctional = 'auto' needs data.task 'referring'"),
+    (["train.mode=finetune", "data.task=referring", "sample.correctional=the red box", "sample.intermediates=true"],
+     "sample.correctional and sample.intermediates"),
 ]
 
 
