@@ -448,7 +448,7 @@ def _timestep_weights_divide_T(c):
 def _timestep_weights_one_way(c):
     if (d := c.diffusion).timestep_weights and d.timestep_sampling != "uniform":
         return (f"diffusion.timestep_weights = {d.timestep_weights} and diffusion.timestep_sampling = "
-                f"{d.timestep_sampling!r} both set c_t^2; keep one (diffusion.timestep_weights=[] for the latter)")
+                f"{d.timestep_sampling!r} both set c_t^2; keep one (timestep_sampling=uniform with the vector, timestep_weights=[] with the name)")
 
 
 @cross_rule

@@ -403,13 +403,18 @@ def corrected_batch(model, cfg, batch, indices, gen, device):
         return painting, plain, plain
     query = batch["tokens"].cpu()
     prompts, valid = correctional_prompts(cfg, indices, query)
-    votes, count = torch.zeros(plain.shape), torch.zeros(b)
-    for j in range(len(prompts)):
-        if valid[j].any():  # samples without a j-th prompt run with D- = D and do not vote
-            mask = tasks.red_mask(run(torch.where(valid[j][:, None], prompts[j], query)))
-            votes += mask * valid[j][:, None, None]
-            count += valid[j]
-    return painting, plain, torch.where(count[:, None, None] > 0, 2 * votes > count[:, None, None], plain)
+    # samples without a j-th prompt run with D- = D and do not vote
+    masks = torch.stack([tasks.red_mask(run(torch.where(valid[j][:, None], prompts[j], query))) if valid[j].any()
+                         else plain for j in range(len(prompts))])  # (k, b, H, W)
+    return painting, plain, majority(masks, valid, plain)
+
+
+def majority(masks, valid, fallback):
+    """Pixel-wise strict majority of the valid ones among masks (k, b, H, W) (valid (k, b) bool): more than half
+    of a sample's valid masks; a sample with none keeps fallback (b, H, W)."""
+    votes = (masks & valid[:, :, None, None]).sum(dim=0)  # (b, H, W)
+    count = valid.sum(dim=0)[:, None, None]  # (b, 1, 1)
+    return torch.where(count > 0, 2 * votes > count, fallback)
 
 
 def predict_correctional(model, cfg, device, n):
