@@ -132,17 +132,16 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     args = p.parse_args(argv)
     RUNS.mkdir(parents=True, exist_ok=True)
-    if not args.report:
+    # seed-major, so that a run cut short still has every row of one seed
+    for seed in [] if args.report else args.seeds:
         for table in [args.only] if args.only else list(TABLES):
             for row, _ in TABLES[table][2]:
-                for seed in args.seeds:
-                    if row == "ris_prob_perception" and not estimate_weights():
-                        print("no perception weights (ris_uniform_s0 did not finish): skipping", row)
-                        break
-                    train(row, seed)
+                if row == "ris_prob_perception" and not estimate_weights():
+                    print(f"no perception weights (ris_uniform_s0 did not finish): skipping {row}")
+                    continue
+                train(row, seed)
             if table == "ris":
-                for seed in args.seeds:
-                    correctional(seed)
+                correctional(seed)
     report(args.seeds)
     return 0
 
