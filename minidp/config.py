@@ -201,7 +201,7 @@ class TrainConfig:
     parallel: str = one_of("ddp", ("ddp", "fsdp"))  # under torchrun: ddp (replicas) | fsdp (shards; minidp/parallel.py)
     compile: bool = False            # torch.compile the model (issue 14, CPU: +7 % for ~40 s of compiling; so off)
     checkpoint_activations: bool = False  # recompute each block in backward: less memory, a larger micro-batch
-    augment: float = between(0.0, 0.0, 2.0)  # ADDP's diffusion-tailored augmentation intensity (0 off, 0.5, 1, 2; x0 only)
+    augment: float = between(0.0, 0.0, 2.0)  # ADDP's target augmentation intensity (0 off, 0.5, 1, 2; x0 only)
 
 
 @dataclass
@@ -448,7 +448,8 @@ def _timestep_weights_divide_T(c):
 def _timestep_weights_one_way(c):
     if (d := c.diffusion).timestep_weights and d.timestep_sampling != "uniform":
         return (f"diffusion.timestep_weights = {d.timestep_weights} and diffusion.timestep_sampling = "
-                f"{d.timestep_sampling!r} both set c_t^2; keep one (timestep_sampling=uniform with the vector, timestep_weights=[] with the name)")
+                f"{d.timestep_sampling!r} both set c_t^2; keep one (timestep_sampling=uniform with the vector, "
+                "timestep_weights=[] with the name)")
 
 
 @cross_rule
