@@ -14,7 +14,8 @@ Notable choices:
   minidp.ct_estimation estimated) or the explicit diffusion.timestep_weights. With diffusion.ct_usage = loss,
   ADDP's weaker alternative (its Table 5), t stays uniform and each sample's loss is multiplied by
   G c_g^2 / sum(c^2) for its group g: mean 1 over uniform t, so uniform c^2 is plain training, bit for bit.
-  Weights are resolved once per run (a weights file is read at start-up; editing it later changes nothing).
+  Weights are resolved once per process (a weights file is read at start-up, again when a run resumes: keep it
+  unchanged while a run may still resume).
 - Augmentation (train.augment, ADDP Sec. 3.2): the clean target is corrupted by minidp.augment before noising,
   from uniforms drawn in the plan, one row per sample, so it too is independent of ranks and exact on resume.
   The loss stays against the clean target (x0-prediction; config.py refuses eps / v with augmentation).
