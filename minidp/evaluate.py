@@ -197,7 +197,7 @@ def plot_step_metrics(runs, path):
         curves[label] = (list(range(1, len(Q) + 1)), Q.mean(dim=1).tolist())
         metric = rec["metric"]
     viz.plot_curves(curves, path, xlabel="denoising step (1 = the noisiest)", ylabel=f"mean {metric} of x0_hat",
-                    title="perception quality along the denoising chain (ADDP Fig. 1a)")
+                    title="quality along the denoising chain (ADDP Fig. 1a)")
 
 
 def figures_dir(out_dir):
