@@ -3,6 +3,9 @@
     python sample.py runs/depth [sample.steps=200 sample.ensemble=5 sample.schedule=cosine ...]
     python sample.py runs/referring sample.text_guidance=5.0 --out runs/referring/guidance5
     python sample.py runs/referring --expression "the left red sphere" --scene 3
+    python sample.py runs/referring sample.correctional=auto          # ADDP's correctional guidance (Eqn. 5)
+    python sample.py runs/referring sample.steps=10 sample.intermediates=true data.val_size=128 sample.num_images=128
+        # + intermediates.json, every scene's metric at every DDIM step: python -m minidp.ct_estimation reads it
 
 Loads `runs/<name>/ckpt.pt` (EMA weights) and the config stored inside it, applies the overrides, and writes
 `eval.json` and `figures/*.png` into the run directory (or `--out`). The evaluation itself is

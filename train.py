@@ -86,6 +86,7 @@ def train(argv=None):
     # --- everything that can be wrong with the input is checked before anything is written ---
     try:
         tasks.check_dataset_task(dc.dataset, dc.task)
+        recipe.timestep_weights(cfg)  # a perception:<weights.json> is read (and checked) now
     except ValueError as e:
         raise InputError(str(e)) from None
     out_dir = Path(tc.out_dir)
@@ -188,11 +189,13 @@ def train(argv=None):
         step_balance, loads = torch.zeros((), device=device), None
         for m in range(accum):
             sl = slice((rank * accum + m) * micro, (rank * accum + m + 1) * micro)
-            batch = data.make_batch(dc, plan["indices"][sl], device, cache=cache, pick=plan["pick"][sl])
-            batch = data.to_latents(batch, codec)  # target, cond and mask at the latent resolution
+            pixels = data.make_batch(dc, plan["indices"][sl], device, cache=cache, pick=plan["pick"][sl])
+            batch = data.to_latents(pixels, codec)  # target, cond and mask at the latent resolution
             x0 = batch["target"]
             eps, t_m = plan["noise"][sl], plan["t"][sl]
-            x_t = schedule.q_sample(x0, t_m, eps)
+            # ADDP's augmentation corrupts what is noised (in pixels, before the codec); the loss stays against x0
+            noised = codec.encode(recipe.augmented_target(cfg, pixels, t_m, plan["augment_u"][sl])) if tc.augment else x0
+            x_t = schedule.q_sample(noised, t_m, eps)
             cond = list(batch["cond"])
             extra = {}
             if text:
@@ -206,7 +209,8 @@ def train(argv=None):
                 with autocast:
                     out = train_model(x_in, t_m, y, task=task, force_drop_ids=plan["drop_label"][sl], **extra)
                     pred = out[:, : x0.shape[1]].float()  # drop the learned-sigma half if the model has one
-                loss = recipe.masked_loss(pred, schedule.target(x0, eps, t_m, cfg.diffusion.prediction), batch["mask"], tc.loss)
+                loss = recipe.masked_loss(pred, schedule.target(x0, eps, t_m, cfg.diffusion.prediction), batch["mask"], tc.loss,
+                                          plan["loss_weight"][sl])
                 if is_moe:  # DiT-MoE's balance loss, returned explicitly by the MoE layers of this forward
                     balance, loads = moe.moe_aux(model)
                     step_balance += balance.detach() / accum

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from minidp import ddim, dit, ensemble, moe, schedules, tasks, vae, world
+from minidp import ct_estimation, ddim, dit, ensemble, moe, schedules, tasks, vae, world
 
 
 class ConfigError(ValueError):
@@ -98,6 +98,25 @@ def weights():
                  lambda w: all(math.isfinite(x) and x >= 0 for x in w) and (not w or sum(w) > 0))
 
 
+def timestep_sampling():
+    """uniform | diffusion | a ct_estimation preset | perception:<weights.json> (a typo gets the closest choice)."""
+    def test(v):
+        return v in TIMESTEP_SAMPLINGS or (v.startswith("perception:") and v[len("perception:"):].strip() != "")
+    return ruled("uniform", "a timestep sampling", test,
+                 hint=lambda v: f"is not one of {', '.join(TIMESTEP_SAMPLINGS)} or perception:<weights.json>"
+                                f"{_closest(v, list(TIMESTEP_SAMPLINGS) + ['perception:'])}")
+
+
+def correctional():
+    """"" (off), "auto" or an expression in the world's vocabulary (tokenized when checked)."""
+    def test(v):
+        try:
+            return v in ("", "auto") or (tasks.tokenize([v]) is not None and v.strip() != "")
+        except ValueError:
+            return False
+    return ruled("", '"", "auto" or an expression of the world\'s words, e.g. "the blue box"', test)
+
+
 def known_preset(default):
     """A preset name; a typo is answered with the closest preset (PRESETS is defined below, read when checked)."""
     return ruled(default, "a preset name", lambda v: v in PRESETS,
@@ -113,6 +132,7 @@ PRESETS = {**dit.DIT_PRESETS, **moe.MOE_PRESETS}
 _SCHEDULE_NAMES = schedules.SCHEDULES + tuple(schedules.SCHEDULE_ALIASES)  # diffusers' names are accepted too
 _ENSEMBLE_METHODS = ensemble.METHODS  # SampleConfig.ensemble (a field) hides the module there
 _PREDICTIONS = schedules.PREDICTIONS + tuple(schedules.PREDICTION_ALIASES)
+TIMESTEP_SAMPLINGS = ("uniform", "diffusion") + tuple(ct_estimation.PRESETS)  # + perception:<weights.json>
 WORLD_RESOLUTIONS = (16, 256)  # world.render's range (world._check_resolution); a real dataset would set its own
 
 
@@ -152,7 +172,11 @@ class DiffusionConfig:
     T: int = ruled(1000, "an integer >= 2", lambda v: v >= 2)  # training timesteps
     zero_terminal_snr: bool = False  # Lin et al.'s rescale of the schedule
     prediction: str = one_of("eps", _PREDICTIONS)  # eps (DiT) | v (Marigold) | x0 (ADDP with augmentation)
-    timestep_weights: list[float] = weights()  # ADDP's c_t^2 per group of T/G steps; [] = uniform t
+    # c_t^2 of ADDP's t ~ Multinomial(c_t^2) (Algorithm B): uniform | diffusion (the formula on this schedule) |
+    # depth_release | ris_release (the release's vectors) | perception:<weights.json> (python -m minidp.ct_estimation)
+    timestep_sampling: str = timestep_sampling()  # read once at start-up (recipe.timestep_weights)
+    ct_usage: str = one_of("prob", ("prob", "loss"))  # prob: sample t by c_t^2 | loss: uniform t, loss x c_t^2 (mean 1)
+    timestep_weights: list[float] = weights()  # an explicit c_t^2 per group of T/G steps instead ([] = use the above)
 
 
 @dataclass
@@ -182,6 +206,7 @@ class TrainConfig:
     parallel: str = one_of("ddp", ("ddp", "fsdp"))  # under torchrun: ddp (replicas) | fsdp (shards; minidp/parallel.py)
     compile: bool = False            # torch.compile the model (issue 14, CPU: +7 % for ~40 s of compiling; so off)
     checkpoint_activations: bool = False  # recompute each block in backward: less memory, a larger micro-batch
+    augment: float = between(0.0, 0.0, 2.0)  # ADDP's target augmentation intensity (0 off, 0.5, 1, 2; x0 only)
 
 
 @dataclass
@@ -200,6 +225,10 @@ class SampleConfig:
     image_guidance: float = non_negative(1.5)  # s_I of two-scale guidance for text-conditioned tasks (ADDP: 1.5)
     text_guidance: float = non_negative(3.0)  # s_D of two-scale guidance (ADDP: 3.0 with x0-prediction)
     seed: int = non_negative(0)      # seed of the sampling noise
+    correctional: str = correctional()  # referring: ADDP's correctional prompt D- ("auto": the scene's other objects)
+    correctional_guidance: float = non_negative(2.0)  # w_D- of correctional guidance (ADDP: 2.0; w_I, w_D as above)
+    correctional_prompts: int = positive(3)  # auto: k prompts, then a pixel-wise majority vote (ADDP: k = 3)
+    intermediates: bool = False      # also write intermediates.json: every sample's metric at every DDIM step
 
 
 @dataclass
@@ -437,6 +466,34 @@ def _timestep_weights_divide_T(c):
     if (d := c.diffusion).timestep_weights and d.T % len(d.timestep_weights):
         return (f"diffusion.timestep_weights = {d.timestep_weights} has {len(d.timestep_weights)} groups, which "
                 f"must divide diffusion.T = {d.T} (ADDP: 10 groups of 100 steps)")
+
+
+@cross_rule
+def _timestep_weights_one_way(c):
+    if (d := c.diffusion).timestep_weights and d.timestep_sampling != "uniform":
+        return (f"diffusion.timestep_weights = {d.timestep_weights} and diffusion.timestep_sampling = "
+                f"{d.timestep_sampling!r} both set c_t^2; keep one (timestep_sampling=uniform with the vector, "
+                "timestep_weights=[] with the name)")
+
+
+@cross_rule
+def _augment_needs_x0(c):
+    t, d = c.train, c.diffusion
+    if t.augment and schedules.canonical_prediction(d.prediction) != "x0":
+        return (f"train.augment = {t.augment} needs diffusion.prediction 'x0', not {d.prediction!r}: the noise that "
+                "took the augmented target to x_t does not lead back to the clean one (ADDP A.3.2)")
+    if t.augment and c.data.task == "class":
+        return f"train.augment = {t.augment}: augmentation is defined for perception targets, not data.task 'class'"
+
+
+@cross_rule
+def _correctional_is_for_referring(c):
+    s = c.sample
+    if s.correctional and c.data.task != "referring":
+        return f"sample.correctional = {s.correctional!r} needs data.task 'referring', not {c.data.task!r}"
+    if s.correctional and s.intermediates:
+        return ("sample.correctional and sample.intermediates = True together: the per-step metric is recorded "
+                "for the plain two-scale chain only; run them separately")
 
 
 @cross_rule

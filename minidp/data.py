@@ -296,6 +296,9 @@ def check_sources(cfg):
         real_scenes(cfg.data)
     if (cache_dir(cfg) / "index.json").is_file():
         LatentCache(cache_dir(cfg), cfg.data)
+        if cfg.train.augment:  # ADDP's augmentation corrupts pixels before the codec; a cache holds only latents
+            raise readers.DatasetError(f"train.augment = {cfg.train.augment} needs the pixels, but training would "
+                                       f"read the latent cache {cache_dir(cfg)}: delete it or set train.augment=0")
 
 
 def training_source(cfg, start, rank, accum, micro, device):

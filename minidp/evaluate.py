@@ -14,7 +14,18 @@ and merged by the task's rule (REFERENCE.md §5), then compared with the world's
 
 Referring segmentation samples with InstructPix2Pix two-scale guidance (REFERENCE.md §1): three predictions per
 step, e(0,0), e(I,0), e(I,D), batched as one forward of 3B; the null image is all zeros, the null text all padding.
-Letters: M members, B batch, C channels, H, W image size.
+With sample.correctional it uses ADDP's correctional guidance (its Eqn. 5, a fourth prediction e(I,D-) in a forward
+of 4B) for a user's prompt D-, or, with "auto", for each of up to k = 3 prompts naming the scene's other visible
+objects (the world's stand-in for the paper's GPT-4o guesses of confusing objects), then a pixel-wise strict
+majority over the k masks (both of 2; a scene with no other object keeps its two-scale mask). Every chain of a
+batch starts from the same noise, so eval.json's plain_oiou / plain_miou are the same run without correction.
+
+sample.intermediates = True also writes intermediates.json: the metric of every sample's clean prediction x0_hat
+at every DDIM step of the evaluation chain (ADDP Fig. 1a, and the table minidp.ct_estimation's Algorithm A
+reads), and figures/step_metric.png. The last row is the final prediction, so its mean is eval.json's miou
+(referring, amodal); depth records the per-image AbsRel, flow the per-image EPE (scenes with no valid flow
+pixel are left out). Algorithm A wants one step per timestep group: sample.steps = 10 with trailing spacing.
+Letters: M members, B batch, C channels, H, W image size, S recorded steps, N samples, k correctional prompts.
 """
 
 import json
@@ -39,21 +50,26 @@ def sampling_schedule(cfg):
                                    d.zero_terminal_snr)
 
 
-def model_fn_for(model, cond, y, task, tokens=None, guidance=None):
+def model_fn_for(model, cond, y, task, tokens=None, guidance=None, neg_tokens=None):
     """f(x_t, t) -> prediction for DDIM: prepends the condition latents, keeps the first C output channels.
 
-    guidance = (s_I, s_D) turns on two-scale guidance over the image (cond[0]) and the text (tokens)."""
+    guidance = (s_I, s_D) turns on two-scale guidance over the image (cond[0]) and the text (tokens); with
+    neg_tokens (B, L), a correctional prompt D-, guidance = (w_I, w_D-, w_D) is ADDP's correctional guidance."""
     def fn(x_t, t):
         C = x_t.shape[1]
         if guidance is None:
             text = {} if tokens is None else {"tokens": tokens}
             return model(torch.cat(cond + [x_t], dim=1), t, y, task=task, **text)[:, :C]
         blank = [torch.zeros_like(cond[0])] + cond[1:]  # the null image (InstructPix2Pix: zero latents)
-        x_in = torch.cat([torch.cat(blank + [x_t], 1), torch.cat(cond + [x_t], 1), torch.cat(cond + [x_t], 1)])
         null = torch.zeros_like(tokens)
-        out = model(x_in, t.repeat(3), y.repeat(3), task=task.repeat(3), tokens=torch.cat([null, null, tokens]))
-        e_none, e_img, e_img_txt = out[:, :C].chunk(3)  # (B, C, H, W) each
-        return ddim.two_scale_combine(e_none, e_img, e_img_txt, *guidance)
+        texts = [null, null, tokens] if neg_tokens is None else [null, null, neg_tokens, tokens]
+        x_in = torch.cat([torch.cat(blank + [x_t], 1)] + [torch.cat(cond + [x_t], 1)] * (len(texts) - 1))
+        n = len(texts)
+        out = model(x_in, t.repeat(n), y.repeat(n), task=task.repeat(n), tokens=torch.cat(texts))
+        preds = out[:, :C].chunk(n)  # (B, C, H, W) each, in the order of texts
+        if neg_tokens is None:
+            return ddim.two_scale_combine(*preds, *guidance)
+        return ddim.correctional_combine(*preds, *guidance)
 
     return fn
 
@@ -70,32 +86,127 @@ def generate(model_fn, cfg, shape, generator, device, steps=None, spacing=None, 
                             clip_x0=clip or None, return_intermediates=return_intermediates)
 
 
-def conditioned_fn(model, cfg, batch, repeat=1):
-    """The model_fn for a batch of the task's samples, each repeated `repeat` times (member-major)."""
+def conditioned_fn(model, cfg, batch, repeat=1, neg_tokens=None):
+    """The model_fn for a batch of the task's samples, each repeated `repeat` times (member-major); neg_tokens
+    (b, L): a correctional prompt per sample (referring)."""
     cond = [c.repeat(repeat, 1, 1, 1) for c in batch["cond"]]
     n = cond[0].shape[0]
     device = cond[0].device
     y = torch.full((n,), dit.task_label(model, 0), dtype=torch.long, device=device)
     task = torch.zeros(n, dtype=torch.long, device=device)
     tokens = batch["tokens"].repeat(repeat, 1) if "tokens" in batch else None
-    guidance = (cfg.sample.image_guidance, cfg.sample.text_guidance) if tokens is not None else None
-    return model_fn_for(model, cond, y, task, tokens, guidance)
+    s = cfg.sample
+    guidance = (s.image_guidance, s.text_guidance) if tokens is not None else None
+    if neg_tokens is not None:
+        neg_tokens = neg_tokens.to(device).repeat(repeat, 1)
+        guidance = (s.image_guidance, s.correctional_guidance, s.text_guidance)
+    return model_fn_for(model, cond, y, task, tokens, guidance, neg_tokens)
 
 
-@torch.no_grad()
-def predict(model, cfg, device, n, codec):
-    """Yields (batch, members) over the first n validation scenes: members (M, b, 3, H, W) generated targets,
-    decoded from the codec's latents (the batch stays in pixels, its ground truth for the metrics)."""
+def validation_batches(cfg, device, n, codec):
+    """Yields (scene indices, batch, latents) over the first n validation scenes, sample.batch at a time: the batch
+    in pixels (its ground truth feeds the metrics), latents its condition and target in the codec's space."""
     s, dc = cfg.sample, cfg.data
-    gen = torch.Generator().manual_seed(s.seed)
     for start in range(0, n, s.batch):
         idx = list(range(dc.val_offset + start, dc.val_offset + min(start + s.batch, n)))
         batch = data.make_batch(dc, idx, device)
-        latents = data.to_latents(batch, codec)
+        yield idx, batch, data.to_latents(batch, codec)
+
+
+@torch.no_grad()
+def predict(model, cfg, device, n, codec, recorder=None):
+    """Yields (batch, members) over the first n validation scenes: members (M, b, 3, H, W) generated targets,
+    decoded from the codec's latents.
+
+    recorder (a StepRecorder): also scores every DDIM step's x0_hat of each batch."""
+    s = cfg.sample
+    gen = torch.Generator().manual_seed(s.seed)
+    for idx, batch, latents in validation_batches(cfg, device, n, codec):
         b, M = len(idx), s.ensemble
-        z0 = generate(conditioned_fn(model, cfg, latents, M), cfg, (M * b, *latents["target"].shape[1:]), gen, device)
-        x0 = codec.decode(z0.float())
-        yield batch, x0.float().view(M, b, *x0.shape[1:]).cpu()
+
+        def decoded(z):  # (M * b, C, h, w) latents -> (M, b, 3, H, W) images on the CPU
+            x = codec.decode(z.float()).float()
+            return x.view(M, b, *x.shape[1:]).cpu()
+
+        z0 = generate(conditioned_fn(model, cfg, latents, M), cfg, (M * b, *latents["target"].shape[1:]), gen, device,
+                      return_intermediates=recorder is not None)
+        if recorder is not None:
+            z0, steps = z0
+            recorder.add(batch, [(t, decoded(z0_hat)) for t, _, z0_hat in steps])
+        yield batch, decoded(z0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Per-step metrics: ADDP's Fig. 1a and the table of its Algorithm A (sample.intermediates)
+# ----------------------------------------------------------------------------------------------------------
+
+def merge_depth(members, method):
+    """Depth members (M, b, C, H, W) -> (b, H, W) decoded and merged by the ensemble method."""
+    depths = tasks.decode_depth(members.flatten(0, 1)).view(*members.shape[:2], *members.shape[-2:])  # (M, b, H, W)
+    return depths[0] if len(depths) == 1 else ensemble.ensemble(depths, method)
+
+
+def merge_flow(members):
+    """Flow members (M, b, 3, H, W) -> (b, 2, H, W) pixels: flow members average."""
+    flows = tasks.decode_flow(members.flatten(0, 1)).view(*members.shape[:2], 2, *members.shape[-2:])
+    return ensemble.ensemble_flow(flows)
+
+
+def merge_images(members):
+    """Mask-image members (M, b, 3, H, W) -> (b, 3, H, W) by the pixel-wise median."""
+    return members[0] if len(members) == 1 else ensemble.ensemble_median(members)
+
+
+# task -> (metric name, higher is better, per-sample metric (b,) of members (M, b, C, H, W) against a batch)
+STEP_METRICS = {
+    "depth": ("absrel", False, lambda cfg, m, b: metrics.absrel(
+        metrics.align_lstsq(merge_depth(m, cfg.sample.ensemble_method), b["depth"].cpu(), b["valid"].cpu())
+        .clamp_min(metrics.MIN_DEPTH), b["depth"].cpu(), b["valid"].cpu())),
+    "flow": ("epe", False, lambda cfg, m, b: metrics.epe(merge_flow(m), b["flow"].cpu(), b["flow_valid"].cpu())),
+    "amodal": ("iou", True, lambda cfg, m, b: metrics.iou(tasks.amodal_mask(merge_images(m)), b["gt_mask"].cpu())),
+    "referring": ("iou", True, lambda cfg, m, b: metrics.iou(tasks.red_mask(merge_images(m)), b["gt_mask"].cpu())),
+}
+
+
+class StepRecorder:
+    """Collects the per-sample metric of x0_hat at every DDIM step, batch by batch: Q (S, N), noisiest first."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.name, self.higher_is_better, self.score = STEP_METRICS[cfg.data.task]
+        self.timesteps, self.columns = None, []
+
+    def add(self, batch, steps):
+        """steps: [(t, members (M, b, C, H, W))] in sampling order."""
+        keep = batch["flow_valid"].flatten(1).any(1).cpu() if "flow_valid" in batch else slice(None)
+        sub = {k: v[keep] for k, v in batch.items() if k in ("depth", "valid", "flow", "flow_valid", "gt_mask")}
+        self.timesteps = [t for t, _ in steps]
+        self.columns.append(torch.stack([self.score(self.cfg, m[:, keep], sub).double() for _, m in steps]))
+
+    def write(self, out_dir):
+        """intermediates.json (minidp.ct_estimation's input format) and figures/step_metric.png; the dict."""
+        d = self.cfg.diffusion
+        name = self.cfg.sample.schedule or d.schedule
+        record = {"timesteps": self.timesteps, "metric": self.name, "higher_is_better": self.higher_is_better,
+                  "T": d.T, "schedule": schedules.SCHEDULE_ALIASES.get(name, name), "task": self.cfg.data.task,
+                  "steps": self.cfg.sample.steps, "spacing": self.cfg.sample.spacing,
+                  "Q": torch.cat(self.columns, dim=1).tolist()}  # (S, N)
+        path = Path(out_dir) / "intermediates.json"
+        path.write_text(json.dumps(record) + "\n")
+        plot_step_metrics({"this run": path}, figures_dir(out_dir) / "step_metric.png")
+        return record
+
+
+def plot_step_metrics(runs, path):
+    """ADDP's Fig. 1a: the mean metric of x0_hat at each denoising step, one curve per {name: intermediates.json}."""
+    curves, metric = {}, "metric"
+    for label, file in runs.items():
+        rec = json.loads(Path(file).read_text())
+        Q = torch.tensor(rec["Q"], dtype=torch.float64)  # (S, N)
+        curves[label] = (list(range(1, len(Q) + 1)), Q.mean(dim=1).tolist())
+        metric = rec["metric"]
+    viz.plot_curves(curves, path, xlabel="denoising step (1 = the noisiest)", ylabel=f"mean {metric} of x0_hat",
+                    title="quality along the denoising chain (ADDP Fig. 1a)")
 
 
 def figures_dir(out_dir):
@@ -120,11 +231,10 @@ def mean_depth_prior(cfg, n=512):
     return (s["depth"] * s["valid"]).sum(0) / s["valid"].float().sum(0).clamp_min(1)  # (H, W)
 
 
-def evaluate_depth(model, cfg, out_dir, device, n, codec):
+def evaluate_depth(model, cfg, out_dir, device, n, codec, recorder=None):
     t0, preds, gts, valids, rgbs = time.time(), [], [], [], []
-    for batch, members in predict(model, cfg, device, n, codec):
-        depths = tasks.decode_depth(members.flatten(0, 1)).view(*members.shape[:2], *members.shape[-2:])  # (M, b, H, W)
-        preds.append(depths[0] if len(depths) == 1 else ensemble.ensemble(depths, cfg.sample.ensemble_method))
+    for batch, members in predict(model, cfg, device, n, codec, recorder):
+        preds.append(merge_depth(members, cfg.sample.ensemble_method))
         gts.append(batch["depth"].cpu())
         valids.append(batch["valid"].cpu())
         rgbs.append(batch["cond"][0].cpu())
@@ -177,11 +287,10 @@ def progression_figure(model, cfg, device, path, codec):
 # Optical flow
 # ----------------------------------------------------------------------------------------------------------
 
-def evaluate_flow(model, cfg, out_dir, device, n, codec):
+def evaluate_flow(model, cfg, out_dir, device, n, codec, recorder=None):
     t0, preds, gts, valids, frames = time.time(), [], [], [], []
-    for batch, members in predict(model, cfg, device, n, codec):
-        flows = tasks.decode_flow(members.flatten(0, 1)).view(*members.shape[:2], 2, *members.shape[-2:])
-        preds.append(ensemble.ensemble_flow(flows))  # (M, b, 2, H, W) -> (b, 2, H, W): flow members average
+    for batch, members in predict(model, cfg, device, n, codec, recorder):
+        preds.append(merge_flow(members))
         gts.append(batch["flow"].cpu())
         valids.append(batch["flow_valid"].cpu())
         frames.append(torch.stack([c.cpu() for c in batch["cond"]], 1))  # (b, 2, 3, H, W)
@@ -207,12 +316,12 @@ def evaluate_flow(model, cfg, out_dir, device, n, codec):
 # Masks: amodal completion and referring segmentation
 # ----------------------------------------------------------------------------------------------------------
 
-def predict_masks(model, cfg, device, n, codec, read_back):
+def predict_masks(model, cfg, device, n, codec, read_back, recorder=None):
     """Generated images merged by the pixel-wise median, their read-back masks, the ground truth and the baseline's
     masks, and the first batch (for the figure)."""
     images, pred, gt, prior, first = [], [], [], [], None
-    for batch, members in predict(model, cfg, device, n, codec):
-        merged = members[0] if len(members) == 1 else ensemble.ensemble_median(members)  # (b, 3, H, W)
+    for batch, members in predict(model, cfg, device, n, codec, recorder):
+        merged = merge_images(members)  # (b, 3, H, W)
         images.append(merged)
         pred.append(read_back(merged))
         gt.append(batch["gt_mask"].cpu())
@@ -222,11 +331,11 @@ def predict_masks(model, cfg, device, n, codec, read_back):
     return torch.cat(images), torch.cat(pred), torch.cat(gt), torch.cat(prior), first
 
 
-def evaluate_amodal(model, cfg, out_dir, device, n, codec):
+def evaluate_amodal(model, cfg, out_dir, device, n, codec, recorder=None):
     """mIoU of the read-back mask; figure: image, visible mask, truth, prediction, and the predicted mask against
     the true one (green hit, red extra, blue missed)."""
     t0 = time.time()
-    images, pred, gt, prior, b = predict_masks(model, cfg, device, n, codec, tasks.amodal_mask)
+    images, pred, gt, prior, b = predict_masks(model, cfg, device, n, codec, tasks.amodal_mask, recorder)
     result = {"miou": metrics.miou(pred, gt), "prior_miou": metrics.miou(prior, gt)}
     result.update(run_info(cfg, n, time.time() - t0))
 
@@ -241,13 +350,19 @@ def evaluate_amodal(model, cfg, out_dir, device, n, codec):
     return result
 
 
-def evaluate_referring(model, cfg, out_dir, device, n, codec):
+def evaluate_referring(model, cfg, out_dir, device, n, codec, recorder=None):
     t0 = time.time()
-    images, pred, gt, prior, b = predict_masks(model, cfg, device, n, codec, tasks.red_mask)
+    s = cfg.sample
+    if s.correctional:
+        images, pred, gt, prior, b, plain = predict_correctional(model, cfg, device, n, codec)
+    else:
+        images, pred, gt, prior, b = predict_masks(model, cfg, device, n, codec, tasks.red_mask, recorder)
     result = {"oiou": metrics.oiou(pred, gt), "miou": metrics.miou(pred, gt),
               "prior_oiou": metrics.oiou(prior, gt), "prior_miou": metrics.miou(prior, gt)}
-    result.update(run_info(cfg, n, time.time() - t0, image_guidance=cfg.sample.image_guidance,
-                           text_guidance=cfg.sample.text_guidance))
+    if s.correctional:
+        result.update(plain_oiou=metrics.oiou(plain, gt), plain_miou=metrics.miou(plain, gt),
+                      correctional=s.correctional, correctional_guidance=s.correctional_guidance)
+    result.update(run_info(cfg, n, time.time() - t0, image_guidance=s.image_guidance, text_guidance=s.text_guidance))
 
     rows = []
     words = tasks.detokenize(b["tokens"])
@@ -259,20 +374,88 @@ def evaluate_referring(model, cfg, out_dir, device, n, codec):
     return result
 
 
+def correctional_prompts(cfg, indices, tokens):
+    """The correctional prompts D- of validation scenes `indices` whose expressions are tokens (b, L):
+    (k, b, L) token ids and (k, b) bool, whether sample i has a j-th prompt. A user's sample.correctional is one
+    prompt for every sample; "auto" names up to k of the scene's other visible objects, in slot order."""
+    s = cfg.sample
+    if s.correctional != "auto":
+        return tasks.tokenize([s.correctional]).expand(1, len(tokens), -1), torch.ones(1, len(tokens), dtype=torch.bool)
+    scenes = data.render_scenes(cfg.data, indices)
+    k, (b, S, L) = s.correctional_prompts, scenes["tokens"].shape
+    visible = scenes["ref_masks"].flatten(2).any(-1) & (torch.arange(S)[None] < scenes["num_objects"][:, None])
+    other = visible & (scenes["tokens"] != tokens[:, None]).any(-1)  # (b, S): a visible object it does not name
+    rank = other.long().cumsum(dim=1) - 1  # (b, S) the slot's place among the sample's other objects
+    prompts = torch.zeros(k, b, L, dtype=torch.long)
+    valid = torch.zeros(k, b, dtype=torch.bool)
+    for j in range(k):
+        hit = other & (rank == j)  # (b, S): at most one slot per sample
+        valid[j] = hit.any(dim=1)
+        prompts[j] = scenes["tokens"][torch.arange(b), hit.float().argmax(dim=1)]
+    return prompts, valid
+
+
+@torch.no_grad()
+def corrected_batch(model, cfg, batch, indices, gen, device, codec):
+    """(painting (b, 3, H, W), plain mask, corrected mask (b, H, W)) of one referring batch (in latents): the
+    two-scale chain, then one correctional chain per prompt, every chain from the same noise, merged by a strict
+    majority."""
+    M, b = cfg.sample.ensemble, len(indices)
+    shape, state = (M * b, *batch["target"].shape[1:]), gen.get_state()
+
+    def run(neg=None):
+        gen.set_state(state)  # the same x_T for every chain
+        x0 = codec.decode(generate(conditioned_fn(model, cfg, batch, M, neg), cfg, shape, gen, device).float())
+        return merge_images(x0.float().view(M, b, *x0.shape[1:]).cpu())
+
+    painting = run()
+    plain = tasks.red_mask(painting)
+    if not cfg.sample.correctional:
+        return painting, plain, plain
+    query = batch["tokens"].cpu()
+    prompts, valid = correctional_prompts(cfg, indices, query)
+    # samples without a j-th prompt run with D- = D and do not vote
+    masks = torch.stack([tasks.red_mask(run(torch.where(valid[j][:, None], prompts[j], query))) if valid[j].any()
+                         else plain for j in range(len(prompts))])  # (k, b, H, W)
+    return painting, plain, majority(masks, valid, plain)
+
+
+def majority(masks, valid, fallback):
+    """Pixel-wise strict majority of the valid ones among masks (k, b, H, W) (valid (k, b) bool): more than half
+    of a sample's valid masks; a sample with none keeps fallback (b, H, W)."""
+    votes = (masks & valid[:, :, None, None]).sum(dim=0)  # (b, H, W)
+    count = valid.sum(dim=0)[:, None, None]  # (b, 1, 1)
+    return torch.where(count > 0, 2 * votes > count, fallback)
+
+
+def predict_correctional(model, cfg, device, n, codec):
+    """predict_masks' tuple with sample.correctional's masks, plus the plain two-scale masks of the same run."""
+    gen = torch.Generator().manual_seed(cfg.sample.seed)
+    images, pred, plain, gt, prior, first = [], [], [], [], [], None
+    for idx, batch, latents in validation_batches(cfg, device, n, codec):
+        painting, plain_mask, mask = corrected_batch(model, cfg, latents, idx, gen, device, codec)
+        images.append(painting)
+        pred.append(mask)
+        plain.append(plain_mask)
+        gt.append(batch["gt_mask"].cpu())
+        prior.append(batch["prior_mask"].cpu())
+        if first is None:
+            first = {k: v.cpu() if torch.is_tensor(v) else [c.cpu() for c in v] for k, v in batch.items()}
+    return torch.cat(images), torch.cat(pred), torch.cat(gt), torch.cat(prior), first, torch.cat(plain)
+
+
 @torch.no_grad()
 def paint_expression(model, cfg, device, scene, expression, path, codec):
     """Referring segmentation of a user's expression on validation scene `scene` (ValueError naming a word
-    outside the vocabulary): draws image, painting and mask to `path`; returns the mask (H, W)."""
+    outside the vocabulary), with sample.correctional if set: draws image, painting and mask to `path`; returns
+    the mask (H, W)."""
     tokens = tasks.tokenize([expression])
-    batch = data.make_batch(cfg.data, [cfg.data.val_offset + scene], device)
+    idx = [cfg.data.val_offset + scene]
+    batch = data.make_batch(cfg.data, idx, device)
     batch["tokens"] = tokens.to(device)
-    latents = data.to_latents(batch, codec)
-    M = cfg.sample.ensemble
     gen = torch.Generator().manual_seed(cfg.sample.seed)
-    z0 = generate(conditioned_fn(model, cfg, latents, M), cfg, (M, *latents["target"].shape[1:]), gen, device)
-    x0 = codec.decode(z0.float()).cpu()
-    painting = ensemble.ensemble_median(x0[:, None])[0]  # (3, H, W)
-    mask = tasks.red_mask(painting[None])[0]
+    painting, plain, mask = corrected_batch(model, cfg, data.to_latents(batch, codec), idx, gen, device, codec)
+    painting, mask = painting[0], (mask if cfg.sample.correctional else plain)[0]
     rgb = batch["cond"][0][0].cpu()
     viz.save_grid([[viz.to_image(rgb), viz.to_image(painting), viz.overlay_mask(rgb, mask)]],
                   [[f'scene {scene}: "{expression}"', "predicted painting", "predicted mask"]], path)
@@ -345,9 +528,12 @@ def evaluate(model, cfg, out_dir, device, quick=False, codec=None):
     n = cfg.sample.num_images
     if quick:
         n = min(n, 20 if cfg.data.task == "class" else 8)
-    result = EVALUATORS[cfg.data.task](model, cfg, out_dir, device, n, codec)
+    recorder = StepRecorder(cfg) if cfg.sample.intermediates and not quick and cfg.data.task != "class" else None
+    result = EVALUATORS[cfg.data.task](model, cfg, out_dir, device, n, codec, **({"recorder": recorder} if recorder else {}))
     if not quick:
         (Path(out_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+    if recorder is not None:
+        recorder.write(out_dir)
     print("eval | " + " | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()),
           flush=True)
     return result

@@ -159,6 +159,14 @@ FIELD_CASES = [
     ("diffusion.timestep_weights=[1,-1]", "diffusion.timestep_weights = [1.0, -1.0]"),
     ("diffusion.timestep_weights=[0,0]", "diffusion.timestep_weights = [0.0, 0.0]"),
     ("diffusion.timestep_weights=[1,.nan]", "diffusion.timestep_weights = [1.0, nan]"),
+    ("diffusion.timestep_sampling=depth_relase", "did you mean 'depth_release'"),
+    ("diffusion.timestep_sampling='perception:'", "diffusion.timestep_sampling = 'perception:'"),
+    ("diffusion.ct_usage=both", "diffusion.ct_usage = 'both'"),
+    ("train.augment=3", "train.augment = 3.0"),
+    ("train.augment=-0.5", "train.augment = -0.5"),
+    ("sample.correctional=the pink cube", "sample.correctional = 'the pink cube'"),
+    ("sample.correctional_guidance=-1", "sample.correctional_guidance = -1.0"),
+    ("sample.correctional_prompts=0", "sample.correctional_prompts = 0"),
     ("train.mode=multi", "train.mode = 'multi'"),
     ("train.out_dir=", "train.out_dir = ''"),
     ("train.steps=-5", "train.steps = -5"),
@@ -284,6 +292,12 @@ CROSS_CASES = [
     (["data.dataset=imagenet", "data.root=x", "data.num_classes=1000"], None),  # any number of class folders
     (["data.codec=sd-vae", "data.vae_weights=v.bin", "data.resolution=32"], None),  # 4x4 latents, patch 4
     (["data.codec=sd-vae", "data.vae_weights=v.bin", "data.resolution=48"], "data.resolution = 48 must be divisible by 32"),
+    (["diffusion.timestep_weights=[1,2]", "diffusion.timestep_sampling=diffusion"], "both set c_t^2"),
+    (["train.mode=finetune", "data.task=depth", "train.augment=1"], "train.augment = 1.0 needs diffusion.prediction 'x0'"),
+    (["train.augment=0.5", "diffusion.prediction=x0"], "not data.task 'class'"),
+    (["sample.correctional=auto"], "sample.correctional = 'auto' needs data.task 'referring'"),
+    (["train.mode=finetune", "data.task=referring", "sample.correctional=the red box", "sample.intermediates=true"],
+     "sample.correctional and sample.intermediates"),
 ]
 
 
