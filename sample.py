@@ -3,9 +3,11 @@
     python sample.py runs/depth [sample.steps=200 sample.ensemble=5 sample.schedule=cosine ...]
     python sample.py runs/referring sample.text_guidance=5.0 --out runs/referring/guidance5
     python sample.py runs/referring --expression "the left red sphere" --scene 3
+    python sample.py runs/generalist [sample.task=flow]     # every task of a generalist, or one
 
 Loads `runs/<name>/ckpt.pt` (EMA weights) and the config stored inside it, applies the overrides, and writes
-`eval.json` and `figures/*.png` into the run directory (or `--out`). The evaluation itself is
+`eval.json` and `figures/*.png` into the run directory (or `--out`); a generalist's eval.json has one section
+per task (figures/generalist.png: one row per task). The evaluation itself is
 minidp/evaluate.py, the same function train.py runs at the end of training, so the numbers a run reports are
 the numbers this script reproduces. What each task measures, its baseline and its figure: see that module.
 
@@ -50,7 +52,9 @@ def main(argv=None):
         cfg = cfglib.config_from_dict(ckpt.get("config", {}), source=str(ckpt_path))
         check_test_time(args.overrides)
         cfglib.validate(cfglib.apply_overrides(cfg, args.overrides))
-        ckptlib.checkpoint_tasks(ckpt, ckpt_path, cfg.data.task)
+        # a generalist evaluates every task it knows (or sample.task); a single-task run its data.task
+        multitask = cfg.train.mode == "multitask"
+        ckptlib.checkpoint_tasks(ckpt, ckpt_path, cfg.sample.task or (None if multitask else cfg.data.task))
         model = ckptlib.model_from_checkpoint(ckpt, ckpt_path, weights="ema")
         device = ckptlib.choose_device(cfg.train.device, 0)
         if args.expression is not None:

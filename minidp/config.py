@@ -98,6 +98,20 @@ def weights():
                  lambda w: all(math.isfinite(x) and x >= 0 for x in w) and (not w or sum(w) > 0))
 
 
+def task_map(item_rule, allowed):
+    """A mapping {perception task: value} ({} = unused), each value passing item_rule; a bad task is named with
+    the closest valid one."""
+    perception = [t for t in tasks.TASKS if t != "class"]
+
+    def hint(v):
+        bad = [k for k in v if k not in perception]
+        if bad:
+            return f"must be keyed by perception tasks; {bad[0]!r} is not one{_closest(str(bad[0]), perception)}"
+        return f"must be a mapping of tasks to {allowed}"
+    return field(default_factory=dict, metadata={"rule": Rule(
+        lambda v: all(k in perception and item_rule(x) for k, x in v.items()), allowed, hint)})
+
+
 def known_preset(default):
     """A preset name; a typo is answered with the closest preset (PRESETS is defined below, read when checked)."""
     return ruled(default, "a preset name", lambda v: v in PRESETS,
@@ -137,6 +151,8 @@ class DataConfig:
     train_size: int = positive(4096)  # training scenes are indices 0..train_size-1 (rendered once, ~17 KB each at 32 px)
     val_size: int = positive(64)     # validation scenes are indices val_offset..val_offset+val_size-1
     val_offset: int = non_negative(10_000_000)  # far from the training indices: validation scenes are never trained on
+    tasks: dict[str, float] = task_map(  # multitask: tasks and mixture weights, {depth: 4, flow: 2.5}; data.task unused
+        lambda w: math.isfinite(w) and w > 0, "weights > 0")
 
 
 @dataclass
@@ -148,11 +164,13 @@ class DiffusionConfig:
     zero_terminal_snr: bool = False  # Lin et al.'s rescale of the schedule
     prediction: str = one_of("eps", _PREDICTIONS)  # eps (DiT) | v (Marigold) | x0 (ADDP with augmentation)
     timestep_weights: list[float] = weights()  # ADDP's c_t^2 per group of T/G steps; [] = uniform t
+    task_timestep_weights: dict[str, list[float]] = task_map(  # multitask: {flow: [...]}; others: timestep_weights
+        lambda w: all(math.isfinite(x) and x >= 0 for x in w) and sum(w) > 0, "lists of weights >= 0, not all 0")
 
 
 @dataclass
 class TrainConfig:
-    mode: str = one_of("pretrain", ("pretrain", "finetune"))  # pretrain (class-conditional) | finetune (perception)
+    mode: str = one_of("pretrain", ("pretrain", "finetune", "multitask"))  # pretrain (class) | finetune | multitask
     out_dir: str = non_empty("runs/pretrain")  # config.yaml, log.jsonl, ckpt.pt, eval.json, figures/ land here
     init_from: str = ""              # checkpoint to fine-tune from ("" = from scratch)
     init_optional: bool = False      # True: a missing init_from is not an error; train from scratch and say so
@@ -166,6 +184,7 @@ class TrainConfig:
     warmup_steps: int = non_negative(0)  # linear warm-up (Marigold: 100)
     weight_decay: float = non_negative(0.0)  # DiT: 0
     loss: str = one_of("mse", ("mse", "l1"))  # mse (DiT, Marigold) | l1 (median, not mean: crisp masks; recipe.py)
+    task_loss: dict[str, str] = task_map(lambda v: v in ("mse", "l1"), "mse or l1")  # multitask: {amodal: l1}
     grad_clip: float = non_negative(1.0)  # max global grad norm, 0: off (DiT does not clip; tiny runs are steadier)
     ema_decay: float = probability(0.9999)  # DiT: 0.9999; short runs need less (configs say why)
     seed: int = non_negative(0)      # seeds the initial weights and every step's batch plan (minidp/recipe.py)
@@ -194,6 +213,7 @@ class SampleConfig:
     image_guidance: float = non_negative(1.5)  # s_I of two-scale guidance for text-conditioned tasks (ADDP: 1.5)
     text_guidance: float = non_negative(3.0)  # s_D of two-scale guidance (ADDP: 3.0 with x0-prediction)
     seed: int = non_negative(0)      # seed of the sampling noise
+    task: str = one_of("", ("",) + tuple(tasks.TASKS))  # evaluate only this task of a generalist ("" = all it knows)
 
 
 @dataclass
@@ -233,6 +253,13 @@ def _check_value(value, tp, where):
             except ConfigError:
                 pass
         raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if origin is dict:
+        key_type, item = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {_type_name(key_type)} to {_type_name(item)}, "
+                              f"got {value!r}")
+        return {_check_value(k, key_type, f"{where} key {k!r}"): _check_value(v, item, f"{where}.{k}")
+                for k, v in value.items()}
     if origin is list:
         (item,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -438,11 +465,35 @@ def _mode_fits_task_and_start(c):
     t = c.train
     if t.mode == "pretrain" and c.data.task != "class":
         return f"data.task = {c.data.task!r} needs train.mode = 'finetune' (pre-training is class-conditional)"
-    if t.upcycle_from and t.mode != "finetune":
-        return f"train.upcycle_from = {t.upcycle_from!r} needs train.mode = 'finetune', not {t.mode!r}"
+    if t.upcycle_from and t.mode == "pretrain":
+        return f"train.upcycle_from = {t.upcycle_from!r} needs train.mode = 'finetune' or 'multitask', not 'pretrain'"
     if t.upcycle_from and t.init_from:
         return (f"train.init_from = {t.init_from!r} and train.upcycle_from = {t.upcycle_from!r} are both set; "
                 "upcycling starts from upcycle_from: set train.init_from=")
+
+
+@cross_rule
+def _multitask_has_tasks(c):
+    t, d = c.train, c.data
+    per_task = {"data.tasks": d.tasks, "diffusion.task_timestep_weights": c.diffusion.task_timestep_weights,
+                "train.task_loss": t.task_loss}
+    if t.mode != "multitask":
+        for key, value in per_task.items():
+            if value:
+                return f"{key} = {value} is for train.mode = 'multitask', not {t.mode!r}"
+        return None
+    if not d.tasks:
+        return "train.mode = 'multitask' needs data.tasks, e.g. {depth: 1, flow: 1, amodal: 1, referring: 1}"
+    for key, value in per_task.items():
+        extra = [k for k in value if k not in d.tasks]
+        if extra:
+            return f"{key} names task {extra[0]!r}, which data.tasks = {d.tasks} does not train"
+    for task in d.tasks:
+        if task not in tasks.DATASET_TASKS.get(d.dataset, ()):
+            return f"data.dataset = {d.dataset!r} cannot provide task {task!r} of data.tasks"
+    for w in c.diffusion.task_timestep_weights.values():
+        if c.diffusion.T % len(w):
+            return f"diffusion.task_timestep_weights: {len(w)} groups must divide diffusion.T = {c.diffusion.T}"
 
 
 @cross_rule

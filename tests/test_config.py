@@ -194,6 +194,10 @@ FIELD_CASES = [
     ("train.cond_drop_prob=0.5", "train.cond_drop_prob = 0.5"),
     ("sample.image_guidance=-1", "sample.image_guidance = -1.0"),
     ("sample.text_guidance=-1", "sample.text_guidance = -1.0"),
+    ("data.tasks={depht: 1}", "data.tasks = {'depht': 1.0}"),
+    ("diffusion.task_timestep_weights={flow: [0, 0]}", "diffusion.task_timestep_weights = {'flow': [0.0, 0.0]}"),
+    ("train.task_loss={amodal: l2}", "train.task_loss = {'amodal': 'l2'}"),
+    ("sample.task=normals", "sample.task = 'normals'"),
 ]
 
 
@@ -275,6 +279,8 @@ CROSS_CASES = [
      "train.init_from = 'p.pt' and train.upcycle_from = 'd.pt' are both set"),
     (["model.upcycle_experts=2", "model.upcycle_top_k=3"], "model.upcycle_top_k = 3 must be <= model.upcycle_experts = 2"),
     (["model.preset=micro", "model.upcycle_every=3"], "model.upcycle_every = 3 must be <= 2"),
+    (["train.mode=multitask"], "train.mode = 'multitask' needs data.tasks"),
+    (["train.mode=finetune", "data.task=depth", "train.task_loss={amodal: l1}"], "train.task_loss = {'amodal': 'l1'} is for"),
 ]
 
 
