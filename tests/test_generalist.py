@@ -203,3 +203,15 @@ def test_multitask_needs_its_tasks_and_per_task_keys_need_multitask():
         config.load_config(ROOT / "configs" / "depth.yaml", [*MICRO, "train.task_loss={amodal: l1}"])
     with pytest.raises(config.ConfigError, match="does not train"):
         micro_config("data.tasks={depth: 1}")
+
+
+def test_a_generalist_upcycles_and_continues_through_train_py(generalist_run, tmp_path):
+    # configs/generalist_moe.yaml's path: the generalist's EMA weights -> 4 experts, top-2, same tasks; and the dense
+    # baseline continued from the same weights. Both start from the same function, so their first losses agree.
+    common = [*MULTI, "train.steps=1", "train.lr=1e-9", "train.lr_schedule=constant", "model.upcycle_experts=4"]
+    assert run_inprocess(tmp_path / "moe", *common, f"train.upcycle_from={generalist_run}", "train.init_from=") == 0
+    assert run_inprocess(tmp_path / "dense", *common, f"train.init_from={generalist_run}") == 0
+    moe = torch.load(tmp_path / "moe" / "ckpt.pt", weights_only=True)
+    assert moe["model_config"]["num_experts"] == 4 and moe["model_config"]["num_tasks"] == 4
+    assert moe["tasks"] == ["depth", "flow", "amodal", "referring"]
+    assert losses(tmp_path / "moe") == pytest.approx(losses(tmp_path / "dense"), rel=1e-4)
