@@ -355,13 +355,19 @@ def widen_input(model, groups):
         raise ValueError(f"groups must be an int >= 1, got {groups!r}")
     if model.in_groups != 1:
         raise ValueError(f"model is already widened (in_groups={model.in_groups}); widen a model with in_groups=1")
+    return _set_input_groups(model, groups, lambda w: w.repeat(1, groups, 1, 1) / groups)  # (D, G*C, p, p)
+
+
+def _set_input_groups(model, groups, weight_fn):
+    """Replace every patch-embedding conv by one reading `groups` input groups: weight weight_fn(old weight)
+    (D, groups*C, p, p), the same bias. The convs are new Parameters: build the optimizer after."""
     for embed in model.patch_embedders():
         old = embed.proj
         new = nn.Conv2d(
-            old.in_channels * groups, old.out_channels, old.kernel_size, old.stride,
+            groups * model.in_channels, old.out_channels, old.kernel_size, old.stride,
             device=old.weight.device, dtype=old.weight.dtype,
         )  # fmt: skip
-        new.weight.copy_(old.weight.repeat(1, groups, 1, 1) / groups)  # (D, G*C, p, p)
+        new.weight.copy_(weight_fn(old.weight))
         new.bias.copy_(old.bias)
         embed.proj = new
     model.in_groups = groups
@@ -413,19 +419,11 @@ def add_condition_groups(model, groups):
     if model.in_groups < 2 or groups < model.in_groups:
         raise ValueError(f"add_condition_groups: a widened model with in_groups={model.in_groups} cannot go to "
                          f"{groups} groups (widen_input widens an unwidened model)")
-    C = model.in_channels
-    for embed in model.patch_embedders():
-        old = embed.proj
-        new = nn.Conv2d(groups * C, old.out_channels, old.kernel_size, old.stride,
-                        device=old.weight.device, dtype=old.weight.dtype)
-        new.weight.zero_()
-        new.weight[:, : old.in_channels - C] = old.weight[:, :-C]  # the existing condition groups
-        new.weight[:, -C:] = old.weight[:, -C:]  # the noisy target stays the last group
-        new.bias.copy_(old.bias)
-        embed.proj = new
-    model.in_groups = groups
-    model.config["in_groups"] = groups
-    return model
+    C, extra = model.in_channels, groups - model.in_groups
+
+    def insert_zero_groups(w):  # (D, G*C, p, p) -> (D, groups*C, p, p): conditions, zeros, the noisy target last
+        return torch.cat([w[:, :-C], w.new_zeros(w.shape[0], extra * C, *w.shape[2:]), w[:, -C:]], dim=1)
+    return _set_input_groups(model, groups, insert_zero_groups)
 
 
 @torch.no_grad()
