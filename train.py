@@ -1,4 +1,4 @@
-"""Train a diffusion model: class-conditional pre-training or fine-tuning for a perception task.
+"""Train a diffusion model: class-conditional pre-training, fine-tuning for a perception task, or the generalist.
 
     python train.py configs/depth.yaml [section.key=value ...]          # one process
     torchrun --nproc_per_node=2 train.py configs/depth.yaml             # DDP: gloo on CPU, nccl on CUDA
@@ -12,6 +12,8 @@ figures/. Re-running the same command resumes from ckpt.pt.
 Notable choices:
 - Each step's global batch is drawn from (train.seed, step) and split over the ranks (minidp/recipe.py), so the
   number of ranks and accumulation do not change a run's numbers, and resuming is exact.
+- train.mode multitask (the scaling paper's §6.4 generalist): the plan also draws each sample's task; the batch is
+  data.make_mixed_batch's, task k's label row is the first task row + k, the loss kind is per sample.
 - AdamW as DiT (lr 1e-4, no weight decay) unless the config says so; the loss is recipe.masked_loss. What differs
   between one process, DDP and FSDP (and CPU and GPU: fused AdamW, TF32, compile) is in minidp/parallel.py.
 - Bad input (unknown key, wrong type, a mistyped flag, missing or corrupt checkpoint, an architecture that does

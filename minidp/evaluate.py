@@ -12,6 +12,10 @@ and merged by the task's rule (REFERENCE.md §5), then compared with the world's
     referring  oiou, miou of the red read-back      pixel-wise median        the largest visible object
     class      class_accuracy (nearest class mean)  -                        chance
 
+A generalist (train.mode multitask) is evaluated task by task with the same functions (its router entry and label
+row chosen by tasks.run_tasks' order); eval.json then has one section per task, and generalist_figure draws the
+scaling paper's Fig. 11 (one row per task).
+
 Referring segmentation samples with InstructPix2Pix two-scale guidance (REFERENCE.md §1): three predictions per
 step, e(0,0), e(I,0), e(I,D), batched as one forward of 3B; the null image is all zeros, the null text all padding.
 Letters: M members, B batch, C channels, H, W image size.
