@@ -58,6 +58,8 @@ def main(argv=None):
         model = ckptlib.model_from_checkpoint(ckpt, ckpt_path, weights="ema")
         device = ckptlib.choose_device(cfg.train.device, 0)
         if args.expression is not None:
+            if multitask and "referring" in cfg.data.tasks:  # a generalist that knows referring segmentation
+                cfg = evaluate.task_config(cfg, "referring")
             if cfg.data.task != "referring" or not 0 <= args.scene < cfg.data.val_size:
                 raise ckptlib.InputError(f"--expression needs a referring run and 0 <= --scene < data.val_size = "
                                          f"{cfg.data.val_size} (this run: task {cfg.data.task!r}, scene {args.scene})")

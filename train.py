@@ -100,7 +100,8 @@ def train(argv=None):
         saved = ckpt.get("config", {})
         for section, key in (("model", "preset"), ("data", "task"), ("data", "tasks"), ("data", "resolution"),
                              ("train", "mode")):
-            was, now = saved.get(section, {}).get(key), getattr(getattr(cfg, section), key)
+            default = getattr(getattr(cfglib.Config(), section), key)  # a key newer than the checkpoint: its default
+            was, now = saved.get(section, {}).get(key, default), getattr(getattr(cfg, section), key)
             if was != now:
                 raise InputError(f"{ckpt_path} was trained with {section}.{key} = {was!r} but the config says "
                                  f"{now!r}; choose another train.out_dir or delete the old run")

@@ -215,3 +215,12 @@ def test_a_generalist_upcycles_and_continues_through_train_py(generalist_run, tm
     assert moe["model_config"]["num_experts"] == 4 and moe["model_config"]["num_tasks"] == 4
     assert moe["tasks"] == ["depth", "flow", "amodal", "referring"]
     assert losses(tmp_path / "moe") == pytest.approx(losses(tmp_path / "dense"), rel=1e-4)
+
+
+def test_a_users_expression_on_a_generalist_and_a_resume_with_other_weights_refused(generalist_run, tmp_path, capsys):
+    assert sample.main([str(generalist_run), "--expression", "the red sphere", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "figures" / "expression_scene0.png").is_file()
+    before = (generalist_run / "ckpt.pt").read_bytes()
+    assert run_inprocess(generalist_run, *MULTI, "data.tasks={depth: 1, flow: 1, amodal: 1, referring: 1}") == 2
+    assert "was trained with data.tasks" in capsys.readouterr().err
+    assert (generalist_run / "ckpt.pt").read_bytes() == before
