@@ -356,8 +356,8 @@ def evaluate(model, cfg, out_dir, device, quick=False):
         if quick:
             n = min(n, 20 if name == "class" else 8)
         results[name] = EVALUATORS[name](model, task_config(cfg, name), out_dir, device, n)
-        print(f"eval {name + ' ' if multitask else ''}| " + " | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
-                                            for k, v in results[name].items()), flush=True)
+        values = (f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in results[name].items())
+        print(f"eval {name + ' ' if multitask else ''}| " + " | ".join(values), flush=True)
     if multitask:
         generalist_figure(model, cfg, names, device, figures_dir(out_dir) / "generalist.png")
     result = results if multitask else results[names[0]]
@@ -377,7 +377,7 @@ def generalist_figure(model, cfg, names, device, path):
         x0 = generate(conditioned_fn(model, c, b), c, b["target"].shape, torch.Generator().manual_seed(c.sample.seed),
                       device).float().cpu()
         b = {k: v.cpu() if torch.is_tensor(v) else [t.cpu() for t in v] for k, v in b.items()}
-        rgb, condition, cond_title = viz.to_image(b["cond"][0][0]), None, "condition"
+        rgb = viz.to_image(b["cond"][0][0])
         if name == "depth":
             rng = depth_range(b["depth"][0], b["valid"][0])
             pred = metrics.align_lstsq(tasks.decode_depth(x0), b["depth"], b["valid"])[0]
