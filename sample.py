@@ -6,9 +6,11 @@
     python sample.py runs/referring sample.correctional=auto          # ADDP's correctional guidance (Eqn. 5)
     python sample.py runs/referring sample.steps=10 sample.intermediates=true data.val_size=128 sample.num_images=128
         # + intermediates.json, every scene's metric at every DDIM step: python -m minidp.ct_estimation reads it
+    python sample.py runs/generalist [sample.task=flow]     # every task of a generalist, or one
 
 Loads `runs/<name>/ckpt.pt` (EMA weights) and the config stored inside it, applies the overrides, and writes
-`eval.json` and `figures/*.png` into the run directory (or `--out`). The evaluation itself is
+`eval.json` and `figures/*.png` into the run directory (or `--out`); a generalist's eval.json has one section
+per task (figures/generalist.png: one row per task). The evaluation itself is
 minidp/evaluate.py, the same function train.py runs at the end of training, so the numbers a run reports are
 the numbers this script reproduces. What each task measures, its baseline and its figure: see that module.
 
@@ -53,11 +55,15 @@ def main(argv=None):
         cfg = cfglib.config_from_dict(ckpt.get("config", {}), source=str(ckpt_path))
         check_test_time(args.overrides)
         cfglib.validate(cfglib.apply_overrides(cfg, args.overrides))
-        ckptlib.checkpoint_tasks(ckpt, ckpt_path, cfg.data.task)
+        # a generalist evaluates every task it knows (or sample.task); a single-task run its data.task
+        multitask = cfg.train.mode == "multitask"
+        ckptlib.checkpoint_tasks(ckpt, ckpt_path, cfg.sample.task or (None if multitask else cfg.data.task))
         model = ckptlib.model_from_checkpoint(ckpt, ckpt_path, weights="ema")
         device = ckptlib.choose_device(cfg.train.device, 0)
         codec = data.make_codec(cfg.data, device)  # the codec the checkpoint's config names (a VAE file is read)
         if args.expression is not None:
+            if multitask and "referring" in cfg.data.tasks:  # a generalist that knows referring segmentation
+                cfg = evaluate.task_config(cfg, "referring")
             if cfg.data.task != "referring" or not 0 <= args.scene < cfg.data.val_size:
                 raise ckptlib.InputError(f"--expression needs a referring run and 0 <= --scene < data.val_size = "
                                          f"{cfg.data.val_size} (this run: task {cfg.data.task!r}, scene {args.scene})")

@@ -1,4 +1,4 @@
-"""Train a diffusion model: class-conditional pre-training or fine-tuning for a perception task.
+"""Train a diffusion model: class-conditional pre-training, fine-tuning for a perception task, or the generalist.
 
     python train.py configs/depth.yaml [section.key=value ...]          # one process
     torchrun --nproc_per_node=2 train.py configs/depth.yaml             # DDP: gloo on CPU, nccl on CUDA
@@ -14,6 +14,8 @@ Notable choices:
   number of ranks and accumulation do not change a run's numbers, and resuming is exact. Batches come from the
   world rendered into memory, a real dataset's DataLoader or the latent cache (minidp/data.py); the codec
   (data.codec: pixel or the SD VAE) maps them to the latents the model sees.
+- train.mode multitask (the scaling paper's §6.4 generalist): the plan also draws each sample's task; the batch is
+  data.make_mixed_batch's, task k's label row is the first task row + k, the loss kind is per sample.
 - AdamW as DiT (lr 1e-4, no weight decay) unless the config says so; the loss is recipe.masked_loss. What differs
   between one process, DDP and FSDP (and CPU and GPU: fused AdamW, TF32, compile) is in minidp/parallel.py.
 - Bad input (unknown key, wrong type, a mistyped flag, missing or corrupt checkpoint, an architecture that does
@@ -84,8 +86,10 @@ def train(argv=None):
     accum = tc.global_batch // (world_size * micro)  # micro-steps per optimiser step on each rank
 
     # --- everything that can be wrong with the input is checked before anything is written ---
+    names = tasks.run_tasks(cfg)  # [data.task], or a generalist's tasks in its router order
     try:
-        tasks.check_dataset_task(dc.dataset, dc.task)
+        for name in names:
+            tasks.check_dataset_task(dc.dataset, name)
         recipe.timestep_weights(cfg)  # a perception:<weights.json> is read (and checked) now
     except ValueError as e:
         raise InputError(str(e)) from None
@@ -98,9 +102,10 @@ def train(argv=None):
     if resume:
         ckpt = ckptlib.load_checkpoint(ckpt_path, "resume")
         saved = ckpt.get("config", {})
-        for section, key in (("model", "preset"), ("data", "task"), ("data", "resolution"), ("data", "codec"),
-                           ("train", "mode")):
-            was, now = saved.get(section, {}).get(key), getattr(getattr(cfg, section), key)
+        for section, key in (("model", "preset"), ("data", "task"), ("data", "tasks"), ("data", "resolution"),
+                             ("data", "codec"), ("train", "mode")):
+            default = getattr(getattr(cfglib.Config(), section), key)  # a key newer than the checkpoint: its default
+            was, now = saved.get(section, {}).get(key, default), getattr(getattr(cfg, section), key)
             if was != now:
                 raise InputError(f"{ckpt_path} was trained with {section}.{key} = {was!r} but the config says "
                                  f"{now!r}; choose another train.out_dir or delete the old run")
@@ -126,9 +131,10 @@ def train(argv=None):
         step = ckpt["step"]
         torch.set_rng_state(ckpt["rng"]["torch"])
     is_moe = "num_experts" in model.config
-    # the label the model is conditioned on: the scene's class (pre-training) or the task's row (fine-tuning)
+    # the label the model is conditioned on: the scene's class (pre-training) or the task's row (task k: row 0 + k)
     task_label = None if tc.mode == "pretrain" else dit.task_label(model, 0)
-    text = dc.task == "referring"  # text conditioning, with InstructPix2Pix's condition dropout
+    text = "referring" in names  # text conditioning, with InstructPix2Pix's condition dropout
+    l1_of_task = recipe.loss_kinds(cfg).to(device)  # (K,) bool: True where task k trains with L1 (train.task_loss)
     macs_per_sample, n_params = compute.model_macs(model), compute.count_params(model)
     latent = (model.in_channels, model.input_size, model.input_size)  # the target's shape (in_channels: one group)
     # DDP(model), or FSDP sharding model and EMA in place; compiled if train.compile. The optimizer comes after:
@@ -143,7 +149,7 @@ def train(argv=None):
         print(f"minidp train | {source}")
         how = f"{tc.parallel} " if world_size > 1 else ""
         print(f"model {cfg.model.preset}: {n_params / 1e6:.2f}M parameters, {macs_per_sample / 1e6:.1f}M MACs "
-              f"per sample | task {dc.task} | {world_size} {how}rank(s) on {device.type} | global batch "
+              f"per sample | task(s) {', '.join(names)} | {world_size} {how}rank(s) on {device.type} | global batch "
               f"{tc.global_batch} = {world_size} x {micro} x {accum} accumulation | {tc.steps} steps", flush=True)
 
     # SIGINT / SIGTERM: finish the current step, save, exit cleanly.
@@ -160,11 +166,12 @@ def train(argv=None):
         if master:
             ckptlib.save_checkpoint(ckpt_path, {
                 **state, "step": at_step, "config": cfglib.to_dict(cfg), "model_config": dict(model.config),
-                "tasks": [dc.task], "rng": {"torch": torch.get_rng_state()},
+                "tasks": names, "rng": {"torch": torch.get_rng_state()},
             })
 
     t_render = time.time()
-    # the world rendered into memory, a real dataset's DataLoader, or the latent cache (minidp/data.py)
+    # the world rendered into memory (a generalist's: every task's keys), a real dataset's DataLoader, or the
+    # latent cache (minidp/data.py)
     cache, about = data.training_source(cfg, step, rank, accum, micro, device)
     if master:
         print(f"data: {about} in {time.time() - t_render:.1f}s", flush=True)
@@ -189,7 +196,11 @@ def train(argv=None):
         step_balance, loads = torch.zeros((), device=device), None
         for m in range(accum):
             sl = slice((rank * accum + m) * micro, (rank * accum + m + 1) * micro)
-            pixels = data.make_batch(dc, plan["indices"][sl], device, cache=cache, pick=plan["pick"][sl])
+            if tc.mode == "multitask":  # each sample its own task (the plan's draw): data.make_mixed_batch
+                pixels = data.make_mixed_batch(dc, names, plan["task"][sl], plan["indices"][sl], device, cache,
+                                               plan["pick"][sl])
+            else:
+                pixels = data.make_batch(dc, plan["indices"][sl], device, cache=cache, pick=plan["pick"][sl])
             batch = data.to_latents(pixels, codec)  # target, cond and mask at the latent resolution
             x0 = batch["target"]
             eps, t_m = plan["noise"][sl], plan["t"][sl]
@@ -202,15 +213,18 @@ def train(argv=None):
                 cond[0] = cond[0] * ~plan["drop_image"][sl][:, None, None, None]  # the null image: zeros
                 extra["tokens"] = batch["tokens"] * ~plan["drop_text"][sl][:, None]  # null text: padding
             x_in = torch.cat(cond + [x_t], dim=1)
-            y = batch["label"] if task_label is None else torch.full_like(batch["label"], task_label)
-            task = None if task_label is None else torch.zeros_like(y)
+            if task_label is None:  # pre-training: the scene's class, one patch embedding
+                y, task = batch["label"], None
+            else:  # task k's router entry and label row (task_label + k); a single-task run has k = 0
+                task = batch["task"] if "task" in batch else torch.zeros(len(x0), dtype=torch.long, device=device)
+                y = task_label + task
             # DDP / FSDP reduce gradients only on the last micro-step; earlier ones accumulate locally.
             with parallel.gradient_sync(train_model, last=m == accum - 1):
                 with autocast:
                     out = train_model(x_in, t_m, y, task=task, force_drop_ids=plan["drop_label"][sl], **extra)
                     pred = out[:, : x0.shape[1]].float()  # drop the learned-sigma half if the model has one
-                loss = recipe.masked_loss(pred, schedule.target(x0, eps, t_m, cfg.diffusion.prediction), batch["mask"], tc.loss,
-                                          plan["loss_weight"][sl])
+                loss = recipe.masked_loss(pred, schedule.target(x0, eps, t_m, cfg.diffusion.prediction), batch["mask"],
+                                          tc.loss if task is None else l1_of_task[task], plan["loss_weight"][sl])
                 if is_moe:  # DiT-MoE's balance loss, returned explicitly by the MoE layers of this forward
                     balance, loads = moe.moe_aux(model)
                     step_balance += balance.detach() / accum

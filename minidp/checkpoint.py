@@ -133,11 +133,11 @@ def model_from_checkpoint(ckpt, path, weights="ema"):
 
 
 def checkpoint_tasks(ckpt, path, task):
-    """The tasks a checkpoint was trained on; InputError if `task` is not among them."""
+    """The tasks a checkpoint was trained on; InputError if `task` (None: any) is not among them."""
     known = list(ckpt.get("tasks") or [ckpt.get("config", {}).get("data", {}).get("task")])
-    if task not in known:
-        raise InputError(f"{path} was trained on {', '.join(map(str, known))}, not {task!r}; "
-                         f"evaluate it with data.task={known[0]}")
+    if task is not None and task not in known:
+        how = f"sample.task={known[0]}" if len(known) > 1 else f"data.task={known[0]}"
+        raise InputError(f"{path} was trained on {', '.join(map(str, known))}, not {task!r}; evaluate it with {how}")
     return known
 
 
@@ -179,20 +179,27 @@ def new_model(cfg, codec):
 
 
 def for_task(model, cfg, codec):
-    """Marigold's conversion of a class-conditional model: widen the input for the condition images, give the
-    task its label row and patch embedding, and the text path for referring. A converted model is kept."""
-    task = cfg.data.task
-    groups = tasks.num_cond_images(task) + 1
+    """Marigold's conversion of a class-conditional model: widen the input for the condition images, give each of
+    the run's tasks (tasks.run_tasks) its label row and patch embedding, and the text path for referring.
+
+    A generalist takes as many groups as its widest task (the release: three, RGB, a second condition image or a
+    blank one, and the target); a single-task checkpoint joins one by add_condition_groups + add_tasks (every task
+    starts from that model's function). A model already converted for these tasks is kept."""
+    names = tasks.run_tasks(cfg)
+    groups = max(tasks.num_cond_images(name) for name in names) + 1
     expected_size = cfg.data.resolution // codec.downsample
     if model.input_size != expected_size or model.in_channels != codec.channels:
         raise InputError(
             f"the checkpoint's model takes {model.in_channels}x{model.input_size}x{model.input_size} "
             f"inputs, this config needs {codec.channels}x{expected_size}x{expected_size}")
     if model.num_tasks == 0:
-        model = dit.make_multitask(dit.widen_input(model, groups), 1)
-    elif model.in_groups != groups:
-        raise InputError(f"the checkpoint's model takes {model.in_groups} input groups, task {task!r} needs {groups}")
-    if task == "referring" and not model.config.get("vocab_size"):
+        model = dit.make_multitask(dit.widen_input(model, groups), len(names))
+    elif model.num_tasks == 1 and len(names) > 1 and 2 <= model.in_groups <= groups:
+        model = dit.add_tasks(dit.add_condition_groups(model, groups), len(names))
+    elif model.in_groups != groups or model.num_tasks != len(names):
+        raise InputError(f"the checkpoint's model takes {model.in_groups} input groups and has {model.num_tasks} "
+                         f"task(s); {', '.join(names)} need(s) {groups} groups and {len(names)} task(s)")
+    if "referring" in names and not model.config.get("vocab_size"):
         model = dit.add_text(model, len(tasks.VOCAB))  # zero-initialised: the same function as before
     return model
 

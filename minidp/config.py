@@ -115,6 +115,18 @@ def correctional():
         except ValueError:
             return False
     return ruled("", '"", "auto" or an expression of the world\'s words, e.g. "the blue box"', test)
+def task_map(item_rule, allowed):
+    """A mapping {perception task: value} ({} = unused), each value passing item_rule; a bad task is named with
+    the closest valid one."""
+    perception = [t for t in tasks.TASKS if t != "class"]
+
+    def hint(v):
+        bad = [k for k in v if k not in perception]
+        if bad:
+            return f"must be keyed by perception tasks; {bad[0]!r} is not one{_closest(str(bad[0]), perception)}"
+        return f"must be a mapping of tasks to {allowed}"
+    return field(default_factory=dict, metadata={"rule": Rule(
+        lambda v: all(k in perception and item_rule(x) for k, x in v.items()), allowed, hint)})
 
 
 def known_preset(default):
@@ -162,6 +174,8 @@ class DataConfig:
     vae_weights: str = ""            # sd-vae: a diffusers AutoencoderKL file (sd-vae-ft-mse's diffusion_pytorch_model.bin)
     workers: int = non_negative(4)   # DataLoader worker processes per rank for a real dataset (0: load in the loop)
     latent_cache: str = ""           # folder of `python -m minidp.data cache`'s latents; "" = <train.out_dir>/latents
+    tasks: dict[str, float] = task_map(  # multitask: tasks and mixture weights, {depth: 4, flow: 2.5}; data.task unused
+        lambda w: math.isfinite(w) and w > 0, "weights > 0")
 
 
 @dataclass
@@ -177,11 +191,13 @@ class DiffusionConfig:
     timestep_sampling: str = timestep_sampling()  # read once at start-up (recipe.timestep_weights)
     ct_usage: str = one_of("prob", ("prob", "loss"))  # prob: sample t by c_t^2 | loss: uniform t, loss x c_t^2 (mean 1)
     timestep_weights: list[float] = weights()  # an explicit c_t^2 per group of T/G steps instead ([] = use the above)
+    task_timestep_weights: dict[str, list[float]] = task_map(  # multitask: {flow: [...]}; others: the above
+        lambda w: all(math.isfinite(x) and x >= 0 for x in w) and sum(w) > 0, "lists of weights >= 0, not all 0")
 
 
 @dataclass
 class TrainConfig:
-    mode: str = one_of("pretrain", ("pretrain", "finetune"))  # pretrain (class-conditional) | finetune (perception)
+    mode: str = one_of("pretrain", ("pretrain", "finetune", "multitask"))  # pretrain (class) | finetune | multitask
     out_dir: str = non_empty("runs/pretrain")  # config.yaml, log.jsonl, ckpt.pt, eval.json, figures/ land here
     init_from: str = ""              # checkpoint to fine-tune from ("" = from scratch)
     init_optional: bool = False      # True: a missing init_from is not an error; train from scratch and say so
@@ -195,6 +211,7 @@ class TrainConfig:
     warmup_steps: int = non_negative(0)  # linear warm-up (Marigold: 100)
     weight_decay: float = non_negative(0.0)  # DiT: 0
     loss: str = one_of("mse", ("mse", "l1"))  # mse (DiT, Marigold) | l1 (median, not mean: crisp masks; recipe.py)
+    task_loss: dict[str, str] = task_map(lambda v: v in ("mse", "l1"), "mse or l1")  # multitask: {amodal: l1}
     grad_clip: float = non_negative(1.0)  # max global grad norm, 0: off (DiT does not clip; tiny runs are steadier)
     ema_decay: float = probability(0.9999)  # DiT: 0.9999; short runs need less (configs say why)
     seed: int = non_negative(0)      # seeds the initial weights and every step's batch plan (minidp/recipe.py)
@@ -229,6 +246,7 @@ class SampleConfig:
     correctional_guidance: float = non_negative(2.0)  # w_D- of correctional guidance (ADDP: 2.0; w_I, w_D as above)
     correctional_prompts: int = positive(3)  # auto: k prompts, then a pixel-wise majority vote (ADDP: k = 3)
     intermediates: bool = False      # also write intermediates.json: every sample's metric at every DDIM step
+    task: str = one_of("", ("",) + tuple(tasks.TASKS))  # evaluate only this task of a generalist ("" = all it knows)
 
 
 @dataclass
@@ -268,6 +286,13 @@ def _check_value(value, tp, where):
             except ConfigError:
                 pass
         raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
+    if origin is dict:
+        key_type, item = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping of {_type_name(key_type)} to {_type_name(item)}, "
+                              f"got {value!r}")
+        return {_check_value(k, key_type, f"{where} key {k!r}"): _check_value(v, item, f"{where}.{k}")
+                for k, v in value.items()}
     if origin is list:
         (item,) = typing.get_args(tp)
         if not isinstance(value, list):
@@ -519,11 +544,41 @@ def _mode_fits_task_and_start(c):
     t = c.train
     if t.mode == "pretrain" and c.data.task != "class":
         return f"data.task = {c.data.task!r} needs train.mode = 'finetune' (pre-training is class-conditional)"
-    if t.upcycle_from and t.mode != "finetune":
-        return f"train.upcycle_from = {t.upcycle_from!r} needs train.mode = 'finetune', not {t.mode!r}"
+    if t.upcycle_from and t.mode == "pretrain":
+        return f"train.upcycle_from = {t.upcycle_from!r} needs train.mode = 'finetune' or 'multitask', not 'pretrain'"
     if t.upcycle_from and t.init_from:
         return (f"train.init_from = {t.init_from!r} and train.upcycle_from = {t.upcycle_from!r} are both set; "
                 "upcycling starts from upcycle_from: set train.init_from=")
+
+
+@cross_rule
+def _multitask_has_tasks(c):
+    t, d = c.train, c.data
+    per_task = {"data.tasks": d.tasks, "diffusion.task_timestep_weights": c.diffusion.task_timestep_weights,
+                "train.task_loss": t.task_loss}
+    if t.mode != "multitask":
+        for key, value in per_task.items():
+            if value:
+                return f"{key} = {value} is for train.mode = 'multitask', not {t.mode!r}"
+        return None
+    if not d.tasks:
+        return "train.mode = 'multitask' needs data.tasks, e.g. {depth: 1, flow: 1, amodal: 1, referring: 1}"
+    for key, value in per_task.items():
+        extra = [k for k in value if k not in d.tasks]
+        if extra:
+            return f"{key} names task {extra[0]!r}, which data.tasks = {d.tasks} does not train"
+    for task in d.tasks:
+        if task not in tasks.DATASET_TASKS.get(d.dataset, ()):
+            return f"data.dataset = {d.dataset!r} cannot provide task {task!r} of data.tasks"
+    for w in c.diffusion.task_timestep_weights.values():
+        if c.diffusion.T % len(w):
+            return f"diffusion.task_timestep_weights: {len(w)} groups must divide diffusion.T = {c.diffusion.T}"
+    # ADDP's per-run pieces read one task (augmentation kind, one c_t vector, one intermediates table)
+    for key, value in (("train.augment", t.augment), ("sample.intermediates", c.sample.intermediates)):
+        if value:
+            return f"{key} = {value} is not supported with train.mode = 'multitask' (it is defined per task)"
+    if c.diffusion.ct_usage == "loss":
+        return "diffusion.ct_usage = 'loss' is not supported with train.mode = 'multitask'; use 'prob'"
 
 
 @cross_rule

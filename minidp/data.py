@@ -136,7 +136,8 @@ def real_scenes(data_cfg):
 def render_scenes(data_cfg, indices):
     """Scenes `indices` of the configured dataset: the world's full render dict (world.render_specs) + tokens,
     or a real dataset's task keys (read now, in this process)."""
-    tasks.check_dataset_task(data_cfg.dataset, data_cfg.task)
+    for task in data_cfg.tasks or [data_cfg.task]:
+        tasks.check_dataset_task(data_cfg.dataset, task)
     if data_cfg.dataset != "world":
         ds = real_scenes(data_cfg)
         return raise_error(collate([ds[int(i)] for i in indices]))
@@ -147,9 +148,10 @@ def render_scenes(data_cfg, indices):
 
 
 def render_cache(data_cfg, n, chunk=256, log=None, task=None):
-    """Scenes 0..n-1 rendered once into memory, only the keys `task` (default data.task) reads:
-    {key: (n, ...) tensor}; `log(text)` reports progress."""
-    keys = tasks.SCENE_KEYS[task or data_cfg.task]
+    """Scenes 0..n-1 rendered once into memory, only the keys `task` (default data.task; a list: a generalist's
+    tasks) reads: {key: (n, ...) tensor}; `log(text)` reports progress."""
+    names = task if isinstance(task, (list, tuple)) else [task or data_cfg.task]
+    keys = tasks.scene_keys(names)
     parts = {k: [] for k in keys}
     for start in range(0, n, chunk):
         scenes = render_scenes(data_cfg, range(start, min(start + chunk, n)))
@@ -175,6 +177,35 @@ def make_batch(data_cfg, indices, device="cpu", cache=None, pick=None):
     else:
         scenes = render_scenes(data_cfg, idx.tolist())
     return tasks.make_sample(data_cfg.task, scenes, idx if pick is None else pick, device)
+
+
+def make_mixed_batch(data_cfg, names, task, indices, device="cpu", cache=None, pick=None):
+    """A generalist's batch: sample i is task names[task[i]] of scene indices[i] (the scaling paper's §6.4).
+
+    Each task's samples are built by tasks.make_sample and put back in batch order, with the release's three input
+    groups: "cond" = [rgb, the task's second condition image or a blank (zeros, the null image)]; "tokens" (B, L)
+    are all padding (the null text, which adds exactly 0) except for referring samples. Also "target", "mask"
+    (B, ...) and "task" (B,) long."""
+    task = torch.as_tensor(task, dtype=torch.long)
+    idx = torch.as_tensor(indices, dtype=torch.long)
+    pick = idx if pick is None else torch.as_tensor(pick)
+    B = len(idx)
+    out = None
+    for k, name in enumerate(names):
+        rows = (task == k).nonzero().flatten()  # (B_k,) positions of this task's samples
+        if len(rows) == 0:
+            continue
+        scenes = {key: v[idx[rows]] for key, v in cache.items()} if cache is not None else \
+            render_scenes(data_cfg, idx[rows].tolist())
+        s = tasks.make_sample(name, scenes, pick[rows], device)
+        second = s["cond"][1] if len(s["cond"]) > 1 else torch.zeros_like(s["cond"][0])  # the blank image
+        tokens = s.get("tokens", torch.zeros(len(rows), tasks.MAX_TOKENS, dtype=torch.long, device=device))
+        parts = {"rgb": s["cond"][0], "second": second, "target": s["target"], "mask": s["mask"], "tokens": tokens}
+        if out is None:
+            out = {key: v.new_zeros((B, *v.shape[1:])) for key, v in parts.items()}
+        for key, v in parts.items():
+            out[key][rows.to(device)] = v
+    return {"cond": [out.pop("rgb"), out.pop("second")], **out, "task": task.to(device)}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -310,7 +341,7 @@ def training_source(cfg, start, rank, accum, micro, device):
         return cache, f"reading the latent cache {folder} ({cache.size} samples, codec {dc.codec}): no encoder runs"
     if dc.dataset == "world":
         # every rank holds every scene (any rank may need any index), on the device
-        cache = parallel.to_device(render_cache(dc, dc.train_size), device)
+        cache = parallel.to_device(render_cache(dc, dc.train_size, task=tasks.run_tasks(cfg)), device)
         return cache, f"{dc.train_size} training scenes of the world at {dc.resolution} px rendered"
     loader = RealLoader(cfg, start, rank, accum, micro, pin_memory=device.type == "cuda")
     return loader, (f"{dc.train_size} of {len(loader.loader.dataset.train)} training samples of {dc.dataset} in "

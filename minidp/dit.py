@@ -189,7 +189,9 @@ class DiT(nn.Module):
         self.t_embedder = TimestepEmbedder(hidden_size)
         self.y_embedder = LabelEmbedder(num_classes, hidden_size, class_dropout_prob, num_tasks)
         # No text path at vocab_size = 0, so a text-less model has exactly the released DiT's keys.
-        self.text_embedder = TextEmbedder(vocab_size, hidden_size) if vocab_size else None
+        # Registered even as None, so a path added later (add_text) takes this place in parameters(): a resumed
+        # run rebuilds the model from its config, and its optimizer state is matched to parameters by position.
+        self.register_module("text_embedder", TextEmbedder(vocab_size, hidden_size) if vocab_size else None)
         num_patches = self.x_embedder.num_patches
         # Fixed sin-cos embedding, a frozen Parameter (not a buffer) because released checkpoints store it.
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches, hidden_size), requires_grad=False)
@@ -353,13 +355,19 @@ def widen_input(model, groups):
         raise ValueError(f"groups must be an int >= 1, got {groups!r}")
     if model.in_groups != 1:
         raise ValueError(f"model is already widened (in_groups={model.in_groups}); widen a model with in_groups=1")
+    return _set_input_groups(model, groups, lambda w: w.repeat(1, groups, 1, 1) / groups)  # (D, G*C, p, p)
+
+
+def _set_input_groups(model, groups, weight_fn):
+    """Replace every patch-embedding conv by one reading `groups` input groups: weight weight_fn(old weight)
+    (D, groups*C, p, p), the same bias. The convs are new Parameters: build the optimizer after."""
     for embed in model.patch_embedders():
         old = embed.proj
         new = nn.Conv2d(
-            old.in_channels * groups, old.out_channels, old.kernel_size, old.stride,
+            groups * model.in_channels, old.out_channels, old.kernel_size, old.stride,
             device=old.weight.device, dtype=old.weight.dtype,
         )  # fmt: skip
-        new.weight.copy_(old.weight.repeat(1, groups, 1, 1) / groups)  # (D, G*C, p, p)
+        new.weight.copy_(weight_fn(old.weight))
         new.bias.copy_(old.bias)
         embed.proj = new
     model.in_groups = groups
@@ -396,6 +404,41 @@ def make_multitask(model, num_tasks, class_groups=None):
     new.weight[: old.num_embeddings] = old.weight  # classes and the null row keep their ids
     for k, group in enumerate(class_groups):
         new.weight[old.num_embeddings + k] = old.weight[torch.tensor(group, device=old.weight.device)].mean(0)
+    model.y_embedder.embedding_table = new
+    model.num_tasks = num_tasks
+    model.config["num_tasks"] = num_tasks
+    return model
+
+
+@torch.no_grad()
+def add_condition_groups(model, groups):
+    """Give a widened model (in_groups >= 2) `groups` input groups by inserting zero-weight condition groups
+    just before the noisy target's group; in place. The new groups are read with zero weight, so the model's
+    function is unchanged (a single-task model joining a generalist, which feeds every task a second condition
+    image or a blank one). Before building the optimizer: the convs are new Parameters."""
+    if model.in_groups < 2 or groups < model.in_groups:
+        raise ValueError(f"add_condition_groups: a widened model with in_groups={model.in_groups} cannot go to "
+                         f"{groups} groups (widen_input widens an unwidened model)")
+    C, extra = model.in_channels, groups - model.in_groups
+
+    def insert_zero_groups(w):  # (D, G*C, p, p) -> (D, groups*C, p, p): conditions, zeros, the noisy target last
+        return torch.cat([w[:, :-C], w.new_zeros(w.shape[0], extra * C, *w.shape[2:]), w[:, -C:]], dim=1)
+    return _set_input_groups(model, groups, insert_zero_groups)
+
+
+@torch.no_grad()
+def add_tasks(model, num_tasks):
+    """Grow a single-task model (num_tasks = 1) to `num_tasks` router entries and label rows, each new one a copy
+    of task 0's; in place. Every task starts from the single-task model's function; task 0 keeps its id."""
+    if model.num_tasks != 1 or num_tasks < 1:
+        raise ValueError(f"add_tasks grows a single-task model; this one has num_tasks={model.num_tasks}")
+    first = model.x_embedder.embedders[0]
+    model.x_embedder = PatchEmbedRouter([first] + [_copy_patch_embed(first) for _ in range(num_tasks - 1)])
+    old = model.y_embedder.embedding_table
+    new = nn.Embedding(old.num_embeddings + num_tasks - 1, old.embedding_dim, device=old.weight.device,
+                       dtype=old.weight.dtype)
+    new.weight[: old.num_embeddings] = old.weight
+    new.weight[old.num_embeddings:] = old.weight[-1]  # task 0's row is the table's last
     model.y_embedder.embedding_table = new
     model.num_tasks = num_tasks
     model.config["num_tasks"] = num_tasks

@@ -12,6 +12,10 @@ and merged by the task's rule (REFERENCE.md §5), then compared with the world's
     referring  oiou, miou of the red read-back      pixel-wise median        the largest visible object
     class      class_accuracy (nearest class mean)  -                        chance
 
+A generalist (train.mode multitask) is evaluated task by task with the same functions (its router entry and label
+row chosen by tasks.run_tasks' order); eval.json then has one section per task, and generalist_figure draws the
+scaling paper's Fig. 11 (one row per task).
+
 Referring segmentation samples with InstructPix2Pix two-scale guidance (REFERENCE.md §1): three predictions per
 step, e(0,0), e(I,0), e(I,D), batched as one forward of 3B; the null image is all zeros, the null text all padding.
 With sample.correctional it uses ADDP's correctional guidance (its Eqn. 5, a fourth prediction e(I,D-) in a forward
@@ -28,6 +32,7 @@ pixel are left out). Algorithm A wants one step per timestep group: sample.steps
 Letters: M members, B batch, C channels, H, W image size, S recorded steps, N samples, k correctional prompts.
 """
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -92,9 +97,12 @@ def conditioned_fn(model, cfg, batch, repeat=1, neg_tokens=None):
     cond = [c.repeat(repeat, 1, 1, 1) for c in batch["cond"]]
     n = cond[0].shape[0]
     device = cond[0].device
-    y = torch.full((n,), dit.task_label(model, 0), dtype=torch.long, device=device)
-    task = torch.zeros(n, dtype=torch.long, device=device)
-    tokens = batch["tokens"].repeat(repeat, 1) if "tokens" in batch else None
+    k = tasks.run_tasks(cfg).index(cfg.data.task)  # the task's router entry and label row
+    if len(cond) + 1 < model.in_groups:  # a generalist reads a blank second condition for one-condition tasks
+        cond.append(torch.zeros_like(cond[0]))
+    y = torch.full((n,), dit.task_label(model, k), dtype=torch.long, device=device)
+    task = torch.full((n,), k, dtype=torch.long, device=device)
+    tokens = batch["tokens"].repeat(repeat, 1) if "tokens" in batch else None  # None: the null text (adds 0)
     s = cfg.sample
     guidance = (s.image_guidance, s.text_guidance) if tokens is not None else None
     if neg_tokens is not None:
@@ -518,22 +526,74 @@ EVALUATORS = {"class": evaluate_class, "depth": evaluate_depth, "flow": evaluate
               "referring": evaluate_referring}
 
 
+def task_config(cfg, name):
+    """A copy of `cfg` that evaluates task `name` (a generalist's evaluators read data.task)."""
+    c = copy.deepcopy(cfg)
+    c.data.task = name
+    return c
+
+
 def evaluate(model, cfg, out_dir, device, quick=False, codec=None):
     """Evaluate `model` (EMA weights) as `cfg` says; write eval.json and figures into out_dir; return metrics.
 
-    quick (train.eval_every): at most 8 images (20 class samples), and eval.json is left alone. codec: the one
-    the model was trained with (default: built from cfg.data, as the checkpoint's config records it)."""
+    A generalist (train.mode multitask) is evaluated on every task it was trained on, or on sample.task only:
+    eval.json holds one section per task, each with a single-task run's keys, and figures/generalist.png one row
+    per task. quick (train.eval_every): at most 8 images (20 class samples), and eval.json is left alone. codec: the
+    one the model was trained with (default: built from cfg.data, as the checkpoint's config records it)."""
     model.eval()
     codec = codec or data.make_codec(cfg.data, device)
-    n = cfg.sample.num_images
-    if quick:
-        n = min(n, 20 if cfg.data.task == "class" else 8)
-    recorder = StepRecorder(cfg) if cfg.sample.intermediates and not quick and cfg.data.task != "class" else None
-    result = EVALUATORS[cfg.data.task](model, cfg, out_dir, device, n, codec, **({"recorder": recorder} if recorder else {}))
+    names = [cfg.sample.task] if cfg.sample.task else tasks.run_tasks(cfg)
+    results, multitask = {}, cfg.train.mode == "multitask"
+    for name in names:
+        n = cfg.sample.num_images
+        if quick:
+            n = min(n, 20 if name == "class" else 8)
+        c = task_config(cfg, name)
+        recorder = StepRecorder(c) if c.sample.intermediates and not quick and name != "class" else None
+        results[name] = EVALUATORS[name](model, c, out_dir, device, n, codec,
+                                         **({"recorder": recorder} if recorder else {}))
+        if recorder is not None:  # single-task runs only (a config rule)
+            recorder.write(out_dir)
+        values = (f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in results[name].items())
+        print(f"eval {name + ' ' if multitask else ''}| " + " | ".join(values), flush=True)
+    if multitask:
+        generalist_figure(model, cfg, names, device, figures_dir(out_dir) / "generalist.png", codec)
+    result = results if multitask else results[names[0]]
     if not quick:
         (Path(out_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-    if recorder is not None:
-        recorder.write(out_dir)
-    print("eval | " + " | ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()),
-          flush=True)
     return result
+
+
+@torch.no_grad()
+def generalist_figure(model, cfg, names, device, path, codec):
+    """The scaling paper's Fig. 11 for the world: one row per task, input, condition, truth and prediction for
+    validation scene 0 (one ensemble member, sample.steps DDIM steps)."""
+    rows, titles = [], []
+    for name in names:
+        c = task_config(cfg, name)
+        b = data.make_batch(c.data, [c.data.val_offset], device)
+        lat = data.to_latents(b, codec)
+        z0 = generate(conditioned_fn(model, c, lat), c, lat["target"].shape, torch.Generator().manual_seed(c.sample.seed),
+                      device)
+        x0 = codec.decode(z0.float()).float().cpu()
+        b = {k: v.cpu() if torch.is_tensor(v) else [t.cpu() for t in v] for k, v in b.items()}
+        rgb = viz.to_image(b["cond"][0][0])
+        if name == "depth":
+            rng = depth_range(b["depth"][0], b["valid"][0])
+            pred = metrics.align_lstsq(tasks.decode_depth(x0), b["depth"], b["valid"])[0]
+            condition, cond_title = torch.ones_like(b["depth"][0]).numpy(), "(none: blank)"
+            truth, shown = viz.depth_to_rgb(b["depth"][0], **rng), viz.depth_to_rgb(pred, **rng)
+        elif name == "flow":
+            radius = max(b["flow"][0].norm(dim=0).max().item(), 1e-6)
+            condition, cond_title = viz.to_image(b["cond"][1][0]), "frame 2"
+            truth = viz.flow_to_rgb(b["flow"][0], b["flow_valid"][0], max_radius=radius)
+            shown = viz.flow_to_rgb(tasks.decode_flow(x0)[0], max_radius=radius)
+        else:  # amodal, referring: the target image itself
+            if name == "amodal":
+                condition, cond_title = viz.to_image(b["cond"][1][0]), "visible mask"
+            else:
+                condition, cond_title = rgb, f'"{tasks.detokenize(b["tokens"])[0]}"'
+            truth, shown = viz.to_image(b["target"][0]), viz.to_image(x0[0])
+        rows.append([rgb, condition, truth, shown])
+        titles.append([f"{name}: input", cond_title, "truth", "prediction"])
+    viz.save_grid(rows, titles, path)

@@ -111,8 +111,10 @@ def batch_plan(cfg, step, latent, class_dropout, text):
     p = tc.cond_drop_prob if text else 0.0
     plan["drop_text"] = (u < p) | ((u >= 2 * p) & (u < 3 * p))
     plan["drop_image"] = (u >= p) & (u < 3 * p)
+    if cfg.train.mode == "multitask":
+        plan.update(mixed_draws(cfg, B, gen, plan))
     plan["augment_u"] = torch.rand(B, AUGMENT_UNIFORMS, generator=gen, dtype=torch.float64)
-    plan["loss_weight"] = loss_weights(cfg, plan["t"])
+    plan["loss_weight"] = loss_weights(cfg, plan["t"])  # not a draw: from the final t
     return plan
 
 
@@ -124,6 +126,32 @@ def step_indices(cfg, step):
     """batch_plan(cfg, step, ...)["indices"] without drawing the rest: the generator's first draw, so a data loader
     can fetch the samples of steps ahead (minidp/data.py). A test holds the two equal."""
     return torch.randint(cfg.data.train_size, (cfg.train.global_batch,), generator=step_generator(cfg, step))
+
+
+def mixed_draws(cfg, B, gen, plan):
+    """The generalist's part of a batch plan (drawn after everything else, so single-task plans are unchanged):
+
+    task (B,) long, index into tasks.run_tasks(cfg), drawn with replacement in proportion to data.tasks' weights;
+    t redrawn from diffusion.task_timestep_weights[task] for the tasks that have their own (one full draw per such
+    task, then a selection: the same number of draws whatever the mix); the text and image drops kept only on
+    referring samples (the other tasks have no text, and their image is never dropped)."""
+    names = tasks.run_tasks(cfg)
+    weights = torch.tensor([cfg.data.tasks[name] for name in names], dtype=torch.float64)
+    task = torch.multinomial(weights, B, replacement=True, generator=gen)
+    t = plan["t"].clone()
+    for k, name in enumerate(names):
+        own = cfg.diffusion.task_timestep_weights.get(name)
+        if own:
+            t = torch.where(task == k, schedules.MultinomialTimesteps(own, cfg.diffusion.T).sample(B, generator=gen), t)
+    referring = task == names.index("referring") if "referring" in names else torch.zeros(B, dtype=torch.bool)
+    return {"task": task, "t": t, "drop_text": plan["drop_text"] & referring,
+            "drop_image": plan["drop_image"] & referring}
+
+
+def loss_kinds(cfg):
+    """Per-sample loss kind for a plan's task ids: (K,) bool, True where task k trains with L1 (train.task_loss,
+    else train.loss); index it with plan["task"]."""
+    return torch.tensor([cfg.train.task_loss.get(name, cfg.train.loss) == "l1" for name in tasks.run_tasks(cfg)])
 
 
 def lr_at(step, tc):
@@ -145,13 +173,18 @@ def update_ema(ema, model, decay):
 
 def masked_loss(pred, target, mask, kind="mse", weights=None):
     """Per-sample mean squared (kind "mse") or absolute ("l1") error over the mask's pixels (all channels), times
-    the sample's weight (B,) if given (ADDP's loss scaling), then the mean over samples.
+    the sample's weight (B,) if given (ADDP's loss scaling), then the mean over samples. kind may be a (B,) bool
+    tensor, True for the samples that take L1 (the generalist mixes tasks that train with different losses;
+    loss_kinds).
 
     L1's minimiser is the median, MSE's the mean: where the model cannot tell whether a pixel is object or
     background, MSE predicts their average, a gray that a threshold read-back (amodal: gray < 250) counts as object,
     while L1 picks one of the two. Palette (Saharia et al.) offers the same choice for image-to-image diffusion."""
     m = mask[:, None].to(pred.dtype)  # (B, 1, H, W)
-    err = (pred - target).abs() if kind == "l1" else (pred - target) ** 2
+    if torch.is_tensor(kind):  # per sample: L1 where True
+        err = torch.where(kind.to(pred.device)[:, None, None, None], (pred - target).abs(), (pred - target) ** 2)
+    else:
+        err = (pred - target).abs() if kind == "l1" else (pred - target) ** 2
     per_sample = (err * m).sum(dim=(1, 2, 3)) / (m.sum(dim=(1, 2, 3)) * pred.shape[1]).clamp_min(1)
     if weights is not None:
         per_sample = per_sample * weights.to(per_sample.dtype)

@@ -75,6 +75,19 @@ def num_cond_images(task):
     return COND_IMAGES[task]
 
 
+def run_tasks(cfg):
+    """The tasks a run trains, in its model's router order (entry k = label row k): data.tasks by task id in
+    train.mode multitask (so the order does not depend on how the YAML lists them), else [data.task]."""
+    if cfg.train.mode == "multitask":
+        return sorted(cfg.data.tasks, key=TASKS.get)
+    return [cfg.data.task]
+
+
+def scene_keys(names):
+    """The scene keys any of the tasks `names` reads (a generalist's training cache holds their union)."""
+    return tuple(dict.fromkeys(k for name in names for k in SCENE_KEYS[name]))
+
+
 def check_dataset_task(dataset, task):
     """ValueError (one line) unless `dataset` can provide `task`."""
     provided = DATASET_TASKS.get(dataset)

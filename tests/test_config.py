@@ -204,6 +204,10 @@ FIELD_CASES = [
     ("train.cond_drop_prob=0.5", "train.cond_drop_prob = 0.5"),
     ("sample.image_guidance=-1", "sample.image_guidance = -1.0"),
     ("sample.text_guidance=-1", "sample.text_guidance = -1.0"),
+    ("data.tasks={depht: 1}", "data.tasks = {'depht': 1.0}"),
+    ("diffusion.task_timestep_weights={flow: [0, 0]}", "diffusion.task_timestep_weights = {'flow': [0.0, 0.0]}"),
+    ("train.task_loss={amodal: l2}", "train.task_loss = {'amodal': 'l2'}"),
+    ("sample.task=normals", "sample.task = 'normals'"),
 ]
 
 
@@ -298,6 +302,11 @@ CROSS_CASES = [
     (["sample.correctional=auto"], "sample.correctional = 'auto' needs data.task 'referring'"),
     (["train.mode=finetune", "data.task=referring", "sample.correctional=the red box", "sample.intermediates=true"],
      "sample.correctional and sample.intermediates"),
+    (["train.mode=multitask"], "train.mode = 'multitask' needs data.tasks"),
+    (["train.mode=multitask", "data.task=depth", "data.tasks={depth: 1}", "diffusion.prediction=x0", "train.augment=1"],
+     "train.augment = 1.0 is not supported with train.mode = 'multitask'"),
+    (["train.mode=multitask", "data.tasks={depth: 1}", "diffusion.ct_usage=loss"], "ct_usage = 'loss' is not supported"),
+    (["train.mode=finetune", "data.task=depth", "train.task_loss={amodal: l1}"], "train.task_loss = {'amodal': 'l1'} is for"),
 ]
 
 
