@@ -40,19 +40,7 @@ from minidp import compute, data, dit, evaluate, moe, parallel, recipe, schedule
 from minidp.checkpoint import InputError
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Small helpers (the recipe's pieces live in minidp/recipe.py, checkpoints in minidp/checkpoint.py)
-# ----------------------------------------------------------------------------------------------------------
-
-def check_writable(out_dir):
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write_probe"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise InputError(f"train.out_dir: cannot write to {out_dir} ({e.strerror or ckptlib.one_line(e)})") from None
-
+# The recipe's pieces live in minidp/recipe.py, checkpoints (and the run directory's checks) in minidp/checkpoint.py.
 
 def fmt_time(seconds):
     seconds = int(seconds)
@@ -100,22 +88,13 @@ def train(argv=None):
     resume = ckpt_path.is_file()
     torch.manual_seed(tc.seed)  # the initial weights; everything random after that comes from the batch plan
     if resume:
-        ckpt = ckptlib.load_checkpoint(ckpt_path, "resume")
-        saved = ckpt.get("config", {})
-        for section, key in (("model", "preset"), ("data", "task"), ("data", "tasks"), ("data", "resolution"),
-                             ("data", "codec"), ("train", "mode")):
-            default = getattr(getattr(cfglib.Config(), section), key)  # a key newer than the checkpoint: its default
-            was, now = saved.get(section, {}).get(key, default), getattr(getattr(cfg, section), key)
-            if was != now:
-                raise InputError(f"{ckpt_path} was trained with {section}.{key} = {was!r} but the config says "
-                                 f"{now!r}; choose another train.out_dir or delete the old run")
-        model = ckptlib.model_from_checkpoint(ckpt, ckpt_path, weights="model")
+        ckpt, model = ckptlib.resume_model(ckpt_path, cfg)  # refuses a config that changes the run's shape
         source = f"resuming {ckpt_path} at step {ckpt['step']}"
     else:
         model, source = ckptlib.initial_model(cfg, codec)
     lock = None
     if master:
-        check_writable(out_dir)
+        ckptlib.check_writable(out_dir)
         lock = ckptlib.lock_run(out_dir)  # a second train.py on this directory stops here
     parallel.init(env)  # the process group under torchrun; TF32 on CUDA
 

@@ -1,9 +1,9 @@
 """Per-task evaluation: sample, decode, ensemble, metrics, baseline, figure. One function per task.
 
 `evaluate(model, cfg, out_dir, device)` is what train.py runs at the end of training and what sample.py runs on a
-saved checkpoint, so the numbers a run reports are the numbers sample.py reproduces. Every perception task runs
-the same loop (`predict`): for each validation batch, M ensemble members x DDIM(N steps) in one batch, decoded
-and merged by the task's rule (REFERENCE.md §5), then compared with the world's exact ground truth:
+saved checkpoint, so the numbers a run reports are the numbers sample.py reproduces. Every perception task samples
+its validation scenes with minidp/sampling.py (M members x DDIM(N steps), decoded, merged by the task's rule,
+REFERENCE.md §5) and compares them with the world's exact ground truth:
 
     task       metric (eval.json keys)              members merged by        baseline (prior_* keys)
     depth      absrel, delta1-3, rmse (aligned)     median | mean | compile  the training set's mean depth map
@@ -16,13 +16,9 @@ A generalist (train.mode multitask) is evaluated task by task with the same func
 row chosen by tasks.run_tasks' order); eval.json then has one section per task, and generalist_figure draws the
 scaling paper's Fig. 11 (one row per task).
 
-Referring segmentation samples with InstructPix2Pix two-scale guidance (REFERENCE.md §1): three predictions per
-step, e(0,0), e(I,0), e(I,D), batched as one forward of 3B; the null image is all zeros, the null text all padding.
-With sample.correctional it uses ADDP's correctional guidance (its Eqn. 5, a fourth prediction e(I,D-) in a forward
-of 4B) for a user's prompt D-, or, with "auto", for each of up to k = 3 prompts naming the scene's other visible
-objects (the world's stand-in for the paper's GPT-4o guesses of confusing objects), then a pixel-wise strict
-majority over the k masks (both of 2; a scene with no other object keeps its two-scale mask). Every chain of a
-batch starts from the same noise, so eval.json's plain_oiou / plain_miou are the same run without correction.
+Referring segmentation samples with two-scale guidance, or with ADDP's correctional guidance when
+sample.correctional is set (minidp/sampling.py); eval.json's plain_oiou / plain_miou are then the same run (same
+noise) without the correction.
 
 sample.intermediates = True also writes intermediates.json: the metric of every sample's clean prediction x0_hat
 at every DDIM step of the evaluation chain (ADDP Fig. 1a, and the table minidp.ct_estimation's Algorithm A
@@ -40,139 +36,24 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from minidp import data, ddim, dit, ensemble, metrics, schedules, tasks, viz
+from minidp import data, ddim, metrics, sampling, schedules, tasks, viz
 
 PROGRESSION_T = (999, 799, 599, 400, 200, 0)  # supplementary Fig. 1 (its "1000" is our t = 999)
 PROGRESSION_STEPS = 51  # round(linspace(0, 999, 51)) holds every t above, whatever sample.steps is
-
-
-def sampling_schedule(cfg):
-    """The noise schedule used at test time: the training one unless sample.schedule overrides it."""
-    d = cfg.diffusion
-    name = cfg.sample.schedule or d.schedule
-    same = name == d.schedule
-    return schedules.NoiseSchedule(name, d.T, d.beta_start if same else None, d.beta_end if same else None,
-                                   d.zero_terminal_snr)
-
-
-def model_fn_for(model, cond, y, task, tokens=None, guidance=None, neg_tokens=None):
-    """f(x_t, t) -> prediction for DDIM: prepends the condition latents, keeps the first C output channels.
-
-    guidance = (s_I, s_D) turns on two-scale guidance over the image (cond[0]) and the text (tokens); with
-    neg_tokens (B, L), a correctional prompt D-, guidance = (w_I, w_D-, w_D) is ADDP's correctional guidance."""
-    def fn(x_t, t):
-        C = x_t.shape[1]
-        if guidance is None:
-            text = {} if tokens is None else {"tokens": tokens}
-            return model(torch.cat(cond + [x_t], dim=1), t, y, task=task, **text)[:, :C]
-        blank = [torch.zeros_like(cond[0])] + cond[1:]  # the null image (InstructPix2Pix: zero latents)
-        null = torch.zeros_like(tokens)
-        texts = [null, null, tokens] if neg_tokens is None else [null, null, neg_tokens, tokens]
-        x_in = torch.cat([torch.cat(blank + [x_t], 1)] + [torch.cat(cond + [x_t], 1)] * (len(texts) - 1))
-        n = len(texts)
-        out = model(x_in, t.repeat(n), y.repeat(n), task=task.repeat(n), tokens=torch.cat(texts))
-        preds = out[:, :C].chunk(n)  # (B, C, H, W) each, in the order of texts
-        if neg_tokens is None:
-            return ddim.two_scale_combine(*preds, *guidance)
-        return ddim.correctional_combine(*preds, *guidance)
-
-    return fn
-
-
-@torch.no_grad()
-def generate(model_fn, cfg, shape, generator, device, steps=None, spacing=None, return_intermediates=False):
-    """DDIM from fresh noise of `shape` (drawn from `generator` on the CPU, so results do not depend on the
-    device); steps / spacing default to the config's sample section."""
-    s = cfg.sample
-    x_T = torch.randn(shape, generator=generator).to(device)
-    clip = s.clip_x0 if cfg.data.codec == "pixel" else 0  # SD latents are unbounded (Marigold does not clip)
-    return ddim.ddim_sample(model_fn, x_T, sampling_schedule(cfg), steps=steps or s.steps,
-                            prediction=cfg.diffusion.prediction, spacing=spacing or s.spacing, eta=s.eta,
-                            clip_x0=clip or None, return_intermediates=return_intermediates)
-
-
-def conditioned_fn(model, cfg, batch, repeat=1, neg_tokens=None):
-    """The model_fn for a batch of the task's samples, each repeated `repeat` times (member-major); neg_tokens
-    (b, L): a correctional prompt per sample (referring)."""
-    cond = [c.repeat(repeat, 1, 1, 1) for c in batch["cond"]]
-    n = cond[0].shape[0]
-    device = cond[0].device
-    k = tasks.run_tasks(cfg).index(cfg.data.task)  # the task's router entry and label row
-    if len(cond) + 1 < model.in_groups:  # a generalist reads a blank second condition for one-condition tasks
-        cond.append(torch.zeros_like(cond[0]))
-    y = torch.full((n,), dit.task_label(model, k), dtype=torch.long, device=device)
-    task = torch.full((n,), k, dtype=torch.long, device=device)
-    tokens = batch["tokens"].repeat(repeat, 1) if "tokens" in batch else None  # None: the null text (adds 0)
-    s = cfg.sample
-    guidance = (s.image_guidance, s.text_guidance) if tokens is not None else None
-    if neg_tokens is not None:
-        neg_tokens = neg_tokens.to(device).repeat(repeat, 1)
-        guidance = (s.image_guidance, s.correctional_guidance, s.text_guidance)
-    return model_fn_for(model, cond, y, task, tokens, guidance, neg_tokens)
-
-
-def validation_batches(cfg, device, n, codec):
-    """Yields (scene indices, batch, latents) over the first n validation scenes, sample.batch at a time: the batch
-    in pixels (its ground truth feeds the metrics), latents its condition and target in the codec's space."""
-    s, dc = cfg.sample, cfg.data
-    for start in range(0, n, s.batch):
-        idx = list(range(dc.val_offset + start, dc.val_offset + min(start + s.batch, n)))
-        batch = data.make_batch(dc, idx, device)
-        yield idx, batch, data.to_latents(batch, codec)
-
-
-@torch.no_grad()
-def predict(model, cfg, device, n, codec, recorder=None):
-    """Yields (batch, members) over the first n validation scenes: members (M, b, 3, H, W) generated targets,
-    decoded from the codec's latents.
-
-    recorder (a StepRecorder): also scores every DDIM step's x0_hat of each batch."""
-    s = cfg.sample
-    gen = torch.Generator().manual_seed(s.seed)
-    for idx, batch, latents in validation_batches(cfg, device, n, codec):
-        b, M = len(idx), s.ensemble
-
-        def decoded(z):  # (M * b, C, h, w) latents -> (M, b, 3, H, W) images on the CPU
-            x = codec.decode(z.float()).float()
-            return x.view(M, b, *x.shape[1:]).cpu()
-
-        z0 = generate(conditioned_fn(model, cfg, latents, M), cfg, (M * b, *latents["target"].shape[1:]), gen, device,
-                      return_intermediates=recorder is not None)
-        if recorder is not None:
-            z0, steps = z0
-            recorder.add(batch, [(t, decoded(z0_hat)) for t, _, z0_hat in steps])
-        yield batch, decoded(z0)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Per-step metrics: ADDP's Fig. 1a and the table of its Algorithm A (sample.intermediates)
 # ----------------------------------------------------------------------------------------------------------
 
-def merge_depth(members, method):
-    """Depth members (M, b, C, H, W) -> (b, H, W) decoded and merged by the ensemble method."""
-    depths = tasks.decode_depth(members.flatten(0, 1)).view(*members.shape[:2], *members.shape[-2:])  # (M, b, H, W)
-    return depths[0] if len(depths) == 1 else ensemble.ensemble(depths, method)
-
-
-def merge_flow(members):
-    """Flow members (M, b, 3, H, W) -> (b, 2, H, W) pixels: flow members average."""
-    flows = tasks.decode_flow(members.flatten(0, 1)).view(*members.shape[:2], 2, *members.shape[-2:])
-    return ensemble.ensemble_flow(flows)
-
-
-def merge_images(members):
-    """Mask-image members (M, b, 3, H, W) -> (b, 3, H, W) by the pixel-wise median."""
-    return members[0] if len(members) == 1 else ensemble.ensemble_median(members)
-
-
 # task -> (metric name, higher is better, per-sample metric (b,) of members (M, b, C, H, W) against a batch)
 STEP_METRICS = {
     "depth": ("absrel", False, lambda cfg, m, b: metrics.absrel(
-        metrics.align_lstsq(merge_depth(m, cfg.sample.ensemble_method), b["depth"].cpu(), b["valid"].cpu())
+        metrics.align_lstsq(sampling.merge_depth(m, cfg.sample.ensemble_method), b["depth"].cpu(), b["valid"].cpu())
         .clamp_min(metrics.MIN_DEPTH), b["depth"].cpu(), b["valid"].cpu())),
-    "flow": ("epe", False, lambda cfg, m, b: metrics.epe(merge_flow(m), b["flow"].cpu(), b["flow_valid"].cpu())),
-    "amodal": ("iou", True, lambda cfg, m, b: metrics.iou(tasks.amodal_mask(merge_images(m)), b["gt_mask"].cpu())),
-    "referring": ("iou", True, lambda cfg, m, b: metrics.iou(tasks.red_mask(merge_images(m)), b["gt_mask"].cpu())),
+    "flow": ("epe", False, lambda cfg, m, b: metrics.epe(sampling.merge_flow(m), b["flow"].cpu(), b["flow_valid"].cpu())),
+    "amodal": ("iou", True, lambda cfg, m, b: metrics.iou(tasks.amodal_mask(sampling.merge_images(m)), b["gt_mask"].cpu())),
+    "referring": ("iou", True, lambda cfg, m, b: metrics.iou(tasks.red_mask(sampling.merge_images(m)), b["gt_mask"].cpu())),
 }
 
 
@@ -241,8 +122,8 @@ def mean_depth_prior(cfg, n=512):
 
 def evaluate_depth(model, cfg, out_dir, device, n, codec, recorder=None):
     t0, preds, gts, valids, rgbs = time.time(), [], [], [], []
-    for batch, members in predict(model, cfg, device, n, codec, recorder):
-        preds.append(merge_depth(members, cfg.sample.ensemble_method))
+    for batch, members in sampling.predict(model, cfg, device, n, codec, recorder):
+        preds.append(sampling.merge_depth(members, cfg.sample.ensemble_method))
         gts.append(batch["depth"].cpu())
         valids.append(batch["valid"].cpu())
         rgbs.append(batch["cond"][0].cpu())
@@ -277,7 +158,7 @@ def progression_figure(model, cfg, device, path, codec):
     Always a 51-step linspace chain, so the figure shows the same timesteps whatever sample.steps is."""
     batch = data.make_batch(cfg.data, [cfg.data.val_offset], device)
     latents = data.to_latents(batch, codec)
-    _, inter = generate(conditioned_fn(model, cfg, latents), cfg, latents["target"].shape,
+    _, inter = sampling.generate(sampling.conditioned_fn(model, cfg, latents), cfg, latents["target"].shape,
                         torch.Generator().manual_seed(cfg.sample.seed), device, steps=PROGRESSION_STEPS,
                         spacing="linspace", return_intermediates=True)
     gt, valid = batch["depth"].cpu(), batch["valid"].cpu()
@@ -297,8 +178,8 @@ def progression_figure(model, cfg, device, path, codec):
 
 def evaluate_flow(model, cfg, out_dir, device, n, codec, recorder=None):
     t0, preds, gts, valids, frames = time.time(), [], [], [], []
-    for batch, members in predict(model, cfg, device, n, codec, recorder):
-        preds.append(merge_flow(members))
+    for batch, members in sampling.predict(model, cfg, device, n, codec, recorder):
+        preds.append(sampling.merge_flow(members))
         gts.append(batch["flow"].cpu())
         valids.append(batch["flow_valid"].cpu())
         frames.append(torch.stack([c.cpu() for c in batch["cond"]], 1))  # (b, 2, 3, H, W)
@@ -328,8 +209,8 @@ def predict_masks(model, cfg, device, n, codec, read_back, recorder=None):
     """Generated images merged by the pixel-wise median, their read-back masks, the ground truth and the baseline's
     masks, and the first batch (for the figure)."""
     images, pred, gt, prior, first = [], [], [], [], None
-    for batch, members in predict(model, cfg, device, n, codec, recorder):
-        merged = merge_images(members)  # (b, 3, H, W)
+    for batch, members in sampling.predict(model, cfg, device, n, codec, recorder):
+        merged = sampling.merge_images(members)  # (b, 3, H, W)
         images.append(merged)
         pred.append(read_back(merged))
         gt.append(batch["gt_mask"].cpu())
@@ -382,66 +263,12 @@ def evaluate_referring(model, cfg, out_dir, device, n, codec, recorder=None):
     return result
 
 
-def correctional_prompts(cfg, indices, tokens):
-    """The correctional prompts D- of validation scenes `indices` whose expressions are tokens (b, L):
-    (k, b, L) token ids and (k, b) bool, whether sample i has a j-th prompt. A user's sample.correctional is one
-    prompt for every sample; "auto" names up to k of the scene's other visible objects, in slot order."""
-    s = cfg.sample
-    if s.correctional != "auto":
-        return tasks.tokenize([s.correctional]).expand(1, len(tokens), -1), torch.ones(1, len(tokens), dtype=torch.bool)
-    scenes = data.render_scenes(cfg.data, indices)
-    k, (b, S, L) = s.correctional_prompts, scenes["tokens"].shape
-    visible = scenes["ref_masks"].flatten(2).any(-1) & (torch.arange(S)[None] < scenes["num_objects"][:, None])
-    other = visible & (scenes["tokens"] != tokens[:, None]).any(-1)  # (b, S): a visible object it does not name
-    rank = other.long().cumsum(dim=1) - 1  # (b, S) the slot's place among the sample's other objects
-    prompts = torch.zeros(k, b, L, dtype=torch.long)
-    valid = torch.zeros(k, b, dtype=torch.bool)
-    for j in range(k):
-        hit = other & (rank == j)  # (b, S): at most one slot per sample
-        valid[j] = hit.any(dim=1)
-        prompts[j] = scenes["tokens"][torch.arange(b), hit.float().argmax(dim=1)]
-    return prompts, valid
-
-
-@torch.no_grad()
-def corrected_batch(model, cfg, batch, indices, gen, device, codec):
-    """(painting (b, 3, H, W), plain mask, corrected mask (b, H, W)) of one referring batch (in latents): the
-    two-scale chain, then one correctional chain per prompt, every chain from the same noise, merged by a strict
-    majority."""
-    M, b = cfg.sample.ensemble, len(indices)
-    shape, state = (M * b, *batch["target"].shape[1:]), gen.get_state()
-
-    def run(neg=None):
-        gen.set_state(state)  # the same x_T for every chain
-        x0 = codec.decode(generate(conditioned_fn(model, cfg, batch, M, neg), cfg, shape, gen, device).float())
-        return merge_images(x0.float().view(M, b, *x0.shape[1:]).cpu())
-
-    painting = run()
-    plain = tasks.red_mask(painting)
-    if not cfg.sample.correctional:
-        return painting, plain, plain
-    query = batch["tokens"].cpu()
-    prompts, valid = correctional_prompts(cfg, indices, query)
-    # samples without a j-th prompt run with D- = D and do not vote
-    masks = torch.stack([tasks.red_mask(run(torch.where(valid[j][:, None], prompts[j], query))) if valid[j].any()
-                         else plain for j in range(len(prompts))])  # (k, b, H, W)
-    return painting, plain, majority(masks, valid, plain)
-
-
-def majority(masks, valid, fallback):
-    """Pixel-wise strict majority of the valid ones among masks (k, b, H, W) (valid (k, b) bool): more than half
-    of a sample's valid masks; a sample with none keeps fallback (b, H, W)."""
-    votes = (masks & valid[:, :, None, None]).sum(dim=0)  # (b, H, W)
-    count = valid.sum(dim=0)[:, None, None]  # (b, 1, 1)
-    return torch.where(count > 0, 2 * votes > count, fallback)
-
-
 def predict_correctional(model, cfg, device, n, codec):
     """predict_masks' tuple with sample.correctional's masks, plus the plain two-scale masks of the same run."""
     gen = torch.Generator().manual_seed(cfg.sample.seed)
     images, pred, plain, gt, prior, first = [], [], [], [], [], None
-    for idx, batch, latents in validation_batches(cfg, device, n, codec):
-        painting, plain_mask, mask = corrected_batch(model, cfg, latents, idx, gen, device, codec)
+    for idx, batch, latents in sampling.validation_batches(cfg, device, n, codec):
+        painting, plain_mask, mask = sampling.corrected_batch(model, cfg, latents, idx, gen, device, codec)
         images.append(painting)
         pred.append(mask)
         plain.append(plain_mask)
@@ -462,7 +289,7 @@ def paint_expression(model, cfg, device, scene, expression, path, codec):
     batch = data.make_batch(cfg.data, idx, device)
     batch["tokens"] = tokens.to(device)
     gen = torch.Generator().manual_seed(cfg.sample.seed)
-    painting, plain, mask = corrected_batch(model, cfg, data.to_latents(batch, codec), idx, gen, device, codec)
+    painting, plain, mask = sampling.corrected_batch(model, cfg, data.to_latents(batch, codec), idx, gen, device, codec)
     painting, mask = painting[0], (mask if cfg.sample.correctional else plain)[0]
     rgb = batch["cond"][0][0].cpu()
     viz.save_grid([[viz.to_image(rgb), viz.to_image(painting), viz.overlay_mask(rgb, mask)]],
@@ -501,7 +328,7 @@ def evaluate_class(model, cfg, out_dir, device, n, codec):
         yb = y[start:start + s.batch]
         fn = ddim.guided_model_fn_cfg(model, yb, torch.full_like(yb, model.num_classes), s.cfg_scale)
         shape = (len(yb), model.in_channels, model.input_size, model.input_size)
-        samples.append(codec.decode(generate(fn, cfg, shape, gen, device).float()).cpu())
+        samples.append(codec.decode(sampling.generate(fn, cfg, shape, gen, device).float()).cpu())
     samples = torch.cat(samples).clamp(-1, 1)
     seconds = time.time() - t0
     means = fit_class_means(cfg)
@@ -573,7 +400,7 @@ def generalist_figure(model, cfg, names, device, path, codec):
         c = task_config(cfg, name)
         b = data.make_batch(c.data, [c.data.val_offset], device)
         lat = data.to_latents(b, codec)
-        z0 = generate(conditioned_fn(model, c, lat), c, lat["target"].shape, torch.Generator().manual_seed(c.sample.seed),
+        z0 = sampling.generate(sampling.conditioned_fn(model, c, lat), c, lat["target"].shape, torch.Generator().manual_seed(c.sample.seed),
                       device)
         x0 = codec.decode(z0.float()).float().cpu()
         b = {k: v.cpu() if torch.is_tensor(v) else [t.cpu() for t in v] for k, v in b.items()}

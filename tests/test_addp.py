@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 import sample  # noqa: E402
 from minidp import checkpoint as ckptlib  # noqa: E402
 from minidp import config as cfglib  # noqa: E402
-from minidp import ct_estimation, data, ddim, evaluate, recipe, schedules, tasks, world  # noqa: E402
+from minidp import ct_estimation, data, ddim, recipe, sampling, schedules, tasks, world  # noqa: E402
 
 
 def model_state(run_dir):
@@ -168,11 +168,11 @@ def test_correctional_guidance_with_d_minus_equal_to_d_reproduces_two_scale_samp
     cond, tokens = [torch.randn(2, 3, 4, 4, generator=g)], torch.tensor([[1, 2, 3, 0], [1, 5, 6, 0]])
     y, task = torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long)
     model, x_T, sched = PerSampleModel(), torch.randn(2, 3, 4, 4, generator=g), schedules.NoiseSchedule("linear")
-    two = evaluate.model_fn_for(model, cond, y, task, tokens, guidance=(1.5, 2.0))
-    corr = evaluate.model_fn_for(model, cond, y, task, tokens, guidance=(1.5, 2.0, 3.0), neg_tokens=tokens)
+    two = sampling.model_fn_for(model, cond, y, task, tokens, guidance=(1.5, 2.0))
+    corr = sampling.model_fn_for(model, cond, y, task, tokens, guidance=(1.5, 2.0, 3.0), neg_tokens=tokens)
     run = lambda fn: ddim.ddim_sample(fn, x_T, sched, steps=5, prediction="x0", spacing="trailing")  # noqa: E731
     assert torch.equal(run(two), run(corr))
-    other = evaluate.model_fn_for(model, cond, y, task, tokens, guidance=(1.5, 2.0, 3.0), neg_tokens=tokens.flip(0))
+    other = sampling.model_fn_for(model, cond, y, task, tokens, guidance=(1.5, 2.0, 3.0), neg_tokens=tokens.flip(0))
     assert not torch.equal(run(two), run(other))  # another D- does change the result
 
 
@@ -180,7 +180,7 @@ def test_auto_prompts_are_the_other_visible_objects_of_the_scene():
     cfg = cfg_with("data.task=referring", "sample.correctional=auto")
     idx = list(range(cfg.data.val_offset, cfg.data.val_offset + 16))
     batch = data.make_batch(cfg.data, idx)
-    prompts, valid = evaluate.correctional_prompts(cfg, idx, batch["tokens"])
+    prompts, valid = sampling.correctional_prompts(cfg, idx, batch["tokens"])
     scenes = world.render(idx, resolution=cfg.data.resolution, seed=cfg.data.seed)
     for i in range(len(idx)):
         query = tasks.detokenize(batch["tokens"][i:i + 1])[0]
@@ -195,10 +195,10 @@ def test_majority_vote_by_hand():
     masks = torch.tensor([[[[1, 1, 0, 0]]], [[[1, 0, 1, 0]]], [[[1, 0, 0, 1]]]], dtype=torch.bool)  # (3, 1, 1, 4)
     plain = torch.tensor([[[0, 1, 1, 1]]], dtype=torch.bool)
     three = torch.ones(3, 1, dtype=torch.bool)
-    assert evaluate.majority(masks, three, plain).tolist() == [[[True, False, False, False]]]  # 3/3, then 1/3s
+    assert sampling.majority(masks, three, plain).tolist() == [[[True, False, False, False]]]  # 3/3, then 1/3s
     two = torch.tensor([[True], [True], [False]])
-    assert evaluate.majority(masks, two, plain).tolist() == [[[True, False, False, False]]]  # 2 of 2 needed
-    assert evaluate.majority(masks, torch.zeros(3, 1, dtype=torch.bool), plain).tolist() == plain.tolist()
+    assert sampling.majority(masks, two, plain).tolist() == [[[True, False, False, False]]]  # 2 of 2 needed
+    assert sampling.majority(masks, torch.zeros(3, 1, dtype=torch.bool), plain).tolist() == plain.tolist()
 
 
 def test_correctional_evaluation_reports_both_and_d_minus_equal_to_d_is_two_scale(tmp_path):

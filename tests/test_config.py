@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from minidp import config as cfglib
-from minidp import dit, moe, tasks
+from minidp import config_rules, dit, moe, tasks
 from minidp.config import Config, ConfigError, config_from_dict, dump, load_config, to_dict, validate
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
@@ -327,8 +327,8 @@ def test_every_cross_rule_has_a_failing_case():
         for text in overrides:  # the values without load_config's validate, then each rule on its own
             section, key, value = cfglib.parse_override(text)
             cfglib._apply(c, {section: {key: value}}, "test")
-        fired |= {rule.__name__ for rule in cfglib.CROSS_RULES if rule(c)}
-    assert fired == {rule.__name__ for rule in cfglib.CROSS_RULES}
+        fired |= {rule.__name__ for rule in config_rules.CROSS_RULES if rule(c)}
+    assert fired == {rule.__name__ for rule in config_rules.CROSS_RULES}
 
 
 def test_patch_sizes_come_from_the_preset_tables():
