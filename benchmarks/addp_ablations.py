@@ -98,7 +98,7 @@ def report(seeds):
     lines = []
     for table, (title, keys, rows) in TABLES.items():
         lines += ["", f"{title} ({len(seeds)} seeds: mean +- half range (per seed))",
-                  "| row | " + " | ".join(keys) + " | seconds/run |", "|---|" + "---|" * (len(keys) + 1)]
+                  "| row | " + " | ".join(keys) + " | training s/run |", "|---|" + "---|" * (len(keys) + 1)]
         for row, label in rows:
             evals = [e for s in seeds if (e := read(RUNS / f"{row}_s{s}" / "eval.json"))]
             logs = [RUNS / f"{row}_s{s}" / "log.jsonl" for s in seeds]
