@@ -242,8 +242,28 @@ def run_sweep(spec):
     if not master:
         return
     runs = [out / n for n in spec["variants"] if any(fnmatch.fnmatch(n, g) for g in spec["fit"]["include"])]
+    print_table(runs, spec["fit"]["x"], spec["fit"]["y"])
     for y in spec["fit"]["y"]:
-        fit_and_draw(runs, spec["fit"]["x"], y, out)
+        try:
+            fit_and_draw(runs, spec["fit"]["x"], y, out)
+        except InputError as e:  # e.g. variants of equal compute (schedules): the table above is the result
+            warn(f"no law for {y}: {e}")
+
+
+def print_table(runs, x, ys, window=5):
+    """One line per run: its final compute and each y (the loss smoothed, its last point), the sweep's numbers
+    whether or not a power law fits them."""
+    print(f"{'run':<16} {x + ' MACs':>14} " + " ".join(f"{y.removeprefix('eval.'):>12}" for y in ys), flush=True)
+    for run in runs:
+        cells, c = [], None
+        for y in ys:
+            try:
+                xs, vs = run_points(run, x, y, window)
+                c, v = (c if c is not None else float(xs[-1])), float(vs[-1])
+                cells.append(f"{v:>12.4f}")
+            except (ValueError, OSError):
+                cells.append(f"{'-':>12}")
+        print(f"{run.name:<16} {(f'{c:.3e}' if c is not None else '-'):>14} " + " ".join(cells), flush=True)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -168,3 +168,15 @@ fit: {{y: [loss]}}
 def test_every_shipped_sweep_file_is_valid(sweep):
     spec = fit_scaling.read_sweep(sweep)  # every variant's config resolved through config.py
     assert spec["variants"] and spec["fit"]["y"]
+
+
+def test_sweep_table_lists_each_run_and_a_metric_of_equal_compute_is_a_warning_not_a_failure(tmp_path, capsys):
+    # a schedule sweep: three runs of the same compute, so eval.absrel has no law, but the table has the numbers
+    for name, absrel in (("linear", 0.16), ("cosine", 0.15), ("scaled", 0.155)):
+        write_run(tmp_path / name, [1e12, 2e12], loss=[0.05, 0.04], evaluation={"absrel": absrel})
+    runs = [tmp_path / n for n in ("linear", "cosine", "scaled")]
+    fit_scaling.print_table(runs, "train", ["loss", "eval.absrel"], window=1)
+    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["cosine"] == ["2.000e+12", "0.0400", "0.1500"] and rows["linear"][2] == "0.1600"
+    with pytest.raises(fit_scaling.InputError, match="same compute"):
+        fit_scaling.fit_and_draw(runs, "train", "eval.absrel", tmp_path)
