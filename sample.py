@@ -3,6 +3,9 @@
     python sample.py runs/depth [sample.steps=200 sample.ensemble=5 sample.schedule=cosine ...]
     python sample.py runs/referring sample.text_guidance=5.0 --out runs/referring/guidance5
     python sample.py runs/referring --expression "the left red sphere" --scene 3
+    python sample.py runs/referring sample.correctional=auto          # ADDP's correctional guidance (Eqn. 5)
+    python sample.py runs/referring sample.steps=10 sample.intermediates=true data.val_size=128 sample.num_images=128
+        # + intermediates.json, every scene's metric at every DDIM step: python -m minidp.ct_estimation reads it
     python sample.py runs/generalist [sample.task=flow]     # every task of a generalist, or one
 
 Loads `runs/<name>/ckpt.pt` (EMA weights) and the config stored inside it, applies the overrides, and writes
@@ -22,7 +25,7 @@ from pathlib import Path
 
 from minidp import checkpoint as ckptlib
 from minidp import config as cfglib
-from minidp import evaluate, tasks
+from minidp import data, evaluate, tasks
 
 # What may change at test time: the whole sample section, and the data keys that choose the validation set.
 # Everything else (the model, the training recipe) is what the checkpoint was trained with.
@@ -57,6 +60,7 @@ def main(argv=None):
         ckptlib.checkpoint_tasks(ckpt, ckpt_path, cfg.sample.task or (None if multitask else cfg.data.task))
         model = ckptlib.model_from_checkpoint(ckpt, ckpt_path, weights="ema")
         device = ckptlib.choose_device(cfg.train.device, 0)
+        codec = data.make_codec(cfg.data, device)  # the codec the checkpoint's config names (a VAE file is read)
         if args.expression is not None:
             if multitask and "referring" in cfg.data.tasks:  # a generalist that knows referring segmentation
                 cfg = evaluate.task_config(cfg, "referring")
@@ -64,7 +68,7 @@ def main(argv=None):
                 raise ckptlib.InputError(f"--expression needs a referring run and 0 <= --scene < data.val_size = "
                                          f"{cfg.data.val_size} (this run: task {cfg.data.task!r}, scene {args.scene})")
             tasks.tokenize([args.expression])  # an unknown word is an error before any work
-    except (cfglib.ConfigError, ckptlib.InputError, ValueError) as e:
+    except (cfglib.ConfigError, ckptlib.InputError, ValueError) as e:  # data.DataError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else ckpt_path.parent
@@ -76,10 +80,14 @@ def main(argv=None):
     model = model.to(device).eval()
     if args.expression is not None:
         path = evaluate.figures_dir(out) / f"expression_scene{args.scene}.png"
-        mask = evaluate.paint_expression(model, cfg, device, args.scene, args.expression, path)
+        mask = evaluate.paint_expression(model, cfg, device, args.scene, args.expression, path, codec)
         print(f"{args.expression!r} on validation scene {args.scene}: {int(mask.sum())} pixels; figure {path}")
         return 0
-    evaluate.evaluate(model, cfg, out, device)
+    try:
+        evaluate.evaluate(model, cfg, out, device, codec=codec)
+    except data.DataError as e:  # a validation file that cannot be read
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

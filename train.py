@@ -11,7 +11,9 @@ figures/. Re-running the same command resumes from ckpt.pt.
 
 Notable choices:
 - Each step's global batch is drawn from (train.seed, step) and split over the ranks (minidp/recipe.py), so the
-  number of ranks and accumulation do not change a run's numbers, and resuming is exact.
+  number of ranks and accumulation do not change a run's numbers, and resuming is exact. Batches come from the
+  world rendered into memory, a real dataset's DataLoader or the latent cache (minidp/data.py); the codec
+  (data.codec: pixel or the SD VAE) maps them to the latents the model sees.
 - train.mode multitask (the scaling paper's §6.4 generalist): the plan also draws each sample's task; the batch is
   data.make_mixed_batch's, task k's label row is the first task row + k, the loss kind is per sample.
 - AdamW as DiT (lr 1e-4, no weight decay) unless the config says so; the loss is recipe.masked_loss. What differs
@@ -34,23 +36,11 @@ import torch.distributed as dist
 
 from minidp import checkpoint as ckptlib
 from minidp import config as cfglib
-from minidp import compute, data, dit, evaluate, moe, parallel, recipe, schedules, tasks, vae
+from minidp import compute, data, dit, evaluate, moe, parallel, recipe, schedules, tasks
 from minidp.checkpoint import InputError
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Small helpers (the recipe's pieces live in minidp/recipe.py, checkpoints in minidp/checkpoint.py)
-# ----------------------------------------------------------------------------------------------------------
-
-def check_writable(out_dir):
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write_probe"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise InputError(f"train.out_dir: cannot write to {out_dir} ({e.strerror or ckptlib.one_line(e)})") from None
-
+# The recipe's pieces live in minidp/recipe.py, checkpoints (and the run directory's checks) in minidp/checkpoint.py.
 
 def fmt_time(seconds):
     seconds = int(seconds)
@@ -88,30 +78,23 @@ def train(argv=None):
     try:
         for name in names:
             tasks.check_dataset_task(dc.dataset, name)
+        recipe.timestep_weights(cfg)  # a perception:<weights.json> is read (and checked) now
     except ValueError as e:
         raise InputError(str(e)) from None
     out_dir = Path(tc.out_dir)
-    codec = vae.make_codec("pixel")
+    codec = data.make_codec(dc, device)  # pixel, or the SD VAE: the model's latent shape follows it
+    data.check_sources(cfg)  # the dataset's folder and sizes, an existing latent cache
     ckpt_path = out_dir / "ckpt.pt"
     resume = ckpt_path.is_file()
     torch.manual_seed(tc.seed)  # the initial weights; everything random after that comes from the batch plan
     if resume:
-        ckpt = ckptlib.load_checkpoint(ckpt_path, "resume")
-        saved = ckpt.get("config", {})
-        for section, key in (("model", "preset"), ("data", "task"), ("data", "tasks"), ("data", "resolution"),
-                             ("train", "mode")):
-            default = getattr(getattr(cfglib.Config(), section), key)  # a key newer than the checkpoint: its default
-            was, now = saved.get(section, {}).get(key, default), getattr(getattr(cfg, section), key)
-            if was != now:
-                raise InputError(f"{ckpt_path} was trained with {section}.{key} = {was!r} but the config says "
-                                 f"{now!r}; choose another train.out_dir or delete the old run")
-        model = ckptlib.model_from_checkpoint(ckpt, ckpt_path, weights="model")
+        ckpt, model = ckptlib.resume_model(ckpt_path, cfg)  # refuses a config that changes the run's shape
         source = f"resuming {ckpt_path} at step {ckpt['step']}"
     else:
         model, source = ckptlib.initial_model(cfg, codec)
     lock = None
     if master:
-        check_writable(out_dir)
+        ckptlib.check_writable(out_dir)
         lock = ckptlib.lock_run(out_dir)  # a second train.py on this directory stops here
     parallel.init(env)  # the process group under torchrun; TF32 on CUDA
 
@@ -166,11 +149,11 @@ def train(argv=None):
             })
 
     t_render = time.time()
-    # every rank holds every scene (any rank may need any index), on the device: a batch is an index, no copy
-    cache = parallel.to_device(data.render_cache(dc, dc.train_size, task=names), device)
+    # the world rendered into memory (a generalist's: every task's keys), a real dataset's DataLoader, or the
+    # latent cache (minidp/data.py)
+    cache, about = data.training_source(cfg, step, rank, accum, micro, device)
     if master:
-        print(f"data: {dc.train_size} training scenes of the {dc.dataset} at {dc.resolution} px rendered in "
-              f"{time.time() - t_render:.1f}s", flush=True)
+        print(f"data: {about} in {time.time() - t_render:.1f}s", flush=True)
     log_file = open(out_dir / "log.jsonl", "a") if master else None
     # bf16 autocast on CUDA (DESIGN.md); float32 on CPU, where bf16 matmuls are slow.
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -193,14 +176,17 @@ def train(argv=None):
         for m in range(accum):
             sl = slice((rank * accum + m) * micro, (rank * accum + m + 1) * micro)
             if tc.mode == "multitask":  # each sample its own task (the plan's draw): data.make_mixed_batch
-                batch = data.make_mixed_batch(dc, names, plan["task"][sl], plan["indices"][sl], device, cache,
-                                              plan["pick"][sl])
+                pixels = data.make_mixed_batch(dc, names, plan["task"][sl], plan["indices"][sl], device, cache,
+                                               plan["pick"][sl])
             else:
-                batch = data.make_batch(dc, plan["indices"][sl], device, cache=cache, pick=plan["pick"][sl])
-            x0 = codec.encode(batch["target"])
+                pixels = data.make_batch(dc, plan["indices"][sl], device, cache=cache, pick=plan["pick"][sl])
+            batch = data.to_latents(pixels, codec)  # target, cond and mask at the latent resolution
+            x0 = batch["target"]
             eps, t_m = plan["noise"][sl], plan["t"][sl]
-            x_t = schedule.q_sample(x0, t_m, eps)
-            cond = [codec.encode(c) for c in batch["cond"]]
+            # ADDP's augmentation corrupts what is noised (in pixels, before the codec); the loss stays against x0
+            noised = codec.encode(recipe.augmented_target(cfg, pixels, t_m, plan["augment_u"][sl])) if tc.augment else x0
+            x_t = schedule.q_sample(noised, t_m, eps)
+            cond = list(batch["cond"])
             extra = {}
             if text:
                 cond[0] = cond[0] * ~plan["drop_image"][sl][:, None, None, None]  # the null image: zeros
@@ -217,7 +203,7 @@ def train(argv=None):
                     out = train_model(x_in, t_m, y, task=task, force_drop_ids=plan["drop_label"][sl], **extra)
                     pred = out[:, : x0.shape[1]].float()  # drop the learned-sigma half if the model has one
                 loss = recipe.masked_loss(pred, schedule.target(x0, eps, t_m, cfg.diffusion.prediction), batch["mask"],
-                                          tc.loss if task is None else l1_of_task[task])
+                                          tc.loss if task is None else l1_of_task[task], plan["loss_weight"][sl])
                 if is_moe:  # DiT-MoE's balance loss, returned explicitly by the MoE layers of this forward
                     balance, loads = moe.moe_aux(model)
                     step_balance += balance.detach() / accum
@@ -283,14 +269,14 @@ def train(argv=None):
         if tc.eval_every and step % tc.eval_every == 0 and step < tc.steps:
             eval_model = parallel.evaluation_copy(ema, env)  # a collective under FSDP; rank 0 evaluates
             if master:
-                evaluate.evaluate(eval_model, cfg, out_dir, device, quick=True)
+                evaluate.evaluate(eval_model, cfg, out_dir, device, quick=True, codec=codec)
 
     # --- 5. evaluate with the same code as sample.py ---
     if status == "finished":
         eval_model = parallel.evaluation_copy(ema, env)
         if master:
             print(f"training done in {fmt_time(time.time() - run_start)}; evaluating", flush=True)
-            evaluate.evaluate(eval_model, cfg, out_dir, device)
+            evaluate.evaluate(eval_model, cfg, out_dir, device, codec=codec)
     if log_file:
         log_file.close()
     if lock:
@@ -304,7 +290,7 @@ def train(argv=None):
 def main(argv=None):
     try:
         return train(argv)
-    except (cfglib.ConfigError, InputError) as e:
+    except (cfglib.ConfigError, InputError, *data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

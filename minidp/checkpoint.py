@@ -117,6 +117,37 @@ def architecture(model_config):
     return moe.DiTMoE(**model_config) if "num_experts" in model_config else dit.DiT(**model_config)
 
 
+class CheckpointMismatchError(ValueError):
+    """A state dict whose keys or shapes do not match the model's architecture."""
+
+
+def load_dit_state_dict(model, state_dict):
+    """Strict load of a DiT (or DiT-MoE) state dict; on mismatch raise CheckpointMismatchError listing what differs.
+
+    torch's own strict error is accurate but long; this one names the first few missing keys, unexpected
+    keys and shape mismatches in one message, which is usually enough to see which preset was meant.
+    """
+    if "model" in state_dict and "ema" in state_dict:
+        raise ValueError("this looks like a training checkpoint {'model', 'ema', ...}: pass ckpt['ema'] or ckpt['model']")
+    own = model.state_dict()
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [
+        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state_dict and state_dict[k].shape != own[k].shape
+    ]
+    if missing or unexpected or shapes:
+        lines = [f"state dict does not match this {type(model).__name__} (config {getattr(model, 'config', {})}):"]
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
+            if items:
+                more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
+                lines.append(f"  {len(items)} {title}: " + ", ".join(items[:5]) + more)
+        raise CheckpointMismatchError("\n".join(lines))
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
 def model_from_checkpoint(ckpt, path, weights="ema"):
     """Rebuild the model a minidp checkpoint describes and load its `weights` ("ema" or "model")."""
     if "model_config" not in ckpt or weights not in ckpt:
@@ -124,12 +155,41 @@ def model_from_checkpoint(ckpt, path, weights="ema"):
         raise InputError(f"{path}: not a minidp training checkpoint (no 'model_config'/'{weights}'; keys: {keys})")
     try:
         model = architecture(ckpt["model_config"])
-        dit.load_dit_state_dict(model, ckpt[weights])
-    except dit.CheckpointMismatchError as e:  # minidp's own summary: every line of it counts
+        load_dit_state_dict(model, ckpt[weights])
+    except CheckpointMismatchError as e:  # minidp's own summary: every line of it counts
         raise InputError(f"{path}: {' '.join(str(e).split())}") from None
     except (TypeError, ValueError, RuntimeError) as e:
         raise InputError(f"{path}: {one_line(e)}") from None
     return model
+
+
+RESUME_KEYS = (("model", "preset"), ("data", "task"), ("data", "tasks"), ("data", "resolution"), ("data", "codec"),
+               ("train", "mode"))  # what a resumed run may not change: the model's shape and what it learns
+
+
+def resume_model(ckpt_path, cfg):
+    """(checkpoint dict, model with its training weights) of the run at ckpt_path; InputError (one line) if cfg
+    changes one of RESUME_KEYS."""
+    ckpt = load_checkpoint(ckpt_path, "resume")
+    saved = ckpt.get("config", {})
+    for section, key in RESUME_KEYS:
+        default = getattr(type(getattr(cfg, section))(), key)  # a key newer than the checkpoint: its default
+        was, now = saved.get(section, {}).get(key, default), getattr(getattr(cfg, section), key)
+        if was != now:
+            raise InputError(f"{ckpt_path} was trained with {section}.{key} = {was!r} but the config says {now!r}; "
+                             "choose another train.out_dir or delete the old run")
+    return ckpt, model_from_checkpoint(ckpt, ckpt_path, weights="model")
+
+
+def check_writable(out_dir):
+    """Create out_dir and prove a file can be written there; InputError (one line) if not."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write_probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise InputError(f"train.out_dir: cannot write to {out_dir} ({e.strerror or one_line(e)})") from None
 
 
 def checkpoint_tasks(ckpt, path, task):

@@ -13,8 +13,8 @@ Notable choices:
 - `base: other.yaml` (relative to the file that says it) is applied first; chains are allowed, cycles are errors.
 - Each field declares its valid values where it is declared (`steps: int = positive(1000)`), so a new key and
   its rule are one line. Every value path (file, override, checkpoint dict) checks the rule as it is written;
-  the rules between fields (resolution vs the preset's patch, sample.steps <= T, ...) run in `validate`,
-  once the config is final: load_config calls it last, sample.py after its own overrides.
+  the rules between fields (resolution vs the preset's patch, sample.steps <= T, ...; minidp/config_rules.py)
+  run in `validate`, once the config is final: load_config calls it last, sample.py after its own overrides.
 - warmup_steps >= steps is allowed: a smoke run of a YAML (`train.steps=3` on depth.yaml's 100-step warm-up)
   is common and lr_at simply never leaves the ramp; making it an error would make every such run say
   train.warmup_steps=0 too.
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-from minidp import ddim, dit, ensemble, moe, schedules, tasks, vae, world
+from minidp import config_rules, ct_estimation, ddim, ensemble, schedules, tasks, vae
 
 
 class ConfigError(ValueError):
@@ -98,6 +98,23 @@ def weights():
                  lambda w: all(math.isfinite(x) and x >= 0 for x in w) and (not w or sum(w) > 0))
 
 
+def timestep_sampling():
+    """uniform | diffusion | a ct_estimation preset | perception:<weights.json> (a typo gets the closest choice)."""
+    def test(v):
+        return v in TIMESTEP_SAMPLINGS or (v.startswith("perception:") and v[len("perception:"):].strip() != "")
+    return ruled("uniform", "a timestep sampling", test,
+                 hint=lambda v: f"is not one of {', '.join(TIMESTEP_SAMPLINGS)} or perception:<weights.json>"
+                                f"{_closest(v, list(TIMESTEP_SAMPLINGS) + ['perception:'])}")
+
+
+def correctional():
+    """"" (off), "auto" or an expression in the world's vocabulary (tokenized when checked)."""
+    def test(v):
+        try:
+            return v in ("", "auto") or (tasks.tokenize([v]) is not None and v.strip() != "")
+        except ValueError:
+            return False
+    return ruled("", '"", "auto" or an expression of the world\'s words, e.g. "the blue box"', test)
 def task_map(item_rule, allowed):
     """A mapping {perception task: value} ({} = unused), each value passing item_rule; a bad task is named with
     the closest valid one."""
@@ -123,10 +140,11 @@ def known_preset(default):
 # ----------------------------------------------------------------------------------------------------------
 
 # Presets by name, with their architecture dicts (patch_size is read from them by the cross-field rules).
-PRESETS = {**dit.DIT_PRESETS, **moe.MOE_PRESETS}
+PRESETS = config_rules.PRESETS
 _SCHEDULE_NAMES = schedules.SCHEDULES + tuple(schedules.SCHEDULE_ALIASES)  # diffusers' names are accepted too
 _ENSEMBLE_METHODS = ensemble.METHODS  # SampleConfig.ensemble (a field) hides the module there
 _PREDICTIONS = schedules.PREDICTIONS + tuple(schedules.PREDICTION_ALIASES)
+TIMESTEP_SAMPLINGS = ("uniform", "diffusion") + tuple(ct_estimation.PRESETS)  # + perception:<weights.json>
 WORLD_RESOLUTIONS = (16, 256)  # world.render's range (world._check_resolution); a real dataset would set its own
 
 
@@ -146,11 +164,16 @@ class DataConfig:
     dataset: str = one_of("world", tasks.DATASET_TASKS)  # "world": the synthetic world; tasks.DATASET_TASKS
     task: str = one_of("class", tasks.TASKS)  # class (pre-training) | depth | flow | amodal | referring
     resolution: int = between(32, *WORLD_RESOLUTIONS)  # square image size in pixels (the world renders 16..256)
-    num_classes: int = between(10, 1, world.MAX_CLASSES)  # K classes of the world's pre-training labels (colour x shape)
+    num_classes: int = positive(10)  # K classes: the world's (colour x shape, <= world.MAX_CLASSES) or the class folders'
     seed: int = non_negative(0)      # world seed: scene i of the dataset is world.render([i], seed=seed)
     train_size: int = positive(4096)  # training scenes are indices 0..train_size-1 (rendered once, ~17 KB each at 32 px)
     val_size: int = positive(64)     # validation scenes are indices val_offset..val_offset+val_size-1
     val_offset: int = non_negative(10_000_000)  # far from the training indices: validation scenes are never trained on
+    root: str = ""                   # a real dataset's folder (its published layout, minidp/readers.py); "" for the world
+    codec: str = one_of("pixel", tuple(vae.CODECS))  # pixel (identity) | sd-vae (4 x R/8 x R/8 latents, minidp/vae.py)
+    vae_weights: str = ""            # sd-vae: a diffusers AutoencoderKL file (sd-vae-ft-mse's diffusion_pytorch_model.bin)
+    workers: int = non_negative(4)   # DataLoader worker processes per rank for a real dataset (0: load in the loop)
+    latent_cache: str = ""           # folder of `python -m minidp.data cache`'s latents; "" = <train.out_dir>/latents
     tasks: dict[str, float] = task_map(  # multitask: tasks and mixture weights, {depth: 4, flow: 2.5}; data.task unused
         lambda w: math.isfinite(w) and w > 0, "weights > 0")
 
@@ -163,8 +186,12 @@ class DiffusionConfig:
     T: int = ruled(1000, "an integer >= 2", lambda v: v >= 2)  # training timesteps
     zero_terminal_snr: bool = False  # Lin et al.'s rescale of the schedule
     prediction: str = one_of("eps", _PREDICTIONS)  # eps (DiT) | v (Marigold) | x0 (ADDP with augmentation)
-    timestep_weights: list[float] = weights()  # ADDP's c_t^2 per group of T/G steps; [] = uniform t
-    task_timestep_weights: dict[str, list[float]] = task_map(  # multitask: {flow: [...]}; others: timestep_weights
+    # c_t^2 of ADDP's t ~ Multinomial(c_t^2) (Algorithm B): uniform | diffusion (the formula on this schedule) |
+    # depth_release | ris_release (the release's vectors) | perception:<weights.json> (python -m minidp.ct_estimation)
+    timestep_sampling: str = timestep_sampling()  # read once at start-up (recipe.timestep_weights)
+    ct_usage: str = one_of("prob", ("prob", "loss"))  # prob: sample t by c_t^2 | loss: uniform t, loss x c_t^2 (mean 1)
+    timestep_weights: list[float] = weights()  # an explicit c_t^2 per group of T/G steps instead ([] = use the above)
+    task_timestep_weights: dict[str, list[float]] = task_map(  # multitask: {flow: [...]}; others: the above
         lambda w: all(math.isfinite(x) and x >= 0 for x in w) and sum(w) > 0, "lists of weights >= 0, not all 0")
 
 
@@ -196,6 +223,7 @@ class TrainConfig:
     parallel: str = one_of("ddp", ("ddp", "fsdp"))  # under torchrun: ddp (replicas) | fsdp (shards; minidp/parallel.py)
     compile: bool = False            # torch.compile the model (issue 14, CPU: +7 % for ~40 s of compiling; so off)
     checkpoint_activations: bool = False  # recompute each block in backward: less memory, a larger micro-batch
+    augment: float = between(0.0, 0.0, 2.0)  # ADDP's target augmentation intensity (0 off, 0.5, 1, 2; x0 only)
 
 
 @dataclass
@@ -203,7 +231,8 @@ class SampleConfig:
     steps: int = positive(50)        # DDIM steps (the scaling paper's final depth model: 200)
     spacing: str = one_of("trailing", ddim.SPACINGS)  # leading | trailing | linspace (trailing starts at t = 999)
     eta: float = between(0.0, 0, 1)  # DDIM: deterministic (0); 1 = DDPM's ancestral noise
-    clip_x0: float = non_negative(1.0)  # clip each x0 estimate to [-c, c] (pixel-space images live in [-1, 1]); 0: off
+    clip_x0: float = non_negative(1.0)  # clip each x0 estimate to [-c, c] (pixel-space images live in [-1, 1]); 0: off.
+    #                                   The pixel codec only: SD latents are unbounded, and Marigold does not clip them
     schedule: str = one_of("", ("",) + _SCHEDULE_NAMES)  # test-time noise schedule; "" = the training schedule
     ensemble: int = positive(1)      # test-time ensemble size M (the paper's final depth model: 5)
     ensemble_method: str = one_of("median", _ENSEMBLE_METHODS)  # median | mean | compile (Marigold's compilation)
@@ -213,6 +242,10 @@ class SampleConfig:
     image_guidance: float = non_negative(1.5)  # s_I of two-scale guidance for text-conditioned tasks (ADDP: 1.5)
     text_guidance: float = non_negative(3.0)  # s_D of two-scale guidance (ADDP: 3.0 with x0-prediction)
     seed: int = non_negative(0)      # seed of the sampling noise
+    correctional: str = correctional()  # referring: ADDP's correctional prompt D- ("auto": the scene's other objects)
+    correctional_guidance: float = non_negative(2.0)  # w_D- of correctional guidance (ADDP: 2.0; w_I, w_D as above)
+    correctional_prompts: int = positive(3)  # auto: k prompts, then a pixel-wise majority vote (ADDP: k = 3)
+    intermediates: bool = False      # also write intermediates.json: every sample's metric at every DDIM step
     task: str = one_of("", ("",) + tuple(tasks.TASKS))  # evaluate only this task of a generalist ("" = all it knows)
 
 
@@ -384,127 +417,6 @@ def apply_overrides(config, overrides):
     return config
 
 
-# ----------------------------------------------------------------------------------------------------------
-# Cross-field rules: checked by validate() once every file and override has been applied
-# ----------------------------------------------------------------------------------------------------------
-
-CROSS_RULES = []
-
-
-def cross_rule(fn):
-    """Register `fn(config) -> message or None`; the message names the keys, their values and what is allowed."""
-    CROSS_RULES.append(fn)
-    return fn
-
-
-@cross_rule
-def _resolution_fits_patches(c):
-    patch = PRESETS[c.model.preset]["patch_size"]
-    down = vae.make_codec("pixel").downsample  # the codec train.py uses; a model.codec key would be read here
-    if c.data.resolution % (patch * down):
-        return (f"data.resolution = {c.data.resolution} must be divisible by {patch * down} (model.preset = "
-                f"{c.model.preset!r} has patch size {patch}, x codec downsampling {down})")
-
-
-@cross_rule
-def _micro_batch_divides_global_batch(c):
-    if (t := c.train).micro_batch and t.global_batch % t.micro_batch:
-        return f"train.global_batch = {t.global_batch} must be divisible by train.micro_batch = {t.micro_batch}"
-
-
-@cross_rule
-def _lr_decays_downwards(c):
-    if (t := c.train).lr_schedule == "exp" and t.lr_final > t.lr:
-        return f"train.lr_final = {t.lr_final} must be <= train.lr = {t.lr} (train.lr_schedule = 'exp' decays)"
-
-
-@cross_rule
-def _sample_steps_within_T(c):
-    if c.sample.steps > c.diffusion.T:
-        return f"sample.steps = {c.sample.steps} must be <= diffusion.T = {c.diffusion.T} (distinct timesteps)"
-
-
-@cross_rule
-def _validation_disjoint_from_training(c):
-    d = c.data
-    if d.val_offset < d.train_size:
-        return (f"data.val_offset = {d.val_offset} must be >= data.train_size = {d.train_size}: validation scenes "
-                f"{d.val_offset}..{d.val_offset + d.val_size - 1} would overlap training scenes 0..{d.train_size - 1}")
-    # class evaluation generates its images; a perception task evaluates on the validation scenes
-    if c.data.task != "class" and c.sample.num_images > d.val_size:
-        return f"sample.num_images = {c.sample.num_images} must be <= data.val_size = {d.val_size} (task {d.task!r})"
-
-
-@cross_rule
-def _timestep_weights_divide_T(c):
-    if (d := c.diffusion).timestep_weights and d.T % len(d.timestep_weights):
-        return (f"diffusion.timestep_weights = {d.timestep_weights} has {len(d.timestep_weights)} groups, which "
-                f"must divide diffusion.T = {d.T} (ADDP: 10 groups of 100 steps)")
-
-
-@cross_rule
-def _betas_ordered(c):
-    d = c.diffusion
-    name = schedules.SCHEDULE_ALIASES.get(d.schedule, d.schedule)
-    if name in schedules.DEFAULT_BETA_RANGE:  # cosine ignores the betas, as diffusers does
-        start, end = (v if v is not None else default for v, default in
-                      zip((d.beta_start, d.beta_end), schedules.DEFAULT_BETA_RANGE[name]))
-        if start > end:
-            return f"diffusion.beta_start = {start} must be <= diffusion.beta_end = {end} (null: {name}'s default)"
-
-
-@cross_rule
-def _eps_needs_terminal_signal(c):
-    if (d := c.diffusion).zero_terminal_snr and schedules.canonical_prediction(d.prediction) == "eps":
-        return ("diffusion.zero_terminal_snr = True needs diffusion.prediction 'v' or 'x0', not "
-                f"{d.prediction!r}: at t = T-1 alpha_bar = 0 and x0 = (x_t - eps) / 0 (Lin et al.)")
-
-
-@cross_rule
-def _mode_fits_task_and_start(c):
-    t = c.train
-    if t.mode == "pretrain" and c.data.task != "class":
-        return f"data.task = {c.data.task!r} needs train.mode = 'finetune' (pre-training is class-conditional)"
-    if t.upcycle_from and t.mode == "pretrain":
-        return f"train.upcycle_from = {t.upcycle_from!r} needs train.mode = 'finetune' or 'multitask', not 'pretrain'"
-    if t.upcycle_from and t.init_from:
-        return (f"train.init_from = {t.init_from!r} and train.upcycle_from = {t.upcycle_from!r} are both set; "
-                "upcycling starts from upcycle_from: set train.init_from=")
-
-
-@cross_rule
-def _multitask_has_tasks(c):
-    t, d = c.train, c.data
-    per_task = {"data.tasks": d.tasks, "diffusion.task_timestep_weights": c.diffusion.task_timestep_weights,
-                "train.task_loss": t.task_loss}
-    if t.mode != "multitask":
-        for key, value in per_task.items():
-            if value:
-                return f"{key} = {value} is for train.mode = 'multitask', not {t.mode!r}"
-        return None
-    if not d.tasks:
-        return "train.mode = 'multitask' needs data.tasks, e.g. {depth: 1, flow: 1, amodal: 1, referring: 1}"
-    for key, value in per_task.items():
-        extra = [k for k in value if k not in d.tasks]
-        if extra:
-            return f"{key} names task {extra[0]!r}, which data.tasks = {d.tasks} does not train"
-    for task in d.tasks:
-        if task not in tasks.DATASET_TASKS.get(d.dataset, ()):
-            return f"data.dataset = {d.dataset!r} cannot provide task {task!r} of data.tasks"
-    for w in c.diffusion.task_timestep_weights.values():
-        if c.diffusion.T % len(w):
-            return f"diffusion.task_timestep_weights: {len(w)} groups must divide diffusion.T = {c.diffusion.T}"
-
-
-@cross_rule
-def _upcycle_shape(c):
-    m, depth = c.model, PRESETS[c.model.preset]["depth"]
-    if m.upcycle_top_k > m.upcycle_experts:
-        return f"model.upcycle_top_k = {m.upcycle_top_k} must be <= model.upcycle_experts = {m.upcycle_experts}"
-    if m.upcycle_every > depth:
-        return f"model.upcycle_every = {m.upcycle_every} must be <= {depth}, the depth of model.preset = {m.preset!r}"
-
-
 def validate(config):
     """Check every field's rule (also for values set in code) and then every cross-field rule; return config.
 
@@ -516,7 +428,7 @@ def validate(config):
         for f in dataclasses.fields(target):
             where = f"{section.name}.{f.name}"
             _check_rule(f, _check_value(getattr(target, f.name), hints[f.name], where), where)
-    for rule in CROSS_RULES:
+    for rule in config_rules.CROSS_RULES:
         problem = rule(config)
         if problem:
             raise ConfigError(problem)

@@ -61,6 +61,7 @@ from minidp.ddim import timesteps as ddim_timesteps
 from minidp.schedules import SCHEDULES, NoiseSchedule
 
 MIN_SAMPLES_PER_STEP = 10  # N >= 10 S: the chance R^2 of the nested fits stays small (docstring)
+GROUPS = 10  # the paper's 10 groups of 100 timesteps (A.2.1); weights files for training have this length
 DEFAULT_FLOOR = 0.01  # the paper's "round up their probabilities to 1 %" (A.2.1)
 
 # ----------------------------------------------------------------------------------------------------------

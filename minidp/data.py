@@ -1,26 +1,146 @@
-"""Datasets and batches: scenes of the synthetic world rendered once into memory, and batches built from them.
+"""Datasets and batches: the synthetic world or a real dataset, batches built from them, and the latent cache.
 
-A batch is a pure function of the scene indices (and, for referring / amodal, of a `pick` number choosing the
+A batch is a pure function of the sample indices (and, for referring / amodal, of a `pick` number choosing the
 object), so the training loop can build any slice of any step's global batch on any rank. What each task makes
-of a scene (condition images, target, read-back) lives in minidp/tasks.py.
+of a scene (condition images, target, read-back) lives in minidp/tasks.py. Three sources feed the loop:
 
-Notable choice: the training scenes are rendered once at start-up into an in-memory cache holding only the keys
-the task reads (tasks.SCENE_KEYS): rendering every batch on the fly costs about as much as a tiny model's training
-step on a CPU. Referring expressions are cached as token ids (tasks.scene_tokens), so the cache is all tensors.
+    the world        rendered once into memory (render_cache), on the device: a batch is an index, no copy
+    a real dataset   minidp/readers.py behind a DataLoader with workers (RealLoader): each rank fetches, ahead
+                     of time, its slice of every step's global batch, whose indices recipe.step_indices draws
+                     from (train.seed, step) alone, so neither the number of ranks nor a resume changes them
+    a latent cache   `python -m minidp.data cache CONFIG [overrides]` encodes the training samples once through
+                     the codec into <data.latent_cache or train.out_dir/latents>/shard_*.pt + index.json;
+                     train.py reads it when index.json exists and never runs the encoder (fast-DiT's features)
+
+Index space (the same for every source): 0 .. data.train_size - 1 are training samples (the first train_size of
+the training split, in the readers' sorted order); data.val_offset + j is validation sample j: the dataset's
+validation split (Hypersim and FlyingChairs as published, ImageNet's root/val/<class>/) or, for pix2gestalt, which
+publishes none, training-split sample train_size + j, held out because the batch plan never draws an index
+>= train_size.
+
+Notable choices:
+- The world's training scenes are rendered once at start-up into memory holding only the keys the task reads
+  (tasks.SCENE_KEYS): rendering every batch on the fly costs about as much as a tiny model's training step on a
+  CPU. Referring expressions are cached as token ids (tasks.scene_tokens), so the cache is all tensors.
+- A real dataset yields the world's keys: label 0 where the dataset has no classes (fine-tuning conditions on the
+  task's label row instead), and pix2gestalt's one object per sample as slot 0 (ref_masks = its visible mask).
+- A file that cannot be read inside a DataLoader worker comes back as data ({"error": message}) and is raised in
+  the training process, so the user sees the reader's one line naming the file, not a worker's traceback.
+- Masks follow the latents: a latent pixel counts in the loss only if all its downsample x downsample pixels are
+  valid (Marigold's valid_mask_down).
+- The latent cache stores float32 (the cached and uncached runs' losses agree to float rounding, a test checks it)
+  and is refused, in one line, when built from another dataset, task, resolution or codec. Tasks whose target
+  depends on the object picked at each step (world amodal and referring) are not cached.
+Letters: B batch, K condition images, C latent channels, H, W image size, h, w latent size.
 """
 
+import functools
+import json
+import time
+from pathlib import Path
+
 import torch
+import torch.nn.functional as F
 
-from minidp import tasks, world
+from minidp import parallel, readers, recipe, tasks, vae, world
 
+DataError = (readers.DatasetError, vae.VAEWeightsError)  # bad data or weights: one line, exit status 2
+VALIDATION_SPLIT = {"hypersim": "val", "flyingchairs": "val", "imagenet": "val"}  # datasets with a validation split
+CACHE_FORMAT = 1
+CACHE_IDENTITY = ("dataset", "root", "task", "resolution", "codec", "vae_weights", "seed", "num_classes")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Real datasets in the world's index space and keys
+# ----------------------------------------------------------------------------------------------------------
+
+def _reader(dataset, root, split, resolution):
+    cls = readers.DATASETS[dataset]
+    if dataset == "imagenet":  # root/train/<class>/ and root/val/<class>/ (the val images sorted into classes)
+        return cls(Path(root) / split, resolution=resolution)
+    if dataset in VALIDATION_SPLIT:
+        return cls(root, split=split, resolution=resolution)
+    return cls(root, resolution=resolution)
+
+
+class RealScenes(torch.utils.data.Dataset):
+    """A real dataset indexed like the world (see the module docstring); items hold the task's scene keys."""
+
+    def __init__(self, dataset, root, task, resolution, train_size, val_size, val_offset, num_classes):
+        self.train = _reader(dataset, root, "train", resolution)
+        self.val = _reader(dataset, root, VALIDATION_SPLIT[dataset], resolution) if dataset in VALIDATION_SPLIT else None
+        held_out = 0 if self.val is not None else val_size  # the validation samples taken from the training split
+        if len(self.train) < train_size + held_out:
+            raise readers.DatasetError(
+                f"{root}: {len(self.train)} training samples, fewer than data.train_size = {train_size}"
+                + (f" + data.val_size = {val_size} held out for validation" if held_out else "")
+                + f"; set data.train_size={len(self.train) - held_out}")
+        if self.val is not None and len(self.val) < val_size:
+            raise readers.DatasetError(f"{root}: {len(self.val)} validation samples, fewer than data.val_size = "
+                                       f"{val_size}; set data.val_size={len(self.val)}")
+        if len(getattr(self.train, "classes", ())) > num_classes:
+            raise readers.DatasetError(f"{root}: {len(self.train.classes)} class folders, more than data.num_classes "
+                                       f"= {num_classes}; set data.num_classes={len(self.train.classes)}")
+        self.keys, self.train_size, self.val_offset = tasks.SCENE_KEYS[task], train_size, val_offset
+
+    def __len__(self):
+        return self.train_size
+
+    def __getitem__(self, index):
+        if index >= self.val_offset:  # validation sample j
+            j = index - self.val_offset
+            source, i = (self.val, j) if self.val is not None else (self.train, self.train_size + j)
+        else:
+            source, i = self.train, index
+        try:
+            item = source[i]
+        except readers.DatasetError as e:
+            return {"error": str(e), "index": index}  # raised by collate's caller, in the training process
+        item.setdefault("label", torch.tensor(0, dtype=torch.long))  # no classes: fine-tuning uses the task's row
+        if "ids" in item:  # pix2gestalt: one object per sample, in slot 0 (S = 1)
+            item["ref_masks"] = (item["ids"] == 1)[None]  # (1, R, R)
+            item["num_objects"] = torch.tensor(1, dtype=torch.long)
+        return {**{k: item[k] for k in self.keys}, "index": torch.tensor(index, dtype=torch.long)}
+
+
+def collate(items):
+    """Stack a list of RealScenes items into scenes {key: (B, ...)}, or pass on the first item's read error."""
+    for item in items:
+        if "error" in item:
+            return {"error": item["error"]}
+    return {k: torch.stack([item[k] for item in items]) for k in items[0]}
+
+
+def raise_error(scenes):
+    if "error" in scenes:
+        raise readers.DatasetError(scenes["error"])
+    return scenes
+
+
+@functools.lru_cache(maxsize=4)
+def _real_scenes(*key):
+    return RealScenes(*key)
+
+
+def real_scenes(data_cfg):
+    """The configured real dataset, opened once per process (listing ImageNet's folders takes a while)."""
+    d = data_cfg
+    return _real_scenes(d.dataset, str(Path(d.root)), d.task, d.resolution, d.train_size, d.val_size, d.val_offset,
+                        d.num_classes)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scenes and batches
+# ----------------------------------------------------------------------------------------------------------
 
 def render_scenes(data_cfg, indices):
-    """Scenes `indices` of the configured dataset: the world's full render dict (world.render_specs) + tokens."""
+    """Scenes `indices` of the configured dataset: the world's full render dict (world.render_specs) + tokens,
+    or a real dataset's task keys (read now, in this process)."""
     for task in data_cfg.tasks or [data_cfg.task]:
         tasks.check_dataset_task(data_cfg.dataset, task)
     if data_cfg.dataset != "world":
-        raise ValueError(f"data.dataset = {data_cfg.dataset!r}: reading real datasets is not wired into training "
-                         "yet; valid today: world")
+        ds = real_scenes(data_cfg)
+        return raise_error(collate([ds[int(i)] for i in indices]))
     scenes = world.render(indices, resolution=data_cfg.resolution, seed=data_cfg.seed,
                           num_classes=data_cfg.num_classes)
     scenes["tokens"] = tasks.scene_tokens(scenes["expressions"])  # (B, S, L)
@@ -43,11 +163,16 @@ def render_cache(data_cfg, n, chunk=256, log=None, task=None):
 
 
 def make_batch(data_cfg, indices, device="cpu", cache=None, pick=None):
-    """The task's sample dict (tasks.make_sample) for scenes `indices`, on `device`: read from `cache` (see
-    render_cache) when given, else rendered now. pick (B,) chooses the object of referring / amodal samples;
-    default: the scene index."""
+    """The task's sample dict (tasks.make_sample) for scenes `indices`, on `device`. `cache`: the world's
+    render_cache, a RealLoader (the next batch it fetched, which must be `indices`) or a LatentCache (a batch
+    already in latent space); None: rendered or read now. pick (B,) chooses the object of referring / amodal
+    samples; default: the scene index."""
     idx = torch.as_tensor(list(indices) if not torch.is_tensor(indices) else indices, dtype=torch.long)
-    if cache is not None:
+    if isinstance(cache, LatentCache):
+        return cache.batch(idx.cpu(), device)
+    if isinstance(cache, RealLoader):
+        scenes = cache.next(idx.cpu())
+    elif cache is not None:
         scenes = {k: v[idx] for k, v in cache.items()}
     else:
         scenes = render_scenes(data_cfg, idx.tolist())
@@ -81,3 +206,207 @@ def make_mixed_batch(data_cfg, names, task, indices, device="cpu", cache=None, p
         for key, v in parts.items():
             out[key][rows.to(device)] = v
     return {"cond": [out.pop("rgb"), out.pop("second")], **out, "task": task.to(device)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Latents: the codec between a batch and the model
+# ----------------------------------------------------------------------------------------------------------
+
+def make_codec(data_cfg, device="cpu"):
+    """data.codec with data.vae_weights, on `device` (vae.make_codec; a bad weights file is a VAEWeightsError)."""
+    options = {"weights": data_cfg.vae_weights} if data_cfg.codec != "pixel" else {}
+    return vae.make_codec(data_cfg.codec, **options).to(device)
+
+
+def latent_mask(mask, downsample):
+    """(B, H, W) bool -> (B, H / d, W / d): a latent pixel is valid when all of its d x d pixels are."""
+    if downsample == 1:
+        return mask
+    return -F.max_pool2d(-mask[:, None].float(), downsample)[:, 0] > 0.5  # a min-pool
+
+
+def to_latents(batch, codec):
+    """The batch with target, cond and mask in latent space (B, C, h, w); a latent-cache batch already is."""
+    if batch.get("latents"):
+        return batch
+    return {**batch, "target": codec.encode(batch["target"]), "cond": [codec.encode(c) for c in batch["cond"]],
+            "mask": latent_mask(batch["mask"], codec.downsample), "latents": True}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The training loop's sources: a real dataset through a DataLoader, the latent cache
+# ----------------------------------------------------------------------------------------------------------
+
+class StepBatches(torch.utils.data.Sampler):
+    """This rank's micro-batches of steps start..steps-1, in the order the training loop asks for them: rank r
+    takes rows [r * accum * micro, (r + 1) * accum * micro) of each step's global batch, as train.py slices it."""
+
+    def __init__(self, cfg, start, rank, accum, micro):
+        self.cfg, self.start, self.rank, self.accum, self.micro = cfg, start, rank, accum, micro
+
+    def __len__(self):
+        return (self.cfg.train.steps - self.start) * self.accum
+
+    def __iter__(self):
+        for step in range(self.start, self.cfg.train.steps):
+            mine = recipe.step_indices(self.cfg, step).view(-1, self.micro)  # (world_size * accum, micro)
+            yield from mine[self.rank * self.accum:(self.rank + 1) * self.accum].tolist()
+
+
+class RealLoader:
+    """A DataLoader over the real dataset, with data.workers workers fetching this rank's batches ahead."""
+
+    def __init__(self, cfg, start, rank, accum, micro, pin_memory):
+        dc = cfg.data
+        self.loader = torch.utils.data.DataLoader(
+            real_scenes(dc), batch_sampler=StepBatches(cfg, start, rank, accum, micro), num_workers=dc.workers,
+            collate_fn=collate, pin_memory=pin_memory)
+        self.batches = iter(self.loader)
+
+    def next(self, indices):
+        scenes = raise_error(next(self.batches))
+        if not torch.equal(scenes.pop("index"), indices):  # the sampler and the loop disagree: a bug, not input
+            raise RuntimeError("RealLoader: the fetched batch is not the one the training loop asked for")
+        return scenes
+
+
+def cache_dir(cfg):
+    return Path(cfg.data.latent_cache or Path(cfg.train.out_dir) / "latents")
+
+
+def cache_identity(data_cfg):
+    """What a cache's latents depend on, as index.json records it (paths resolved: a run may start elsewhere)."""
+    d = data_cfg
+    ident = {k: getattr(d, k) for k in CACHE_IDENTITY}
+    ident["root"] = str(Path(d.root).resolve()) if d.root else ""
+    ident["vae_weights"] = str(Path(d.vae_weights).resolve()) if d.vae_weights else ""
+    return ident
+
+
+class LatentCache:
+    """The shards of a latent cache, memory-mapped: {target (n, C, h, w), cond (n, K, C, h, w), mask (n, h, w),
+    label (n,)} each, shard s holding samples s * shard_size ...; checked against the config on opening."""
+
+    def __init__(self, folder, data_cfg):
+        self.folder = Path(folder)
+        try:
+            index = json.loads((self.folder / "index.json").read_text())
+        except (OSError, ValueError) as e:
+            raise readers.DatasetError(f"{self.folder / 'index.json'}: not a readable latent cache index "
+                                       f"({type(e).__name__})") from None
+        want = cache_identity(data_cfg)
+        for key, value in want.items():
+            if index.get(key) != value:
+                raise readers.DatasetError(
+                    f"latent cache {self.folder} was built with data.{key} = {index.get(key)!r}, this config says "
+                    f"{value!r}; rebuild it (python -m minidp.data cache CONFIG) or set data.latent_cache")
+        if index["size"] < data_cfg.train_size:
+            raise readers.DatasetError(f"latent cache {self.folder} holds {index['size']} samples, fewer than "
+                                       f"data.train_size = {data_cfg.train_size}; rebuild it")
+        self.size, self.shard_size = index["size"], index["shard_size"]
+        self.shards = [torch.load(self.folder / name, map_location="cpu", weights_only=True, mmap=True)
+                       for name in index["shards"]]
+
+    def batch(self, idx, device):
+        rows = [(int(i) // self.shard_size, int(i) % self.shard_size) for i in idx]
+        get = lambda key: torch.stack([self.shards[s][key][r] for s, r in rows]).to(device)  # noqa: E731
+        cond = get("cond")  # (B, K, C, h, w)
+        return {"target": get("target"), "cond": list(cond.unbind(1)), "mask": get("mask"), "label": get("label"),
+                "latents": True}
+
+
+def cacheable(data_cfg):
+    """A sample's latents depend on its index alone unless the task picks one of several objects each step."""
+    return data_cfg.task in ("class", "depth", "flow") or data_cfg.dataset == "pix2gestalt"
+
+
+def check_sources(cfg):
+    """Everything about the data that can be wrong, checked before train.py writes anything: the real dataset's
+    folder and sizes, an existing latent cache's identity."""
+    if cfg.data.dataset != "world":
+        real_scenes(cfg.data)
+    if (cache_dir(cfg) / "index.json").is_file():
+        LatentCache(cache_dir(cfg), cfg.data)
+        if cfg.train.augment:  # ADDP's augmentation corrupts pixels before the codec; a cache holds only latents
+            raise readers.DatasetError(f"train.augment = {cfg.train.augment} needs the pixels, but training would "
+                                       f"read the latent cache {cache_dir(cfg)}: delete it or set train.augment=0")
+
+
+def training_source(cfg, start, rank, accum, micro, device):
+    """What make_batch reads training batches from, and a line saying what it is."""
+    dc = cfg.data
+    folder = cache_dir(cfg)
+    if (folder / "index.json").is_file():
+        cache = LatentCache(folder, dc)
+        return cache, f"reading the latent cache {folder} ({cache.size} samples, codec {dc.codec}): no encoder runs"
+    if dc.dataset == "world":
+        # every rank holds every scene (any rank may need any index), on the device
+        cache = parallel.to_device(render_cache(dc, dc.train_size, task=tasks.run_tasks(cfg)), device)
+        return cache, f"{dc.train_size} training scenes of the world at {dc.resolution} px rendered"
+    loader = RealLoader(cfg, start, rank, accum, micro, pin_memory=device.type == "cuda")
+    return loader, (f"{dc.train_size} of {len(loader.loader.dataset.train)} training samples of {dc.dataset} in "
+                    f"{dc.root} at {dc.resolution} px, loader workers per rank: {dc.workers}")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Building the latent cache: python -m minidp.data cache CONFIG [overrides]
+# ----------------------------------------------------------------------------------------------------------
+
+def build_cache(cfg, device, batch=64, shard_size=4096, log=print):
+    """Encode training samples 0..train_size-1 through the codec into cache_dir(cfg); index.json is written last,
+    so a cache interrupted half-way is never read."""
+    dc, folder = cfg.data, cache_dir(cfg)
+    if not cacheable(dc):
+        raise readers.DatasetError(f"data.task = {dc.task!r} on data.dataset = {dc.dataset!r} cannot be cached: its "
+                                   "target depends on the object each step picks")
+    codec = make_codec(dc, device)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "index.json").unlink(missing_ok=True)
+    n, names, t0 = dc.train_size, [], time.time()
+    for first in range(0, n, shard_size):
+        parts = {"target": [], "cond": [], "mask": [], "label": []}
+        for start in range(first, min(first + shard_size, n), batch):
+            idx = list(range(start, min(start + batch, first + shard_size, n)))
+            lat = to_latents(make_batch(dc, idx, device), codec)
+            for key in ("target", "mask", "label"):
+                parts[key].append(lat[key].cpu())
+            parts["cond"].append(torch.stack(lat["cond"], 1).cpu() if lat["cond"] else
+                                 lat["target"].cpu()[:, :0, None])  # (B, K, C, h, w); K = 0 for class
+        names.append(f"shard_{len(names):05d}.pt")
+        torch.save({k: torch.cat(v) for k, v in parts.items()}, folder / names[-1])
+        log(f"encoded {min(first + shard_size, n)}/{n} samples ({time.time() - t0:.0f}s)")
+    index = {"format": CACHE_FORMAT, **cache_identity(dc), "size": n, "shard_size": shard_size, "shards": names}
+    (folder / "index.json").write_text(json.dumps(index, indent=1) + "\n")
+    return folder
+
+
+def main(argv=None):
+    import sys
+
+    from minidp import checkpoint
+    from minidp import config as cfglib
+
+    p = checkpoint.ArgumentParser(prog="python -m minidp.data", description="Encode a dataset into a latent cache.")
+    p.add_argument("command", choices=["cache"])
+    p.add_argument("config", help="the training config, e.g. configs/real/depth_hypersim.yaml")
+    p.add_argument("overrides", nargs="*", help="section.key=value, as train.py takes them")
+    p.add_argument("--batch", type=checkpoint.int_in(1, 1 << 16), default=64, help="images per encoder forward")
+    p.add_argument("--shard-size", type=checkpoint.int_in(1, 1 << 24), default=4096, help="samples per shard file")
+    args = p.parse_args(argv)
+    try:
+        cfg = cfglib.load_config(args.config, args.overrides)
+        tasks.check_dataset_task(cfg.data.dataset, cfg.data.task)
+        device = checkpoint.choose_device(cfg.train.device, 0)
+        folder = build_cache(cfg, device, args.batch, args.shard_size)
+    except (cfglib.ConfigError, checkpoint.InputError, ValueError) as e:  # DatasetError, VAEWeightsError are too
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: cannot write the latent cache ({e.strerror or checkpoint.one_line(e)})", file=sys.stderr)
+        return 2
+    print(f"latent cache written to {folder}; train.py {args.config} reads it from there")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -300,42 +300,6 @@ class DiT(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Checkpoints
-# ----------------------------------------------------------------------------------------------------------
-
-
-class CheckpointMismatchError(ValueError):
-    """A state dict whose keys or shapes do not match the model's architecture."""
-
-
-def load_dit_state_dict(model, state_dict):
-    """Strict load of a DiT state dict; on mismatch raise CheckpointMismatchError listing what differs.
-
-    torch's own strict error is accurate but long; this one names the first few missing keys, unexpected
-    keys and shape mismatches in one message, which is usually enough to see which preset was meant.
-    """
-    if "model" in state_dict and "ema" in state_dict:
-        raise ValueError("this looks like a training checkpoint {'model', 'ema', ...}: pass ckpt['ema'] or ckpt['model']")
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state_dict and state_dict[k].shape != own[k].shape
-    ]
-    if missing or unexpected or shapes:
-        lines = [f"state dict does not match this {type(model).__name__} (config {getattr(model, 'config', {})}):"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
-            if items:
-                more = f" (+{len(items) - 5} more)" if len(items) > 5 else ""
-                lines.append(f"  {len(items)} {title}: " + ", ".join(items[:5]) + more)
-        raise CheckpointMismatchError("\n".join(lines))
-    model.load_state_dict(state_dict, strict=True)
-    return model
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Perception fine-tuning: input widening (Marigold) and the per-task patch-embedding router
 # ----------------------------------------------------------------------------------------------------------
 
@@ -399,15 +363,8 @@ def make_multitask(model, num_tasks, class_groups=None):
             raise ValueError(f"class_groups[{k}]={group!r} must be a non-empty list of class ids in 0..{num_classes - 1}")
 
     model.x_embedder = PatchEmbedRouter([_copy_patch_embed(model.x_embedder) for _ in range(num_tasks)])
-    old = model.y_embedder.embedding_table
-    new = nn.Embedding(old.num_embeddings + num_tasks, old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype)
-    new.weight[: old.num_embeddings] = old.weight  # classes and the null row keep their ids
-    for k, group in enumerate(class_groups):
-        new.weight[old.num_embeddings + k] = old.weight[torch.tensor(group, device=old.weight.device)].mean(0)
-    model.y_embedder.embedding_table = new
-    model.num_tasks = num_tasks
-    model.config["num_tasks"] = num_tasks
-    return model
+    table = model.y_embedder.embedding_table.weight
+    return _append_label_rows(model, [table[torch.tensor(g, device=table.device)].mean(0) for g in class_groups])
 
 
 @torch.no_grad()
@@ -434,14 +391,21 @@ def add_tasks(model, num_tasks):
         raise ValueError(f"add_tasks grows a single-task model; this one has num_tasks={model.num_tasks}")
     first = model.x_embedder.embedders[0]
     model.x_embedder = PatchEmbedRouter([first] + [_copy_patch_embed(first) for _ in range(num_tasks - 1)])
+    task0 = model.y_embedder.embedding_table.weight[-1]  # task 0's row is the table's last
+    return _append_label_rows(model, [task0] * (num_tasks - 1))
+
+
+def _append_label_rows(model, rows):
+    """Append label rows (each (D,)) after the table's last, one per new task: the classes, the null row and
+    earlier tasks keep their ids. A new Parameter: build the optimizer after."""
     old = model.y_embedder.embedding_table
-    new = nn.Embedding(old.num_embeddings + num_tasks - 1, old.embedding_dim, device=old.weight.device,
-                       dtype=old.weight.dtype)
+    new = nn.Embedding(old.num_embeddings + len(rows), old.embedding_dim, device=old.weight.device, dtype=old.weight.dtype)
     new.weight[: old.num_embeddings] = old.weight
-    new.weight[old.num_embeddings:] = old.weight[-1]  # task 0's row is the table's last
+    if rows:
+        new.weight[old.num_embeddings:] = torch.stack(rows)  # (new tasks, D)
     model.y_embedder.embedding_table = new
-    model.num_tasks = num_tasks
-    model.config["num_tasks"] = num_tasks
+    model.num_tasks = model.num_tasks + len(rows)
+    model.config["num_tasks"] = model.num_tasks
     return model
 
 

@@ -1,9 +1,9 @@
 """Per-task evaluation: sample, decode, ensemble, metrics, baseline, figure. One function per task.
 
 `evaluate(model, cfg, out_dir, device)` is what train.py runs at the end of training and what sample.py runs on a
-saved checkpoint, so the numbers a run reports are the numbers sample.py reproduces. Every perception task runs
-the same loop (`predict`): for each validation batch, M ensemble members x DDIM(N steps) in one batch, decoded
-and merged by the task's rule (REFERENCE.md §5), then compared with the world's exact ground truth:
+saved checkpoint, so the numbers a run reports are the numbers sample.py reproduces. Every perception task samples
+its validation scenes with minidp/sampling.py (M members x DDIM(N steps), decoded, merged by the task's rule,
+REFERENCE.md §5) and compares them with the world's exact ground truth:
 
     task       metric (eval.json keys)              members merged by        baseline (prior_* keys)
     depth      absrel, delta1-3, rmse (aligned)     median | mean | compile  the training set's mean depth map
@@ -16,9 +16,16 @@ A generalist (train.mode multitask) is evaluated task by task with the same func
 row chosen by tasks.run_tasks' order); eval.json then has one section per task, and generalist_figure draws the
 scaling paper's Fig. 11 (one row per task).
 
-Referring segmentation samples with InstructPix2Pix two-scale guidance (REFERENCE.md §1): three predictions per
-step, e(0,0), e(I,0), e(I,D), batched as one forward of 3B; the null image is all zeros, the null text all padding.
-Letters: M members, B batch, C channels, H, W image size.
+Referring segmentation samples with two-scale guidance, or with ADDP's correctional guidance when
+sample.correctional is set (minidp/sampling.py); eval.json's plain_oiou / plain_miou are then the same run (same
+noise) without the correction.
+
+sample.intermediates = True also writes intermediates.json: the metric of every sample's clean prediction x0_hat
+at every DDIM step of the evaluation chain (ADDP Fig. 1a, and the table minidp.ct_estimation's Algorithm A
+reads), and figures/step_metric.png. The last row is the final prediction, so its mean is eval.json's miou
+(referring, amodal); depth records the per-image AbsRel, flow the per-image EPE (scenes with no valid flow
+pixel are left out). Algorithm A wants one step per timestep group: sample.steps = 10 with trailing spacing.
+Letters: M members, B batch, C channels, H, W image size, S recorded steps, N samples, k correctional prompts.
 """
 
 import copy
@@ -29,77 +36,66 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from minidp import data, ddim, dit, ensemble, metrics, schedules, tasks, viz
+from minidp import data, ddim, metrics, sampling, schedules, tasks, viz
 
 PROGRESSION_T = (999, 799, 599, 400, 200, 0)  # supplementary Fig. 1 (its "1000" is our t = 999)
 PROGRESSION_STEPS = 51  # round(linspace(0, 999, 51)) holds every t above, whatever sample.steps is
 
 
-def sampling_schedule(cfg):
-    """The noise schedule used at test time: the training one unless sample.schedule overrides it."""
-    d = cfg.diffusion
-    name = cfg.sample.schedule or d.schedule
-    same = name == d.schedule
-    return schedules.NoiseSchedule(name, d.T, d.beta_start if same else None, d.beta_end if same else None,
-                                   d.zero_terminal_snr)
+# ----------------------------------------------------------------------------------------------------------
+# Per-step metrics: ADDP's Fig. 1a and the table of its Algorithm A (sample.intermediates)
+# ----------------------------------------------------------------------------------------------------------
+
+# task -> (metric name, higher is better, per-sample metric (b,) of members (M, b, C, H, W) against a batch)
+STEP_METRICS = {
+    "depth": ("absrel", False, lambda cfg, m, b: metrics.absrel(
+        metrics.align_lstsq(sampling.merge_depth(m, cfg.sample.ensemble_method), b["depth"].cpu(), b["valid"].cpu())
+        .clamp_min(metrics.MIN_DEPTH), b["depth"].cpu(), b["valid"].cpu())),
+    "flow": ("epe", False, lambda cfg, m, b: metrics.epe(sampling.merge_flow(m), b["flow"].cpu(), b["flow_valid"].cpu())),
+    "amodal": ("iou", True, lambda cfg, m, b: metrics.iou(tasks.amodal_mask(sampling.merge_images(m)), b["gt_mask"].cpu())),
+    "referring": ("iou", True, lambda cfg, m, b: metrics.iou(tasks.red_mask(sampling.merge_images(m)), b["gt_mask"].cpu())),
+}
 
 
-def model_fn_for(model, cond, y, task, tokens=None, guidance=None):
-    """f(x_t, t) -> prediction for DDIM: prepends the condition latents, keeps the first C output channels.
+class StepRecorder:
+    """Collects the per-sample metric of x0_hat at every DDIM step, batch by batch: Q (S, N), noisiest first."""
 
-    guidance = (s_I, s_D) turns on two-scale guidance over the image (cond[0]) and the text (tokens)."""
-    def fn(x_t, t):
-        C = x_t.shape[1]
-        if guidance is None:
-            text = {} if tokens is None else {"tokens": tokens}
-            return model(torch.cat(cond + [x_t], dim=1), t, y, task=task, **text)[:, :C]
-        blank = [torch.zeros_like(cond[0])] + cond[1:]  # the null image (InstructPix2Pix: zero latents)
-        x_in = torch.cat([torch.cat(blank + [x_t], 1), torch.cat(cond + [x_t], 1), torch.cat(cond + [x_t], 1)])
-        null = torch.zeros_like(tokens)
-        out = model(x_in, t.repeat(3), y.repeat(3), task=task.repeat(3), tokens=torch.cat([null, null, tokens]))
-        e_none, e_img, e_img_txt = out[:, :C].chunk(3)  # (B, C, H, W) each
-        return ddim.two_scale_combine(e_none, e_img, e_img_txt, *guidance)
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.name, self.higher_is_better, self.score = STEP_METRICS[cfg.data.task]
+        self.timesteps, self.columns = None, []
 
-    return fn
+    def add(self, batch, steps):
+        """steps: [(t, members (M, b, C, H, W))] in sampling order."""
+        keep = batch["flow_valid"].flatten(1).any(1).cpu() if "flow_valid" in batch else slice(None)
+        sub = {k: v[keep] for k, v in batch.items() if k in ("depth", "valid", "flow", "flow_valid", "gt_mask")}
+        self.timesteps = [t for t, _ in steps]
+        self.columns.append(torch.stack([self.score(self.cfg, m[:, keep], sub).double() for _, m in steps]))
 
-
-@torch.no_grad()
-def generate(model_fn, cfg, shape, generator, device, steps=None, spacing=None, return_intermediates=False):
-    """DDIM from fresh noise of `shape` (drawn from `generator` on the CPU, so results do not depend on the
-    device); steps / spacing default to the config's sample section."""
-    s = cfg.sample
-    x_T = torch.randn(shape, generator=generator).to(device)
-    return ddim.ddim_sample(model_fn, x_T, sampling_schedule(cfg), steps=steps or s.steps,
-                            prediction=cfg.diffusion.prediction, spacing=spacing or s.spacing, eta=s.eta,
-                            clip_x0=s.clip_x0 or None, return_intermediates=return_intermediates)
-
-
-def conditioned_fn(model, cfg, batch, repeat=1):
-    """The model_fn for a batch of the task's samples, each repeated `repeat` times (member-major)."""
-    cond = [c.repeat(repeat, 1, 1, 1) for c in batch["cond"]]
-    n = cond[0].shape[0]
-    device = cond[0].device
-    k = tasks.run_tasks(cfg).index(cfg.data.task)  # the task's router entry and label row
-    if len(cond) + 1 < model.in_groups:  # a generalist reads a blank second condition for one-condition tasks
-        cond.append(torch.zeros_like(cond[0]))
-    y = torch.full((n,), dit.task_label(model, k), dtype=torch.long, device=device)
-    task = torch.full((n,), k, dtype=torch.long, device=device)
-    tokens = batch["tokens"].repeat(repeat, 1) if "tokens" in batch else None  # None: the null text (adds 0)
-    guidance = (cfg.sample.image_guidance, cfg.sample.text_guidance) if tokens is not None else None
-    return model_fn_for(model, cond, y, task, tokens, guidance)
+    def write(self, out_dir):
+        """intermediates.json (minidp.ct_estimation's input format) and figures/step_metric.png; the dict."""
+        d = self.cfg.diffusion
+        name = self.cfg.sample.schedule or d.schedule
+        record = {"timesteps": self.timesteps, "metric": self.name, "higher_is_better": self.higher_is_better,
+                  "T": d.T, "schedule": schedules.SCHEDULE_ALIASES.get(name, name), "task": self.cfg.data.task,
+                  "steps": self.cfg.sample.steps, "spacing": self.cfg.sample.spacing,
+                  "Q": torch.cat(self.columns, dim=1).tolist()}  # (S, N)
+        path = Path(out_dir) / "intermediates.json"
+        path.write_text(json.dumps(record) + "\n")
+        plot_step_metrics({"this run": path}, figures_dir(out_dir) / "step_metric.png")
+        return record
 
 
-@torch.no_grad()
-def predict(model, cfg, device, n):
-    """Yields (batch, members) over the first n validation scenes: members (M, b, C, H, W) generated targets."""
-    s, dc = cfg.sample, cfg.data
-    gen = torch.Generator().manual_seed(s.seed)
-    for start in range(0, n, s.batch):
-        idx = list(range(dc.val_offset + start, dc.val_offset + min(start + s.batch, n)))
-        batch = data.make_batch(dc, idx, device)
-        b, M = len(idx), s.ensemble
-        x0 = generate(conditioned_fn(model, cfg, batch, M), cfg, (M * b, *batch["target"].shape[1:]), gen, device)
-        yield batch, x0.float().view(M, b, *x0.shape[1:]).cpu()
+def plot_step_metrics(runs, path):
+    """ADDP's Fig. 1a: the mean metric of x0_hat at each denoising step, one curve per {name: intermediates.json}."""
+    curves, metric = {}, "metric"
+    for label, file in runs.items():
+        rec = json.loads(Path(file).read_text())
+        Q = torch.tensor(rec["Q"], dtype=torch.float64)  # (S, N)
+        curves[label] = (list(range(1, len(Q) + 1)), Q.mean(dim=1).tolist())
+        metric = rec["metric"]
+    viz.plot_curves(curves, path, xlabel="denoising step (1 = the noisiest)", ylabel=f"mean {metric} of x0_hat",
+                    title="quality along the denoising chain (ADDP Fig. 1a)")
 
 
 def figures_dir(out_dir):
@@ -120,15 +116,14 @@ def run_info(cfg, n, seconds, **extra):
 
 def mean_depth_prior(cfg, n=512):
     """The training-set mean depth map (over valid pixels), from the first n training scenes."""
-    s = data.render_cache(cfg.data, min(n, cfg.data.train_size))
+    s = data.render_cache(cfg.data, n if cfg.data.dataset == "world" else min(n, cfg.data.train_size))
     return (s["depth"] * s["valid"]).sum(0) / s["valid"].float().sum(0).clamp_min(1)  # (H, W)
 
 
-def evaluate_depth(model, cfg, out_dir, device, n):
+def evaluate_depth(model, cfg, out_dir, device, n, codec, recorder=None):
     t0, preds, gts, valids, rgbs = time.time(), [], [], [], []
-    for batch, members in predict(model, cfg, device, n):
-        depths = tasks.decode_depth(members.flatten(0, 1)).view(*members.shape[:2], *members.shape[-2:])  # (M, b, H, W)
-        preds.append(depths[0] if len(depths) == 1 else ensemble.ensemble(depths, cfg.sample.ensemble_method))
+    for batch, members in sampling.predict(model, cfg, device, n, codec, recorder):
+        preds.append(sampling.merge_depth(members, cfg.sample.ensemble_method))
         gts.append(batch["depth"].cpu())
         valids.append(batch["valid"].cpu())
         rgbs.append(batch["cond"][0].cpu())
@@ -148,7 +143,7 @@ def evaluate_depth(model, cfg, out_dir, device, n):
                      err.numpy()])
     viz.save_grid(rows, [["input", "ground truth", "prediction (aligned)", "|rel. error| (white >= 30%)"]] * k,
                   figures_dir(out_dir) / "depth_grid.png")
-    progression_figure(model, cfg, device, figures_dir(out_dir) / "denoising_progression.png")
+    progression_figure(model, cfg, device, figures_dir(out_dir) / "denoising_progression.png", codec)
     return result
 
 
@@ -157,19 +152,20 @@ def depth_range(gt, valid):
 
 
 @torch.no_grad()
-def progression_figure(model, cfg, device, path):
+def progression_figure(model, cfg, device, path, codec):
     """The x0 prediction at t = 999, 799, ..., 0 for one validation scene, each aligned to ground truth.
 
     Always a 51-step linspace chain, so the figure shows the same timesteps whatever sample.steps is."""
     batch = data.make_batch(cfg.data, [cfg.data.val_offset], device)
-    _, inter = generate(conditioned_fn(model, cfg, batch), cfg, batch["target"].shape,
+    latents = data.to_latents(batch, codec)
+    _, inter = sampling.generate(sampling.conditioned_fn(model, cfg, latents), cfg, latents["target"].shape,
                         torch.Generator().manual_seed(cfg.sample.seed), device, steps=PROGRESSION_STEPS,
                         spacing="linspace", return_intermediates=True)
     gt, valid = batch["depth"].cpu(), batch["valid"].cpu()
     panels, titles = [], []
     for target_t in PROGRESSION_T:
         t, _, x0_hat = min(inter, key=lambda item: abs(item[0] - target_t))
-        panels.append(metrics.align_lstsq(tasks.decode_depth(x0_hat.float().cpu()), gt, valid)[0])
+        panels.append(metrics.align_lstsq(tasks.decode_depth(codec.decode(x0_hat.float()).cpu()), gt, valid)[0])
         titles.append(f"x0 at t={t}")
     rng = depth_range(gt[0], valid[0])
     row = [viz.to_image(batch["cond"][0][0].cpu())] + [viz.depth_to_rgb(p, **rng) for p in panels]
@@ -180,11 +176,10 @@ def progression_figure(model, cfg, device, path):
 # Optical flow
 # ----------------------------------------------------------------------------------------------------------
 
-def evaluate_flow(model, cfg, out_dir, device, n):
+def evaluate_flow(model, cfg, out_dir, device, n, codec, recorder=None):
     t0, preds, gts, valids, frames = time.time(), [], [], [], []
-    for batch, members in predict(model, cfg, device, n):
-        flows = tasks.decode_flow(members.flatten(0, 1)).view(*members.shape[:2], 2, *members.shape[-2:])
-        preds.append(ensemble.ensemble_flow(flows))  # (M, b, 2, H, W) -> (b, 2, H, W): flow members average
+    for batch, members in sampling.predict(model, cfg, device, n, codec, recorder):
+        preds.append(sampling.merge_flow(members))
         gts.append(batch["flow"].cpu())
         valids.append(batch["flow_valid"].cpu())
         frames.append(torch.stack([c.cpu() for c in batch["cond"]], 1))  # (b, 2, 3, H, W)
@@ -210,12 +205,12 @@ def evaluate_flow(model, cfg, out_dir, device, n):
 # Masks: amodal completion and referring segmentation
 # ----------------------------------------------------------------------------------------------------------
 
-def predict_masks(model, cfg, device, n, read_back):
+def predict_masks(model, cfg, device, n, codec, read_back, recorder=None):
     """Generated images merged by the pixel-wise median, their read-back masks, the ground truth and the baseline's
     masks, and the first batch (for the figure)."""
     images, pred, gt, prior, first = [], [], [], [], None
-    for batch, members in predict(model, cfg, device, n):
-        merged = members[0] if len(members) == 1 else ensemble.ensemble_median(members)  # (b, 3, H, W)
+    for batch, members in sampling.predict(model, cfg, device, n, codec, recorder):
+        merged = sampling.merge_images(members)  # (b, 3, H, W)
         images.append(merged)
         pred.append(read_back(merged))
         gt.append(batch["gt_mask"].cpu())
@@ -225,11 +220,11 @@ def predict_masks(model, cfg, device, n, read_back):
     return torch.cat(images), torch.cat(pred), torch.cat(gt), torch.cat(prior), first
 
 
-def evaluate_amodal(model, cfg, out_dir, device, n):
+def evaluate_amodal(model, cfg, out_dir, device, n, codec, recorder=None):
     """mIoU of the read-back mask; figure: image, visible mask, truth, prediction, and the predicted mask against
     the true one (green hit, red extra, blue missed)."""
     t0 = time.time()
-    images, pred, gt, prior, b = predict_masks(model, cfg, device, n, tasks.amodal_mask)
+    images, pred, gt, prior, b = predict_masks(model, cfg, device, n, codec, tasks.amodal_mask, recorder)
     result = {"miou": metrics.miou(pred, gt), "prior_miou": metrics.miou(prior, gt)}
     result.update(run_info(cfg, n, time.time() - t0))
 
@@ -244,13 +239,19 @@ def evaluate_amodal(model, cfg, out_dir, device, n):
     return result
 
 
-def evaluate_referring(model, cfg, out_dir, device, n):
+def evaluate_referring(model, cfg, out_dir, device, n, codec, recorder=None):
     t0 = time.time()
-    images, pred, gt, prior, b = predict_masks(model, cfg, device, n, tasks.red_mask)
+    s = cfg.sample
+    if s.correctional:
+        images, pred, gt, prior, b, plain = predict_correctional(model, cfg, device, n, codec)
+    else:
+        images, pred, gt, prior, b = predict_masks(model, cfg, device, n, codec, tasks.red_mask, recorder)
     result = {"oiou": metrics.oiou(pred, gt), "miou": metrics.miou(pred, gt),
               "prior_oiou": metrics.oiou(prior, gt), "prior_miou": metrics.miou(prior, gt)}
-    result.update(run_info(cfg, n, time.time() - t0, image_guidance=cfg.sample.image_guidance,
-                           text_guidance=cfg.sample.text_guidance))
+    if s.correctional:
+        result.update(plain_oiou=metrics.oiou(plain, gt), plain_miou=metrics.miou(plain, gt),
+                      correctional=s.correctional, correctional_guidance=s.correctional_guidance)
+    result.update(run_info(cfg, n, time.time() - t0, image_guidance=s.image_guidance, text_guidance=s.text_guidance))
 
     rows = []
     words = tasks.detokenize(b["tokens"])
@@ -262,18 +263,34 @@ def evaluate_referring(model, cfg, out_dir, device, n):
     return result
 
 
-@torch.no_grad()
-def paint_expression(model, cfg, device, scene, expression, path):
-    """Referring segmentation of a user's expression on validation scene `scene` (ValueError naming a word
-    outside the vocabulary): draws image, painting and mask to `path`; returns the mask (H, W)."""
-    tokens = tasks.tokenize([expression])
-    batch = data.make_batch(cfg.data, [cfg.data.val_offset + scene], device)
-    batch["tokens"] = tokens.to(device)
-    M = cfg.sample.ensemble
+def predict_correctional(model, cfg, device, n, codec):
+    """predict_masks' tuple with sample.correctional's masks, plus the plain two-scale masks of the same run."""
     gen = torch.Generator().manual_seed(cfg.sample.seed)
-    x0 = generate(conditioned_fn(model, cfg, batch, M), cfg, (M, *batch["target"].shape[1:]), gen, device).cpu()
-    painting = ensemble.ensemble_median(x0[:, None])[0]  # (3, H, W)
-    mask = tasks.red_mask(painting[None])[0]
+    images, pred, plain, gt, prior, first = [], [], [], [], [], None
+    for idx, batch, latents in sampling.validation_batches(cfg, device, n, codec):
+        painting, plain_mask, mask = sampling.corrected_batch(model, cfg, latents, idx, gen, device, codec)
+        images.append(painting)
+        pred.append(mask)
+        plain.append(plain_mask)
+        gt.append(batch["gt_mask"].cpu())
+        prior.append(batch["prior_mask"].cpu())
+        if first is None:
+            first = {k: v.cpu() if torch.is_tensor(v) else [c.cpu() for c in v] for k, v in batch.items()}
+    return torch.cat(images), torch.cat(pred), torch.cat(gt), torch.cat(prior), first, torch.cat(plain)
+
+
+@torch.no_grad()
+def paint_expression(model, cfg, device, scene, expression, path, codec):
+    """Referring segmentation of a user's expression on validation scene `scene` (ValueError naming a word
+    outside the vocabulary), with sample.correctional if set: draws image, painting and mask to `path`; returns
+    the mask (H, W)."""
+    tokens = tasks.tokenize([expression])
+    idx = [cfg.data.val_offset + scene]
+    batch = data.make_batch(cfg.data, idx, device)
+    batch["tokens"] = tokens.to(device)
+    gen = torch.Generator().manual_seed(cfg.sample.seed)
+    painting, plain, mask = sampling.corrected_batch(model, cfg, data.to_latents(batch, codec), idx, gen, device, codec)
+    painting, mask = painting[0], (mask if cfg.sample.correctional else plain)[0]
     rgb = batch["cond"][0][0].cpu()
     viz.save_grid([[viz.to_image(rgb), viz.to_image(painting), viz.overlay_mask(rgb, mask)]],
                   [[f'scene {scene}: "{expression}"', "predicted painting", "predicted mask"]], path)
@@ -291,7 +308,7 @@ def class_features(images):
 
 def fit_class_means(cfg, n=2000):
     """Per-class mean feature over n real training scenes: (K, F)."""
-    s = data.render_cache(cfg.data, n)
+    s = data.render_cache(cfg.data, n if cfg.data.dataset == "world" else min(n, cfg.data.train_size))
     feats, labels = class_features(s["rgb"]), s["label"]
     return torch.stack([feats[labels == k].mean(0) for k in range(cfg.data.num_classes)])
 
@@ -301,7 +318,7 @@ def nearest_class(means, images):
 
 
 @torch.no_grad()
-def evaluate_class(model, cfg, out_dir, device, n):
+def evaluate_class(model, cfg, out_dir, device, n, codec):
     s, K = cfg.sample, cfg.data.num_classes
     y = torch.arange(K, device=device).repeat_interleave(max(1, n // K))  # (K*n,)
     gen = torch.Generator().manual_seed(s.seed)
@@ -311,11 +328,12 @@ def evaluate_class(model, cfg, out_dir, device, n):
         yb = y[start:start + s.batch]
         fn = ddim.guided_model_fn_cfg(model, yb, torch.full_like(yb, model.num_classes), s.cfg_scale)
         shape = (len(yb), model.in_channels, model.input_size, model.input_size)
-        samples.append(generate(fn, cfg, shape, gen, device).cpu())
+        samples.append(codec.decode(sampling.generate(fn, cfg, shape, gen, device).float()).cpu())
     samples = torch.cat(samples).clamp(-1, 1)
     seconds = time.time() - t0
     means = fit_class_means(cfg)
-    real = data.render_scenes(cfg.data, range(cfg.data.val_offset, cfg.data.val_offset + 500))
+    n_real = 500 if cfg.data.dataset == "world" else min(500, cfg.data.val_size)  # a real dataset has val_size
+    real = data.render_scenes(cfg.data, range(cfg.data.val_offset, cfg.data.val_offset + n_real))
     result = {
         "class_accuracy": (nearest_class(means, samples) == y.cpu()).float().mean().item(),
         "real_class_accuracy": (nearest_class(means, real["rgb"]) == real["label"]).float().mean().item(),
@@ -342,24 +360,31 @@ def task_config(cfg, name):
     return c
 
 
-def evaluate(model, cfg, out_dir, device, quick=False):
+def evaluate(model, cfg, out_dir, device, quick=False, codec=None):
     """Evaluate `model` (EMA weights) as `cfg` says; write eval.json and figures into out_dir; return metrics.
 
     A generalist (train.mode multitask) is evaluated on every task it was trained on, or on sample.task only:
     eval.json holds one section per task, each with a single-task run's keys, and figures/generalist.png one row
-    per task. quick (train.eval_every): at most 8 images (20 class samples), and eval.json is left alone."""
+    per task. quick (train.eval_every): at most 8 images (20 class samples), and eval.json is left alone. codec: the
+    one the model was trained with (default: built from cfg.data, as the checkpoint's config records it)."""
     model.eval()
+    codec = codec or data.make_codec(cfg.data, device)
     names = [cfg.sample.task] if cfg.sample.task else tasks.run_tasks(cfg)
     results, multitask = {}, cfg.train.mode == "multitask"
     for name in names:
         n = cfg.sample.num_images
         if quick:
             n = min(n, 20 if name == "class" else 8)
-        results[name] = EVALUATORS[name](model, task_config(cfg, name), out_dir, device, n)
+        c = task_config(cfg, name)
+        recorder = StepRecorder(c) if c.sample.intermediates and not quick and name != "class" else None
+        results[name] = EVALUATORS[name](model, c, out_dir, device, n, codec,
+                                         **({"recorder": recorder} if recorder else {}))
+        if recorder is not None:  # single-task runs only (a config rule)
+            recorder.write(out_dir)
         values = (f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in results[name].items())
         print(f"eval {name + ' ' if multitask else ''}| " + " | ".join(values), flush=True)
     if multitask:
-        generalist_figure(model, cfg, names, device, figures_dir(out_dir) / "generalist.png")
+        generalist_figure(model, cfg, names, device, figures_dir(out_dir) / "generalist.png", codec)
     result = results if multitask else results[names[0]]
     if not quick:
         (Path(out_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
@@ -367,15 +392,17 @@ def evaluate(model, cfg, out_dir, device, quick=False):
 
 
 @torch.no_grad()
-def generalist_figure(model, cfg, names, device, path):
+def generalist_figure(model, cfg, names, device, path, codec):
     """The scaling paper's Fig. 11 for the world: one row per task, input, condition, truth and prediction for
     validation scene 0 (one ensemble member, sample.steps DDIM steps)."""
     rows, titles = [], []
     for name in names:
         c = task_config(cfg, name)
         b = data.make_batch(c.data, [c.data.val_offset], device)
-        x0 = generate(conditioned_fn(model, c, b), c, b["target"].shape, torch.Generator().manual_seed(c.sample.seed),
-                      device).float().cpu()
+        lat = data.to_latents(b, codec)
+        z0 = sampling.generate(sampling.conditioned_fn(model, c, lat), c, lat["target"].shape, torch.Generator().manual_seed(c.sample.seed),
+                      device)
+        x0 = codec.decode(z0.float()).float().cpu()
         b = {k: v.cpu() if torch.is_tensor(v) else [t.cpu() for t in v] for k, v in b.items()}
         rgb = viz.to_image(b["cond"][0][0])
         if name == "depth":

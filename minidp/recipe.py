@@ -9,8 +9,16 @@ Notable choices:
   do not depend on the number of ranks or on accumulation (2 ranks x B == 1 rank x 2B, a test checks it), and
   resuming is exact. DiT seeds each rank with `seed * world_size + rank` instead, which ties the data to the
   world size. New draws are appended after the old ones, so adding one does not change earlier runs' batches.
-- Timesteps: t ~ Uniform{0..T-1} (DiT), or ADDP's contribution-aware Multinomial(c_t^2) (its Algorithm B) when
-  diffusion.timestep_weights is set.
+- Timesteps: t ~ Uniform{0..T-1} (DiT), or ADDP's contribution-aware Multinomial(c_t^2) (its Algorithm B) with
+  c_t^2 from diffusion.timestep_sampling (the diffusion formula, a released preset, or a weights.json that
+  minidp.ct_estimation estimated) or the explicit diffusion.timestep_weights. With diffusion.ct_usage = loss,
+  ADDP's weaker alternative (its Table 5), t stays uniform and each sample's loss is multiplied by
+  G c_g^2 / sum(c^2) for its group g: mean 1 over uniform t, so uniform c^2 is plain training, bit for bit.
+  Weights are resolved once per process (a weights file is read at start-up, again when a run resumes: keep it
+  unchanged while a run may still resume).
+- Augmentation (train.augment, ADDP Sec. 3.2): the clean target is corrupted by minidp.augment before noising,
+  from uniforms drawn in the plan, one row per sample, so it too is independent of ranks and exact on resume.
+  The loss stays against the clean target (x0-prediction; config.py refuses eps / v with augmentation).
 - Text-conditioned tasks drop the text, the image or both with probability p each (InstructPix2Pix, p = 0.05),
   so two-scale guidance has all three predictions it needs at test time.
 - Loss: MSE (or L1, train.loss) against the prediction type's target, averaged over the valid pixels of each sample, then over
@@ -19,18 +27,82 @@ Notable choices:
 
 import torch
 
-from minidp import schedules, tasks
+from minidp import augment, ct_estimation, schedules, tasks
+
+AUGMENT_UNIFORMS = 11  # per-sample uniforms of augment.augment_from_uniforms (the mask recipe uses all 11)
+_WEIGHTS = {}  # resolved c_t^2 per diffusion section (a weights file is read once per process)
+
+
+def timestep_weights(cfg):
+    """The run's c_t^2 per group as a list of floats, or None for uniform t. ValueError (one line) for a
+    weights file that is missing, malformed, of the wrong length or with negative entries.
+
+    Presets and explicit vectors are returned as written (not normalised), so MultinomialTimesteps sees the
+    same numbers as before the presets existed and old runs draw the same timesteps."""
+    d = cfg.diffusion
+    key = repr(d)
+    if key not in _WEIGHTS:
+        if d.timestep_weights:
+            w = list(d.timestep_weights)
+        elif d.timestep_sampling == "uniform":
+            w = None
+        elif d.timestep_sampling == "diffusion":
+            alpha_bar = schedules.NoiseSchedule(d.schedule, d.T, d.beta_start, d.beta_end,
+                                                d.zero_terminal_snr).alpha_bar
+            w = ct_estimation.diffusion_ct2(alpha_bar, ct_estimation.GROUPS).tolist()
+        elif d.timestep_sampling in ct_estimation.PRESETS:
+            w = list(ct_estimation.PRESETS[d.timestep_sampling])
+        else:  # perception:<file>, checked by load_weights (length, sign, format)
+            w = ct_estimation.load_weights(d.timestep_sampling.split(":", 1)[1], ct_estimation.GROUPS).tolist()
+        if w is not None:
+            schedules.MultinomialTimesteps(w, d.T)  # G must divide T: fail here, at start-up, not at step 0
+        _WEIGHTS[key] = w
+    return _WEIGHTS[key]
+
+
+def loss_weights(cfg, t):
+    """Per-sample loss multipliers (B,) float32: 1 (ct_usage prob, uniform t), or G c_g^2 / sum(c^2) for the
+    group g of each t (ct_usage loss); computed in float64, so equal weights give exactly 1."""
+    w = timestep_weights(cfg)
+    if cfg.diffusion.ct_usage == "prob" or w is None:
+        return torch.ones(t.shape, dtype=torch.float32)
+    w = torch.tensor(w, dtype=torch.float64)  # (G,)
+    per_group = w * len(w) / w.sum()  # (G,) mean 1
+    return per_group[t // (cfg.diffusion.T // len(w))].to(torch.float32)  # (B,)
+
+
+def augment_background(task, rgb):
+    """What a mask target is painted over (augment.augment_target's `background`): the dimmed image for
+    referring (tasks.paint_red), AMODAL_WHITE for amodal; None where the target is not a mask."""
+    if task == "referring":
+        return (rgb + 1) * tasks.REFERRING_DIM - 1
+    if task == "amodal":
+        return torch.full_like(rgb, tasks.AMODAL_WHITE)
+    return None
+
+
+def augmented_target(cfg, batch, t, u):
+    """The target the step noises (B, C, H, W): batch["target"] corrupted at timesteps t (B,) from the plan's
+    uniforms u (B, AUGMENT_UNIFORMS), or the target itself when train.augment is 0."""
+    if not cfg.train.augment:
+        return batch["target"]
+    background = augment_background(cfg.data.task, batch["cond"][0]) if batch["cond"] else None
+    return augment.augment_from_uniforms(batch["target"], t, cfg.data.task, u, cfg.train.augment,
+                                         T=cfg.diffusion.T, background=background)
 
 
 def batch_plan(cfg, step, latent, class_dropout, text):
     """Everything random about step `step`'s global batch, identical on every rank: a dict of (B, ...) tensors.
 
     indices (scene ids), t (timesteps), drop_label (class labels replaced by the null id), noise (B, *latent),
-    pick (which object a referring / amodal sample asks about), drop_text, drop_image (bool)."""
+    pick (which object a referring / amodal sample asks about), drop_text, drop_image (bool), augment_u
+    (B, AUGMENT_UNIFORMS) the augmentation's uniforms, loss_weight (B,) the per-sample loss multipliers."""
     tc, B = cfg.train, cfg.train.global_batch
-    gen = torch.Generator().manual_seed(tc.seed * 2**32 + step)
-    timesteps = schedules.MultinomialTimesteps(cfg.diffusion.timestep_weights or [1.0], cfg.diffusion.T)
-    plan = {"indices": torch.randint(cfg.data.train_size, (B,), generator=gen),
+    gen = step_generator(cfg, step)
+    w = timestep_weights(cfg)
+    timesteps = schedules.MultinomialTimesteps(w if w is not None and cfg.diffusion.ct_usage == "prob" else [1.0],
+                                               cfg.diffusion.T)
+    plan = {"indices": torch.randint(cfg.data.train_size, (B,), generator=gen),  # first: see step_indices
             "t": timesteps.sample(B, generator=gen)}
     plan["drop_label"] = torch.rand(B, generator=gen) < (cfg.model.class_dropout_prob if class_dropout else 0.0)
     plan["noise"] = torch.randn((B, *latent), generator=gen)
@@ -41,7 +113,19 @@ def batch_plan(cfg, step, latent, class_dropout, text):
     plan["drop_image"] = (u >= p) & (u < 3 * p)
     if cfg.train.mode == "multitask":
         plan.update(mixed_draws(cfg, B, gen, plan))
+    plan["augment_u"] = torch.rand(B, AUGMENT_UNIFORMS, generator=gen, dtype=torch.float64)
+    plan["loss_weight"] = loss_weights(cfg, plan["t"])  # not a draw: from the final t
     return plan
+
+
+def step_generator(cfg, step):
+    return torch.Generator().manual_seed(cfg.train.seed * 2**32 + step)
+
+
+def step_indices(cfg, step):
+    """batch_plan(cfg, step, ...)["indices"] without drawing the rest: the generator's first draw, so a data loader
+    can fetch the samples of steps ahead (minidp/data.py). A test holds the two equal."""
+    return torch.randint(cfg.data.train_size, (cfg.train.global_batch,), generator=step_generator(cfg, step))
 
 
 def mixed_draws(cfg, B, gen, plan):
@@ -87,10 +171,11 @@ def update_ema(ema, model, decay):
         e.mul_(decay).add_(p.detach(), alpha=1 - decay)
 
 
-def masked_loss(pred, target, mask, kind="mse"):
-    """Per-sample mean squared (kind "mse") or absolute ("l1") error over the mask's pixels (all channels), then
-    the mean over samples. kind may be a (B,) bool tensor, True for the samples that take L1 (the generalist
-    mixes tasks that train with different losses; loss_kinds).
+def masked_loss(pred, target, mask, kind="mse", weights=None):
+    """Per-sample mean squared (kind "mse") or absolute ("l1") error over the mask's pixels (all channels), times
+    the sample's weight (B,) if given (ADDP's loss scaling), then the mean over samples. kind may be a (B,) bool
+    tensor, True for the samples that take L1 (the generalist mixes tasks that train with different losses;
+    loss_kinds).
 
     L1's minimiser is the median, MSE's the mean: where the model cannot tell whether a pixel is object or
     background, MSE predicts their average, a gray that a threshold read-back (amodal: gray < 250) counts as object,
@@ -101,4 +186,6 @@ def masked_loss(pred, target, mask, kind="mse"):
     else:
         err = (pred - target).abs() if kind == "l1" else (pred - target) ** 2
     per_sample = (err * m).sum(dim=(1, 2, 3)) / (m.sum(dim=(1, 2, 3)) * pred.shape[1]).clamp_min(1)
+    if weights is not None:
+        per_sample = per_sample * weights.to(per_sample.dtype)
     return per_sample.mean()

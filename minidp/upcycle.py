@@ -20,7 +20,7 @@ Notable choices:
   task rows of the label table (the dense model's `config` carries in_groups / num_tasks, so the MoE model
   is built with the same shapes). The weights are copied, so the two models never share storage.
 - Upcycling takes a module, not a state dict: build the dense model, load its checkpoint with
-  dit.load_dit_state_dict (which checks every key and shape), then upcycle. Anything else is refused by name.
+  checkpoint.load_dit_state_dict (which checks every key and shape), then upcycle. Anything else is refused by name.
 """
 
 import torch
@@ -33,7 +33,7 @@ def check_dense_dit(model):
     """Raise a ValueError naming what `model` is when it is not a dense DiT with DiT MLPs in every block."""
     if isinstance(model, dict):
         raise ValueError("upcycle takes a dense DiT module, got a dict (a state dict or a checkpoint?): build the "
-                         "model with dit.build_dit, load it with dit.load_dit_state_dict, then upcycle it")
+                         "model with dit.build_dit, load it with checkpoint.load_dit_state_dict, then upcycle it")
     if not isinstance(model, DiT):
         raise ValueError(f"upcycle takes a dense DiT, got {type(model).__name__}")
     if isinstance(model, DiTMoE) or any(isinstance(m, MoEFeedForward) for m in model.modules()):

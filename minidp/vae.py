@@ -274,6 +274,28 @@ def read_state_dict(path):
     return state
 
 
+SD_ARCHITECTURE = dict(block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4)
+
+
+def infer_architecture(state_dict):
+    """The widths, residual blocks per level and latent channels a diffusers VAE state dict was saved with, read
+    from its shapes (GroupNorm's group count leaves no trace in them). Keys it cannot find are left out, so
+    load_weights reports the mismatch against SD's architecture."""
+    state_dict = rename_legacy_keys(state_dict)
+    found, widths = {}, []
+    while f"encoder.down_blocks.{len(widths)}.resnets.0.conv1.weight" in state_dict:
+        widths.append(state_dict[f"encoder.down_blocks.{len(widths)}.resnets.0.conv1.weight"].shape[0])
+    if widths:
+        found["block_out_channels"] = tuple(widths)
+        layers = 0
+        while f"encoder.down_blocks.0.resnets.{layers}.conv1.weight" in state_dict:
+            layers += 1
+        found["layers_per_block"] = layers
+    if "post_quant_conv.weight" in state_dict:
+        found["latent_channels"] = state_dict["post_quant_conv.weight"].shape[0]
+    return found
+
+
 def load_weights(model, state_dict, source="state dict"):
     """Load `state_dict` (legacy attention names accepted) into `model`, strict; a mismatch is one line."""
     state_dict = rename_legacy_keys(state_dict)
@@ -301,6 +323,9 @@ class PixelCodec:
     channels = 3
     downsample = 1
 
+    def to(self, *args, **kwargs):
+        return self  # nothing to move
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
@@ -313,18 +338,27 @@ class SDVAECodec:
 
     weights: a diffusers AutoencoderKL weights file (sd-vae-ft-mse's diffusion_pytorch_model.bin or
     .safetensors); None leaves PyTorch's random initialisation (for tests and the tutorial only).
-    The other arguments configure the architecture (defaults: SD's).
+    The other arguments configure the architecture; None: read from the weights file's shapes (a smaller VAE
+    with diffusers' names loads too: the training tests use one), or SD's without a file. GroupNorm groups
+    cannot be read from shapes: 32, SD's, unless given.
     """
 
     name = "sd-vae"
+    channels, downsample = 4, 8  # SD's, for the config's checks before any weights are read; instances: their own
 
-    def __init__(self, weights=None, block_out_channels=(128, 256, 512, 512), layers_per_block=2, norm_groups=32,
-                 latent_channels=4, scaling_factor=SD_SCALING_FACTOR):
-        self.model = AutoencoderKL(block_out_channels, layers_per_block, norm_groups, latent_channels)
-        if weights is not None:
-            load_weights(self.model, read_state_dict(weights), source=str(weights))
+    def __init__(self, weights=None, block_out_channels=None, layers_per_block=None, norm_groups=32,
+                 latent_channels=None, scaling_factor=SD_SCALING_FACTOR):
+        state = read_state_dict(weights) if weights is not None else None
+        shape = dict(block_out_channels=block_out_channels, layers_per_block=layers_per_block,
+                     latent_channels=latent_channels)
+        # An architecture argument left at None is read from the weights file (or is SD's, without one)
+        found = infer_architecture(state) if state is not None else {}
+        shape = {k: v if v is not None else found.get(k, SD_ARCHITECTURE[k]) for k, v in shape.items()}
+        self.model = AutoencoderKL(norm_groups=norm_groups, **shape)
+        if state is not None:
+            load_weights(self.model, state, source=str(weights))
         self.model.eval().requires_grad_(False)
-        self.channels, self.downsample = latent_channels, self.model.downsample
+        self.channels, self.downsample = self.model.latent_channels, self.model.downsample
         self.scaling_factor = scaling_factor
 
     def to(self, *args, **kwargs):

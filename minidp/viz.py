@@ -170,9 +170,9 @@ def save_grid(rows, titles, path, cell=128):
 
 def plot_curves(curves, path, xlabel="", ylabel="", title=None, logx=False, logy=False):
     """Line plot of curves {name: (xs, ys)} to a PNG, with a legend; log axes on request."""
-    fig, ax = plt.subplots(figsize=(5, 3.5), dpi=100)
+    fig, ax = plt.subplots(figsize=(6.5, 3.5), dpi=100)
     for name, (xs, ys) in curves.items():
-        ax.plot(_numpy(xs), _numpy(ys), marker="o", markersize=3, label=name)
+        ax.plot(_numpy(xs), _numpy(ys), marker="o", markersize=4, label=name)
     ax.set_xscale("log" if logx else "linear")
     ax.set_yscale("log" if logy else "linear")
     ax.set_xlabel(xlabel)
@@ -180,7 +180,7 @@ def plot_curves(curves, path, xlabel="", ylabel="", title=None, logx=False, logy
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))  # outside: a sweep's points stay visible
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

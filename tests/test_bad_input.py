@@ -62,6 +62,8 @@ TRAIN_CASES = [
     (["diffusion.beta_start=0.5"], "diffusion.beta_start"),   # above scaled_linear's beta_end 0.012
     (["sample.eta=-1"], "sample.eta"),
     (["train.warmup_steps=-1"], "train.warmup_steps"),
+    (["diffusion.timestep_sampling=depth_relase"], "diffusion.timestep_sampling"),  # ADDP (issue 11): a typo
+    (["train.augment=1", "diffusion.prediction=eps"], "train.augment"),      # augmentation needs x0-prediction
 ]
 SUBPROCESS_CASES = [10]  # indices into TRAIN_CASES that also run as `python train.py ...` (a cross-field rule)
 

@@ -17,13 +17,12 @@ import torch
 import torch.nn.functional as F
 
 from helpers import dit_inputs
+from minidp.checkpoint import CheckpointMismatchError, load_dit_state_dict
 from minidp.dit import (
     DiT,
     Attention,
-    CheckpointMismatchError,
     add_text,
     build_dit,
-    load_dit_state_dict,
     make_multitask,
     task_label,
     widen_input,

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import sample  # noqa: E402
 from helpers import MICRO, run_inprocess  # noqa: E402
-from minidp import checkpoint, config, data, dit, evaluate, recipe, tasks, upcycle, vae  # noqa: E402
+from minidp import checkpoint, config, data, dit, evaluate, recipe, sampling, tasks, upcycle, vae  # noqa: E402
 
 WEIGHTS = "{depth: 4, flow: 2.5, amodal: 2.5, referring: 2.5}"
 MULTI = ["train.mode=multitask", f"data.tasks={WEIGHTS}", "train.task_loss={amodal: l1}",
@@ -69,7 +69,7 @@ def test_a_mixed_batch_equals_each_tasks_samples_run_alone(moe):
             # evaluation's own path: a blank second condition where the task has none, no tokens (None) except for
             # referring, whose two-scale guidance at (1, 1) is e(I, D), the plain text-and-image prediction
             c.sample.image_guidance = c.sample.text_guidance = 1.0
-            expected = evaluate.conditioned_fn(model, c, alone)(x_t[rows], t[rows])
+            expected = sampling.conditioned_fn(model, c, alone)(x_t[rows], t[rows])
             assert torch.allclose(mixed[rows, :3], expected, atol=1e-5), name
     assert mixed.abs().mean() > 0.1  # the outputs are not trivially equal
 

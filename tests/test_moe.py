@@ -11,7 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minidp.dit import Mlp, add_text, load_dit_state_dict
+from minidp.checkpoint import load_dit_state_dict
+from minidp.dit import Mlp, add_text
 from minidp.moe import DiTMoE, DiTMoE_models, MoEFeedForward, SwiGLU, build_moe, moe_aux
 
 

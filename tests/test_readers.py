@@ -279,4 +279,4 @@ def test_real_configs_name_a_reader_and_only_known_data_keys():
         cfg = yaml.safe_load(path.read_text())
         assert cfg["data"]["dataset"] in readers.DATASETS, path.name
         assert set(cfg["data"]) <= {"dataset", "root", "codec", "vae_weights", "task", "resolution", "num_classes",
-                                    "seed", "train_size", "val_size", "val_offset"}, path.name
+                                    "seed", "train_size", "val_size", "val_offset", "workers", "latent_cache"}, path.name

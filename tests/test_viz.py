@@ -97,7 +97,7 @@ def test_plot_curves_writes_a_png(tmp_path):
     viz.plot_curves({"a": ([1, 10, 100], [3.0, 2.0, 1.5]), "b": ([1, 10, 100], [2.5, 1.8, 1.0])},
                     tmp_path / "curves.png", xlabel="compute", ylabel="loss", logx=True, logy=True)
     width, height = png_size(tmp_path / "curves.png")
-    assert (width, height) == (500, 350)
+    assert (width, height) == (650, 350)  # figsize (6.5, 3.5) at dpi 100: the legend sits right of the axes
 
 
 def test_ids_to_rgb_gives_background_and_objects_distinct_colours():

@@ -1,0 +1,189 @@
+"""Sampling a trained model on validation scenes: DDIM chains, guidance, ensembles of members, their merge.
+
+What minidp/evaluate.py (metrics, baselines, figures) and sample.py run: for each validation batch, M ensemble
+members x DDIM(N steps) in one batch, in the codec's latents, decoded, then merged by the task's rule
+(REFERENCE.md §5: depth median | mean | compile, flow mean, mask images the pixel-wise median). The noise comes
+from a CPU generator, so results do not depend on the device.
+
+Referring segmentation samples with InstructPix2Pix two-scale guidance (REFERENCE.md §1): three predictions per
+step, e(0,0), e(I,0), e(I,D), batched as one forward of 3B; the null image is all zeros, the null text all padding.
+ADDP's correctional guidance (its Eqn. 5) adds a fourth prediction e(I,D-) (a forward of 4B) for a correctional
+prompt D-: a user's, or with "auto" each of up to k = 3 prompts naming the scene's other visible objects (the
+world's stand-in for the paper's GPT-4o guesses of confusing objects), then a pixel-wise strict majority over the k
+masks. Every chain of a batch starts from the same noise, so the uncorrected run is the same run without D-.
+
+Letters: M members, B / b batch, C channels, H, W image size, k correctional prompts, L tokens.
+"""
+
+import torch
+
+from minidp import data, ddim, dit, ensemble, schedules, tasks
+
+
+def sampling_schedule(cfg):
+    """The noise schedule used at test time: the training one unless sample.schedule overrides it."""
+    d = cfg.diffusion
+    name = cfg.sample.schedule or d.schedule
+    same = name == d.schedule
+    return schedules.NoiseSchedule(name, d.T, d.beta_start if same else None, d.beta_end if same else None,
+                                   d.zero_terminal_snr)
+
+
+def model_fn_for(model, cond, y, task, tokens=None, guidance=None, neg_tokens=None):
+    """f(x_t, t) -> prediction for DDIM: prepends the condition latents, keeps the first C output channels.
+
+    guidance = (s_I, s_D) turns on two-scale guidance over the image (cond[0]) and the text (tokens); with
+    neg_tokens (B, L), a correctional prompt D-, guidance = (w_I, w_D-, w_D) is ADDP's correctional guidance."""
+    def fn(x_t, t):
+        C = x_t.shape[1]
+        if guidance is None:
+            text = {} if tokens is None else {"tokens": tokens}
+            return model(torch.cat(cond + [x_t], dim=1), t, y, task=task, **text)[:, :C]
+        blank = [torch.zeros_like(cond[0])] + cond[1:]  # the null image (InstructPix2Pix: zero latents)
+        null = torch.zeros_like(tokens)
+        texts = [null, null, tokens] if neg_tokens is None else [null, null, neg_tokens, tokens]
+        x_in = torch.cat([torch.cat(blank + [x_t], 1)] + [torch.cat(cond + [x_t], 1)] * (len(texts) - 1))
+        n = len(texts)
+        out = model(x_in, t.repeat(n), y.repeat(n), task=task.repeat(n), tokens=torch.cat(texts))
+        preds = out[:, :C].chunk(n)  # (B, C, H, W) each, in the order of texts
+        if neg_tokens is None:
+            return ddim.two_scale_combine(*preds, *guidance)
+        return ddim.correctional_combine(*preds, *guidance)
+
+    return fn
+
+
+@torch.no_grad()
+def generate(model_fn, cfg, shape, generator, device, steps=None, spacing=None, return_intermediates=False):
+    """DDIM from fresh noise of `shape` (drawn from `generator` on the CPU, so results do not depend on the
+    device); steps / spacing default to the config's sample section."""
+    s = cfg.sample
+    x_T = torch.randn(shape, generator=generator).to(device)
+    clip = s.clip_x0 if cfg.data.codec == "pixel" else 0  # SD latents are unbounded (Marigold does not clip)
+    return ddim.ddim_sample(model_fn, x_T, sampling_schedule(cfg), steps=steps or s.steps,
+                            prediction=cfg.diffusion.prediction, spacing=spacing or s.spacing, eta=s.eta,
+                            clip_x0=clip or None, return_intermediates=return_intermediates)
+
+
+def conditioned_fn(model, cfg, batch, repeat=1, neg_tokens=None):
+    """The model_fn for a batch of the task's samples, each repeated `repeat` times (member-major); neg_tokens
+    (b, L): a correctional prompt per sample (referring)."""
+    cond = [c.repeat(repeat, 1, 1, 1) for c in batch["cond"]]
+    n = cond[0].shape[0]
+    device = cond[0].device
+    k = tasks.run_tasks(cfg).index(cfg.data.task)  # the task's router entry and label row
+    if len(cond) + 1 < model.in_groups:  # a generalist reads a blank second condition for one-condition tasks
+        cond.append(torch.zeros_like(cond[0]))
+    y = torch.full((n,), dit.task_label(model, k), dtype=torch.long, device=device)
+    task = torch.full((n,), k, dtype=torch.long, device=device)
+    tokens = batch["tokens"].repeat(repeat, 1) if "tokens" in batch else None  # None: the null text (adds 0)
+    s = cfg.sample
+    guidance = (s.image_guidance, s.text_guidance) if tokens is not None else None
+    if neg_tokens is not None:
+        neg_tokens = neg_tokens.to(device).repeat(repeat, 1)
+        guidance = (s.image_guidance, s.correctional_guidance, s.text_guidance)
+    return model_fn_for(model, cond, y, task, tokens, guidance, neg_tokens)
+
+
+def validation_batches(cfg, device, n, codec):
+    """Yields (scene indices, batch, latents) over the first n validation scenes, sample.batch at a time: the batch
+    in pixels (its ground truth feeds the metrics), latents its condition and target in the codec's space."""
+    s, dc = cfg.sample, cfg.data
+    for start in range(0, n, s.batch):
+        idx = list(range(dc.val_offset + start, dc.val_offset + min(start + s.batch, n)))
+        batch = data.make_batch(dc, idx, device)
+        yield idx, batch, data.to_latents(batch, codec)
+
+
+@torch.no_grad()
+def predict(model, cfg, device, n, codec, recorder=None):
+    """Yields (batch, members) over the first n validation scenes: members (M, b, 3, H, W) generated targets,
+    decoded from the codec's latents.
+
+    recorder (a StepRecorder): also scores every DDIM step's x0_hat of each batch."""
+    s = cfg.sample
+    gen = torch.Generator().manual_seed(s.seed)
+    for idx, batch, latents in validation_batches(cfg, device, n, codec):
+        b, M = len(idx), s.ensemble
+
+        def decoded(z):  # (M * b, C, h, w) latents -> (M, b, 3, H, W) images on the CPU
+            x = codec.decode(z.float()).float()
+            return x.view(M, b, *x.shape[1:]).cpu()
+
+        z0 = generate(conditioned_fn(model, cfg, latents, M), cfg, (M * b, *latents["target"].shape[1:]), gen, device,
+                      return_intermediates=recorder is not None)
+        if recorder is not None:
+            z0, steps = z0
+            recorder.add(batch, [(t, decoded(z0_hat)) for t, _, z0_hat in steps])
+        yield batch, decoded(z0)
+
+
+def merge_depth(members, method):
+    """Depth members (M, b, C, H, W) -> (b, H, W) decoded and merged by the ensemble method."""
+    depths = tasks.decode_depth(members.flatten(0, 1)).view(*members.shape[:2], *members.shape[-2:])  # (M, b, H, W)
+    return depths[0] if len(depths) == 1 else ensemble.ensemble(depths, method)
+
+
+def merge_flow(members):
+    """Flow members (M, b, 3, H, W) -> (b, 2, H, W) pixels: flow members average."""
+    flows = tasks.decode_flow(members.flatten(0, 1)).view(*members.shape[:2], 2, *members.shape[-2:])
+    return ensemble.ensemble_flow(flows)
+
+
+def merge_images(members):
+    """Mask-image members (M, b, 3, H, W) -> (b, 3, H, W) by the pixel-wise median."""
+    return members[0] if len(members) == 1 else ensemble.ensemble_median(members)
+
+
+def correctional_prompts(cfg, indices, tokens):
+    """The correctional prompts D- of validation scenes `indices` whose expressions are tokens (b, L):
+    (k, b, L) token ids and (k, b) bool, whether sample i has a j-th prompt. A user's sample.correctional is one
+    prompt for every sample; "auto" names up to k of the scene's other visible objects, in slot order."""
+    s = cfg.sample
+    if s.correctional != "auto":
+        return tasks.tokenize([s.correctional]).expand(1, len(tokens), -1), torch.ones(1, len(tokens), dtype=torch.bool)
+    scenes = data.render_scenes(cfg.data, indices)
+    k, (b, S, L) = s.correctional_prompts, scenes["tokens"].shape
+    visible = scenes["ref_masks"].flatten(2).any(-1) & (torch.arange(S)[None] < scenes["num_objects"][:, None])
+    other = visible & (scenes["tokens"] != tokens[:, None]).any(-1)  # (b, S): a visible object it does not name
+    rank = other.long().cumsum(dim=1) - 1  # (b, S) the slot's place among the sample's other objects
+    prompts = torch.zeros(k, b, L, dtype=torch.long)
+    valid = torch.zeros(k, b, dtype=torch.bool)
+    for j in range(k):
+        hit = other & (rank == j)  # (b, S): at most one slot per sample
+        valid[j] = hit.any(dim=1)
+        prompts[j] = scenes["tokens"][torch.arange(b), hit.float().argmax(dim=1)]
+    return prompts, valid
+
+
+@torch.no_grad()
+def corrected_batch(model, cfg, batch, indices, gen, device, codec):
+    """(painting (b, 3, H, W), plain mask, corrected mask (b, H, W)) of one referring batch (in latents): the
+    two-scale chain, then one correctional chain per prompt, every chain from the same noise, merged by a strict
+    majority."""
+    M, b = cfg.sample.ensemble, len(indices)
+    shape, state = (M * b, *batch["target"].shape[1:]), gen.get_state()
+
+    def run(neg=None):
+        gen.set_state(state)  # the same x_T for every chain
+        x0 = codec.decode(generate(conditioned_fn(model, cfg, batch, M, neg), cfg, shape, gen, device).float())
+        return merge_images(x0.float().view(M, b, *x0.shape[1:]).cpu())
+
+    painting = run()
+    plain = tasks.red_mask(painting)
+    if not cfg.sample.correctional:
+        return painting, plain, plain
+    query = batch["tokens"].cpu()
+    prompts, valid = correctional_prompts(cfg, indices, query)
+    # samples without a j-th prompt run with D- = D and do not vote
+    masks = torch.stack([tasks.red_mask(run(torch.where(valid[j][:, None], prompts[j], query))) if valid[j].any()
+                         else plain for j in range(len(prompts))])  # (k, b, H, W)
+    return painting, plain, majority(masks, valid, plain)
+
+
+def majority(masks, valid, fallback):
+    """Pixel-wise strict majority of the valid ones among masks (k, b, H, W) (valid (k, b) bool): more than half
+    of a sample's valid masks; a sample with none keeps fallback (b, H, W)."""
+    votes = (masks & valid[:, :, None, None]).sum(dim=0)  # (b, H, W)
+    count = valid.sum(dim=0)[:, None, None]  # (b, 1, 1)
+    return torch.where(count > 0, 2 * votes > count, fallback)
