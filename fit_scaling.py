@@ -47,7 +47,7 @@ def warn(msg):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Runs -> points
+# Runs -> points (reading a run directory is minidp/scaling.py's run_points)
 
 
 def find_runs(paths):
@@ -63,61 +63,6 @@ def find_runs(paths):
     return runs
 
 
-def _read_json(path):
-    try:
-        value = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path.name} is unreadable ({type(e).__name__})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path.name} is not a JSON object")
-    return value
-
-
-def _log(run):
-    if not (run / "log.jsonl").is_file():
-        raise ValueError("no log.jsonl")
-    records, _ = scaling.read_log(run / "log.jsonl")
-    if not any(isinstance(r.get("train_macs"), (int, float)) for r in records):
-        raise ValueError("log.jsonl has no train_macs")
-    return records
-
-
-def _forward_macs(run, evaluation):
-    """Forward MACs per sample: eval.json's forward_macs, else sweep.json's, else derived from the run's log."""
-    for source in (evaluation, _read_json(run / "sweep.json") if (run / "sweep.json").is_file() else {}):
-        if isinstance(source.get("forward_macs"), (int, float)):
-            return float(source["forward_macs"])
-    if not (run / "config.yaml").is_file():
-        raise ValueError("no forward_macs and no config.yaml to derive it from")
-    try:
-        batch = cfglib.load_config(run / "config.yaml").train.global_batch
-    except cfglib.ConfigError as e:
-        raise ValueError(str(e)) from None
-    return scaling.forward_macs_from_log(_log(run), batch)
-
-
-def run_points(run, x, y, window):
-    """(xs, ys) arrays of one run, or ValueError saying why the run cannot be used."""
-    parent = 0.0
-    if (run / "sweep.json").is_file():
-        parent = float(_read_json(run / "sweep.json").get("parent_macs", 0.0))
-    if y == "loss":
-        macs, loss = scaling.loss_curve(_log(run), window)
-        return macs + parent, loss
-    if not (run / "eval.json").is_file():
-        raise ValueError("no eval.json (unfinished?)")
-    evaluation = _read_json(run / "eval.json")
-    try:
-        value = scaling.metric_value(evaluation, y.removeprefix("eval."))
-    except KeyError:
-        raise ValueError(f"eval.json has no {y.removeprefix('eval.')}") from None
-    if x == "inference":
-        c = scaling.inference_macs(evaluation, _forward_macs(run, evaluation))
-    else:
-        c = max(r["train_macs"] for r in _log(run) if isinstance(r.get("train_macs"), (int, float))) + parent
-    return np.array([c], dtype=np.float64), np.array([value])
-
-
 def fit_and_draw(runs, x, y, out, window=5, n_max=1, max_iter=20):
     """Collect points, fit, write scaling_<y>.json and .png into `out`; returns the result dict."""
     if x == "inference" and y == "loss":
@@ -125,7 +70,7 @@ def fit_and_draw(runs, x, y, out, window=5, n_max=1, max_iter=20):
     curves = {}
     for run in runs:
         try:
-            xs, ys = run_points(run, x, y, window)
+            xs, ys = scaling.run_points(run, x, y, window)
         except ValueError as e:
             warn(f"skipping {run}: {e}")
             continue
@@ -209,10 +154,6 @@ def run_child(argv, what):
         raise RuntimeError(f"{what} failed with exit status {rc}")
 
 
-def final_macs(run):
-    return max(r["train_macs"] for r in _log(run) if isinstance(r.get("train_macs"), (int, float)))
-
-
 def run_sweep(spec):
     out, master = Path(spec["out"]), int(os.environ.get("RANK", 0)) == 0
     train_py, sample_py = str(HERE / "train.py"), str(HERE / "sample.py")
@@ -220,7 +161,8 @@ def run_sweep(spec):
         base = out / "base"
         if not (base / "eval.json").is_file():
             run_child([train_py, spec["config"], *spec["common"], f"train.out_dir={base}"], "training the base run")
-        fwd = scaling.forward_macs_from_log(_log(base), cfglib.load_config(base / "config.yaml").train.global_batch)
+        fwd = scaling.forward_macs_from_log(scaling.run_log(base),
+                                            cfglib.load_config(base / "config.yaml").train.global_batch)
     for name, v in spec["variants"].items():
         run = out / name
         if (run / "eval.json").is_file():
@@ -238,7 +180,8 @@ def run_sweep(spec):
         run_child([train_py, spec["config"], *spec["common"], *v.get("overrides", []), *extra,
                    f"train.out_dir={run}"], f"variant {name}")
         if master and parent:
-            (run / "sweep.json").write_text(json.dumps({"parent": parent, "parent_macs": final_macs(out / parent)}) + "\n")
+            record = {"parent": parent, "parent_macs": scaling.final_macs(out / parent)}
+            (run / "sweep.json").write_text(json.dumps(record) + "\n")
     if not master:
         return
     runs = [out / n for n in spec["variants"] if any(fnmatch.fnmatch(n, g) for g in spec["fit"]["include"])]
@@ -258,7 +201,7 @@ def print_table(runs, x, ys, window=5):
         cells, c = [], None
         for y in ys:
             try:
-                xs, vs = run_points(run, x, y, window)
+                xs, vs = scaling.run_points(run, x, y, window)
                 c, v = (c if c is not None else float(xs[-1])), float(vs[-1])
                 cells.append(f"{v:>12.4f}")
             except (ValueError, OSError):

@@ -205,19 +205,34 @@ def evaluate_flow(model, cfg, out_dir, device, n, codec, recorder=None):
 # Masks: amodal completion and referring segmentation
 # ----------------------------------------------------------------------------------------------------------
 
+def to_cpu(batch):
+    """A batch's tensors (and lists of tensors) on the CPU, for figures."""
+    return {k: v.cpu() if torch.is_tensor(v) else [c.cpu() for c in v] for k, v in batch.items()}
+
+
+def collect_masks(items):
+    """(images, masks, ground truth, the baseline's masks, first batch, plain masks), each concatenated over the
+    validation batches, from items (batch, painting (b, 3, H, W), mask (b, H, W), plain mask (b, H, W))."""
+    images, pred, plain, gt, prior, first = [], [], [], [], [], None
+    for batch, painting, mask, plain_mask in items:
+        images.append(painting)
+        pred.append(mask)
+        plain.append(plain_mask)
+        gt.append(batch["gt_mask"].cpu())
+        prior.append(batch["prior_mask"].cpu())
+        first = first or to_cpu(batch)
+    return torch.cat(images), torch.cat(pred), torch.cat(gt), torch.cat(prior), first, torch.cat(plain)
+
+
 def predict_masks(model, cfg, device, n, codec, read_back, recorder=None):
     """Generated images merged by the pixel-wise median, their read-back masks, the ground truth and the baseline's
     masks, and the first batch (for the figure)."""
-    images, pred, gt, prior, first = [], [], [], [], None
-    for batch, members in sampling.predict(model, cfg, device, n, codec, recorder):
-        merged = sampling.merge_images(members)  # (b, 3, H, W)
-        images.append(merged)
-        pred.append(read_back(merged))
-        gt.append(batch["gt_mask"].cpu())
-        prior.append(batch["prior_mask"].cpu())
-        if first is None:
-            first = {k: v.cpu() if torch.is_tensor(v) else [c.cpu() for c in v] for k, v in batch.items()}
-    return torch.cat(images), torch.cat(pred), torch.cat(gt), torch.cat(prior), first
+    def items():
+        for batch, members in sampling.predict(model, cfg, device, n, codec, recorder):
+            merged = sampling.merge_images(members)  # (b, 3, H, W)
+            mask = read_back(merged)
+            yield batch, merged, mask, mask
+    return collect_masks(items())[:5]
 
 
 def evaluate_amodal(model, cfg, out_dir, device, n, codec, recorder=None):
@@ -266,17 +281,12 @@ def evaluate_referring(model, cfg, out_dir, device, n, codec, recorder=None):
 def predict_correctional(model, cfg, device, n, codec):
     """predict_masks' tuple with sample.correctional's masks, plus the plain two-scale masks of the same run."""
     gen = torch.Generator().manual_seed(cfg.sample.seed)
-    images, pred, plain, gt, prior, first = [], [], [], [], [], None
-    for idx, batch, latents in sampling.validation_batches(cfg, device, n, codec):
-        painting, plain_mask, mask = sampling.corrected_batch(model, cfg, latents, idx, gen, device, codec)
-        images.append(painting)
-        pred.append(mask)
-        plain.append(plain_mask)
-        gt.append(batch["gt_mask"].cpu())
-        prior.append(batch["prior_mask"].cpu())
-        if first is None:
-            first = {k: v.cpu() if torch.is_tensor(v) else [c.cpu() for c in v] for k, v in batch.items()}
-    return torch.cat(images), torch.cat(pred), torch.cat(gt), torch.cat(prior), first, torch.cat(plain)
+
+    def items():
+        for idx, batch, latents in sampling.validation_batches(cfg, device, n, codec):
+            painting, plain_mask, mask = sampling.corrected_batch(model, cfg, latents, idx, gen, device, codec)
+            yield batch, painting, mask, plain_mask
+    return collect_masks(items())
 
 
 @torch.no_grad()
@@ -403,7 +413,7 @@ def generalist_figure(model, cfg, names, device, path, codec):
         z0 = sampling.generate(sampling.conditioned_fn(model, c, lat), c, lat["target"].shape, torch.Generator().manual_seed(c.sample.seed),
                       device)
         x0 = codec.decode(z0.float()).float().cpu()
-        b = {k: v.cpu() if torch.is_tensor(v) else [t.cpu() for t in v] for k, v in b.items()}
+        b = to_cpu(b)
         rgb = viz.to_image(b["cond"][0][0])
         if name == "depth":
             rng = depth_range(b["depth"][0], b["valid"][0])

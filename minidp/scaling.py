@@ -44,6 +44,8 @@ from pathlib import Path
 
 import numpy as np
 
+from minidp import config
+
 BELOW_TOL = 1e-9  # in log L: a point must be this far below the curve to count as below
 
 
@@ -221,3 +223,69 @@ def metric_value(evaluation, key):
 def inference_macs(evaluation, forward_macs):
     """Test-time compute per image: DDIM steps x ensemble members x forward MACs (the paper's Figs. 8-10)."""
     return int(evaluation.get("steps", 1)) * int(evaluation.get("ensemble", 1)) * forward_macs
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A run directory -> points (log.jsonl, eval.json, sweep.json and config.yaml as train.py / sample.py write them)
+# ----------------------------------------------------------------------------------------------------------
+
+def read_json(path):
+    """A JSON object from a run's file; ValueError (naming the file) if unreadable or not an object."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path.name} is unreadable ({type(e).__name__})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path.name} is not a JSON object")
+    return value
+
+
+def run_log(run):
+    """The records of run/log.jsonl; ValueError if there is none or none has train_macs."""
+    if not (run / "log.jsonl").is_file():
+        raise ValueError("no log.jsonl")
+    records, _ = read_log(run / "log.jsonl")
+    if not any(isinstance(r.get("train_macs"), (int, float)) for r in records):
+        raise ValueError("log.jsonl has no train_macs")
+    return records
+
+
+def forward_macs(run, evaluation):
+    """Forward MACs per sample: eval.json's forward_macs, else sweep.json's, else derived from the run's log."""
+    for source in (evaluation, read_json(run / "sweep.json") if (run / "sweep.json").is_file() else {}):
+        if isinstance(source.get("forward_macs"), (int, float)):
+            return float(source["forward_macs"])
+    if not (run / "config.yaml").is_file():
+        raise ValueError("no forward_macs and no config.yaml to derive it from")
+    try:
+        batch = config.load_config(run / "config.yaml").train.global_batch
+    except config.ConfigError as e:
+        raise ValueError(str(e)) from None
+    return forward_macs_from_log(run_log(run), batch)
+
+
+def run_points(run, x, y, window):
+    """(xs, ys) arrays of one run, or ValueError saying why the run cannot be used."""
+    parent = 0.0
+    if (run / "sweep.json").is_file():
+        parent = float(read_json(run / "sweep.json").get("parent_macs", 0.0))
+    if y == "loss":
+        macs, loss = loss_curve(run_log(run), window)
+        return macs + parent, loss
+    if not (run / "eval.json").is_file():
+        raise ValueError("no eval.json (unfinished?)")
+    evaluation = read_json(run / "eval.json")
+    try:
+        value = metric_value(evaluation, y.removeprefix("eval."))
+    except KeyError:
+        raise ValueError(f"eval.json has no {y.removeprefix('eval.')}") from None
+    if x == "inference":
+        c = inference_macs(evaluation, forward_macs(run, evaluation))
+    else:
+        c = final_macs(run) + parent
+    return np.array([c], dtype=np.float64), np.array([value])
+
+
+def final_macs(run):
+    """The cumulative training MACs a run had reached at its last log record."""
+    return max(r["train_macs"] for r in run_log(run) if isinstance(r.get("train_macs"), (int, float)))

@@ -1,4 +1,5 @@
-"""Shared test helpers: the micro depth run that the train.py tests start in-process, and random DiT inputs.
+"""Shared test helpers: the micro depth run that the train.py tests start in-process, random DiT inputs, and a
+small referring model and config for the sampling and evaluation tests.
 
 Not a test file (pytest collects only test_*.py); test files import it as `from helpers import ...`, pytest's
 rootdir-relative import mode puts tests/ on sys.path.
@@ -7,6 +8,9 @@ rootdir-relative import mode puts tests/ on sys.path.
 from pathlib import Path
 
 import torch
+
+from minidp import dit, tasks
+from minidp.config import Config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,3 +36,24 @@ def dit_inputs(model, batch=3, groups=1, seed=1):
     t = torch.randint(0, 1000, (batch,), generator=g)
     y = torch.randint(0, model.num_classes, (batch,), generator=g)
     return x, t, y
+
+
+def text_model(seed=0):
+    torch.manual_seed(seed)
+    model = dit.build_dit("micro", input_size=16, in_channels=3, num_classes=10, learn_sigma=False)
+    model = dit.add_text(dit.make_multitask(dit.widen_input(model, 2), 1), len(tasks.VOCAB))
+    with torch.no_grad():  # leave adaLN-Zero's zeros behind, so every path changes the output
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(0.05 * torch.randn_like(p))
+    return model.eval()
+
+
+def referring_cfg(**sample):
+    cfg = Config()
+    cfg.data.task, cfg.data.resolution = "referring", 16
+    cfg.diffusion.prediction = "x0"
+    cfg.sample.steps, cfg.sample.num_images, cfg.sample.batch, cfg.sample.ensemble = 1, 4, 4, 1
+    for k, v in sample.items():
+        setattr(cfg.sample, k, v)
+    return cfg

@@ -153,29 +153,6 @@ def test_correctional_combine_with_d_minus_equal_to_d_is_two_scale_guidance():
     assert torch.equal(ddim.correctional_combine(e0, e1, e2, e2, 1.5, 2.0, 3.0), ddim.two_scale_combine(e0, e1, e2, 1.5, 2.0))
 
 
-class PerSampleModel(torch.nn.Module):
-    """A stand-in denoiser whose output for a sample depends on that sample only (batch-size independent), on
-    the image condition and on the text, so guided chains can be compared bit for bit."""
-
-    def forward(self, x, t, y, task=None, tokens=None):
-        image, x_t = x[:, :3], x[:, 3:]
-        text = tokens.float().sum(dim=1)[:, None, None, None] / 10  # (B, 1, 1, 1)
-        return torch.tanh(x_t * 0.5 + image * text + t[:, None, None, None] / 1000)
-
-
-def test_correctional_guidance_with_d_minus_equal_to_d_reproduces_two_scale_sampling_exactly():
-    g = torch.Generator().manual_seed(1)
-    cond, tokens = [torch.randn(2, 3, 4, 4, generator=g)], torch.tensor([[1, 2, 3, 0], [1, 5, 6, 0]])
-    y, task = torch.zeros(2, dtype=torch.long), torch.zeros(2, dtype=torch.long)
-    model, x_T, sched = PerSampleModel(), torch.randn(2, 3, 4, 4, generator=g), schedules.NoiseSchedule("linear")
-    two = sampling.model_fn_for(model, cond, y, task, tokens, guidance=(1.5, 2.0))
-    corr = sampling.model_fn_for(model, cond, y, task, tokens, guidance=(1.5, 2.0, 3.0), neg_tokens=tokens)
-    run = lambda fn: ddim.ddim_sample(fn, x_T, sched, steps=5, prediction="x0", spacing="trailing")  # noqa: E731
-    assert torch.equal(run(two), run(corr))
-    other = sampling.model_fn_for(model, cond, y, task, tokens, guidance=(1.5, 2.0, 3.0), neg_tokens=tokens.flip(0))
-    assert not torch.equal(run(two), run(other))  # another D- does change the result
-
-
 def test_auto_prompts_are_the_other_visible_objects_of_the_scene():
     cfg = cfg_with("data.task=referring", "sample.correctional=auto")
     idx = list(range(cfg.data.val_offset, cfg.data.val_offset + 16))
@@ -189,16 +166,6 @@ def test_auto_prompts_are_the_other_visible_objects_of_the_scene():
                     if e != query and scenes["ref_masks"][i, s].any()][:3]
         got = [tasks.detokenize(prompts[j, i:i + 1])[0] for j in range(3) if valid[j, i]]
         assert got == expected and query not in got
-
-
-def test_majority_vote_by_hand():
-    masks = torch.tensor([[[[1, 1, 0, 0]]], [[[1, 0, 1, 0]]], [[[1, 0, 0, 1]]]], dtype=torch.bool)  # (3, 1, 1, 4)
-    plain = torch.tensor([[[0, 1, 1, 1]]], dtype=torch.bool)
-    three = torch.ones(3, 1, dtype=torch.bool)
-    assert sampling.majority(masks, three, plain).tolist() == [[[True, False, False, False]]]  # 3/3, then 1/3s
-    two = torch.tensor([[True], [True], [False]])
-    assert sampling.majority(masks, two, plain).tolist() == [[[True, False, False, False]]]  # 2 of 2 needed
-    assert sampling.majority(masks, torch.zeros(3, 1, dtype=torch.bool), plain).tolist() == plain.tolist()
 
 
 def test_correctional_evaluation_reports_both_and_d_minus_equal_to_d_is_two_scale(tmp_path):
