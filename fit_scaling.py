@@ -37,7 +37,7 @@ import numpy as np
 
 from minidp import config as cfglib
 from minidp import scaling, viz
-from minidp.checkpoint import ArgumentParser, InputError, one_line
+from minidp.errors import ArgumentParser, InputError, one_line
 
 HERE = Path(__file__).resolve().parent
 

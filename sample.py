@@ -26,6 +26,7 @@ from pathlib import Path
 from minidp import checkpoint as ckptlib
 from minidp import config as cfglib
 from minidp import data, evaluate, tasks
+from minidp.errors import ArgumentParser, InputError, choose_device, one_line
 
 # What may change at test time: the whole sample section, and the data keys that choose the validation set.
 # Everything else (the model, the training recipe) is what the checkpoint was trained with.
@@ -42,7 +43,7 @@ def check_test_time(overrides):
 
 
 def main(argv=None):
-    p = ckptlib.ArgumentParser(description="Sample from and evaluate a minidp run (see the module docstring).")
+    p = ArgumentParser(description="Sample from and evaluate a minidp run (see the module docstring).")
     p.add_argument("run", help="a run directory (holding ckpt.pt) or a checkpoint file")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. sample.steps=200 sample.ensemble=5")
     p.add_argument("--out", help="where eval.json and figures/ go (default: the run directory)")
@@ -59,23 +60,23 @@ def main(argv=None):
         multitask = cfg.train.mode == "multitask"
         ckptlib.checkpoint_tasks(ckpt, ckpt_path, cfg.sample.task or (None if multitask else cfg.data.task))
         model = ckptlib.model_from_checkpoint(ckpt, ckpt_path, weights="ema")
-        device = ckptlib.choose_device(cfg.train.device, 0)
+        device = choose_device(cfg.train.device)
         codec = data.make_codec(cfg.data, device)  # the codec the checkpoint's config names (a VAE file is read)
         if args.expression is not None:
             if multitask and "referring" in cfg.data.tasks:  # a generalist that knows referring segmentation
                 cfg = evaluate.task_config(cfg, "referring")
             if cfg.data.task != "referring" or not 0 <= args.scene < cfg.data.val_size:
-                raise ckptlib.InputError(f"--expression needs a referring run and 0 <= --scene < data.val_size = "
+                raise InputError(f"--expression needs a referring run and 0 <= --scene < data.val_size = "
                                          f"{cfg.data.val_size} (this run: task {cfg.data.task!r}, scene {args.scene})")
             tasks.tokenize([args.expression])  # an unknown word is an error before any work
-    except (cfglib.ConfigError, ckptlib.InputError, ValueError) as e:  # data.DataError are ValueErrors
+    except (cfglib.ConfigError, InputError, ValueError) as e:  # data.DataError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else ckpt_path.parent
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:  # --out under a file, or in a directory this user cannot write
-        print(f"error: --out: cannot write to {out} ({e.strerror or ckptlib.one_line(e)})", file=sys.stderr)
+        print(f"error: --out: cannot write to {out} ({e.strerror or one_line(e)})", file=sys.stderr)
         return 2
     model = model.to(device).eval()
     if args.expression is not None:

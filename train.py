@@ -37,7 +37,7 @@ import torch.distributed as dist
 from minidp import checkpoint as ckptlib
 from minidp import config as cfglib
 from minidp import compute, data, dit, evaluate, moe, parallel, recipe, schedules, tasks
-from minidp.checkpoint import InputError
+from minidp.errors import ArgumentParser, InputError
 
 
 # The recipe's pieces live in minidp/recipe.py, checkpoints (and the run directory's checks) in minidp/checkpoint.py.
@@ -52,7 +52,7 @@ def fmt_time(seconds):
 # ----------------------------------------------------------------------------------------------------------
 
 def parse_args(argv):
-    p = ckptlib.ArgumentParser(description="Train a minidp diffusion model (see the module docstring).")
+    p = ArgumentParser(description="Train a minidp diffusion model (see the module docstring).")
     p.add_argument("config", help="YAML config, e.g. configs/depth.yaml")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.steps=100 sample.steps=10")
     return p.parse_args(argv)

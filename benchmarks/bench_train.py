@@ -27,7 +27,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-from minidp import checkpoint, config, data, dit, parallel, recipe, schedules, vae  # noqa: E402
+from minidp import checkpoint, config, data, dit, errors, parallel, recipe, schedules, vae  # noqa: E402
 
 STEPS, WINDOWS = 150, 3  # train.py logs every 50 steps; the first window (warm-up) is dropped
 
@@ -49,7 +49,7 @@ def loop_samples_per_s(cfg_path, overrides, out_dir):
 def bare_samples_per_s(cfg, steps, warmup=3):
     """Forward + loss + backward + AdamW of train.py's model on one fixed batch of the same data, samples/s."""
     tc, dc = cfg.train, cfg.data
-    device = parallel.choose_device(tc.device)
+    device = errors.choose_device(tc.device)
     codec = vae.make_codec("pixel")
     torch.manual_seed(tc.seed)
     model = checkpoint.initial_model(cfg, codec)[0].to(device).train()
@@ -95,7 +95,7 @@ def main(argv=None):
         print("error: bench_train.py times a fine-tuning config with image conditions and no accumulation "
               "(depth, flow)", file=sys.stderr)
         return 2
-    print(f"device: {parallel.choose_device(cfg.train.device)}, threads: {torch.get_num_threads()}, "
+    print(f"device: {errors.choose_device(cfg.train.device)}, threads: {torch.get_num_threads()}, "
           f"torch {torch.__version__} | {cfg.model.preset} at {cfg.data.resolution} px, batch {cfg.train.global_batch}")
     # The bare step before and after train.py, the better one kept: on a shared machine the load changes
     # during the run, and the better reference makes the ratio err low, not high.

@@ -11,71 +11,21 @@ Notable choices:
 - A path naming a run directory means that run's ckpt.pt, wherever a checkpoint is accepted.
 - Writes go to a temporary file and are renamed over the old one (`os.replace`, atomic on POSIX), so a crash or a
   SIGKILL mid-write leaves the previous checkpoint intact.
-- Every failure a user can fix is an `InputError` with a one-line message; scripts print it and exit with 2.
-  A message from torch or the OS keeps only its first line (at most 200 characters, terminal escapes removed)
-  next to the file it is about: the first line says what went wrong, the rest is advice for another setting.
-- `ArgumentParser` is argparse with that same one-line error (argparse prints the usage too); every script
-  and module CLI uses it, so a mistyped flag reads like any other bad input.
+- Every failure a user can fix is an `InputError` (minidp/errors.py): one line naming the file.
 - One training process per run directory: `lock_run` takes an exclusive `flock` on `<run>/.lock`. The kernel
   drops the lock when its process ends, however it ends (SIGKILL, a crash, a power cut of the node), so a dead
   run never leaves a stale lock behind; the file itself stays and only records who held it last.
 """
 
-import argparse
 import fcntl
 import os
-import re
 import socket
 from pathlib import Path
 
 import torch
 
 from minidp import dit, moe, tasks, upcycle
-
-
-class InputError(Exception):
-    """Bad input the user can fix: printed as one line, exit status 2."""
-
-
-ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # torch bolds part of its weights_only message
-
-
-def one_line(error, limit=200):
-    """The first non-empty line of an exception's text, at most `limit` characters (torch's and the OS's
-    messages often span several lines; the first says what went wrong, the rest is advice)."""
-    lines = [line.strip() for line in ANSI_ESCAPE.sub("", str(error)).splitlines() if line.strip()]
-    text = lines[0] if lines else type(error).__name__
-    return text if len(text) <= limit else text[:limit - 3].rstrip() + "..."
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse.ArgumentParser whose errors (an unknown flag, a value of the wrong type, a missing argument) are
-    one line on stderr, `error: <message> (see --help)`, and exit status 2 (argparse's own adds the usage)."""
-
-    def error(self, message):
-        self.exit(2, f"error: {one_line(message, 300)} (see --help)\n")
-
-
-def int_in(low, high):
-    """An argparse `type`: an integer in low..high; anything else is the parser's one-line error naming the flag."""
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be an integer in {low}..{high}, got {text!r}")
-        return value
-    return parse
-
-
-def choose_device(pref, local_rank=0):
-    """torch.device for `train.device` (auto | cpu | cuda): the local rank's GPU when CUDA is used."""
-    if pref == "cuda" or (pref == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise InputError("train.device = cuda but no CUDA device is available")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
+from minidp.errors import InputError, one_line
 
 
 # ----------------------------------------------------------------------------------------------------------

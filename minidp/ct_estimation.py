@@ -56,7 +56,7 @@ from pathlib import Path
 
 import torch
 
-from minidp.checkpoint import ArgumentParser, one_line
+from minidp.errors import ArgumentParser, one_line
 from minidp.ddim import timesteps as ddim_timesteps
 from minidp.schedules import SCHEDULES, NoiseSchedule
 

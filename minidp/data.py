@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from minidp import parallel, readers, recipe, tasks, vae, world
+from minidp.errors import ArgumentParser, InputError, choose_device, int_in, one_line
 
 DataError = (readers.DatasetError, vae.VAEWeightsError)  # bad data or weights: one line, exit status 2
 VALIDATION_SPLIT = {"hypersim": "val", "flyingchairs": "val", "imagenet": "val"}  # datasets with a validation split
@@ -383,26 +384,25 @@ def build_cache(cfg, device, batch=64, shard_size=4096, log=print):
 def main(argv=None):
     import sys
 
-    from minidp import checkpoint
     from minidp import config as cfglib
 
-    p = checkpoint.ArgumentParser(prog="python -m minidp.data", description="Encode a dataset into a latent cache.")
+    p = ArgumentParser(prog="python -m minidp.data", description="Encode a dataset into a latent cache.")
     p.add_argument("command", choices=["cache"])
     p.add_argument("config", help="the training config, e.g. configs/real/depth_hypersim.yaml")
     p.add_argument("overrides", nargs="*", help="section.key=value, as train.py takes them")
-    p.add_argument("--batch", type=checkpoint.int_in(1, 1 << 16), default=64, help="images per encoder forward")
-    p.add_argument("--shard-size", type=checkpoint.int_in(1, 1 << 24), default=4096, help="samples per shard file")
+    p.add_argument("--batch", type=int_in(1, 1 << 16), default=64, help="images per encoder forward")
+    p.add_argument("--shard-size", type=int_in(1, 1 << 24), default=4096, help="samples per shard file")
     args = p.parse_args(argv)
     try:
         cfg = cfglib.load_config(args.config, args.overrides)
         tasks.check_dataset_task(cfg.data.dataset, cfg.data.task)
-        device = checkpoint.choose_device(cfg.train.device, 0)
+        device = choose_device(cfg.train.device)
         folder = build_cache(cfg, device, args.batch, args.shard_size)
-    except (cfglib.ConfigError, checkpoint.InputError, ValueError) as e:  # DatasetError, VAEWeightsError are too
+    except (cfglib.ConfigError, InputError, ValueError) as e:  # DatasetError, VAEWeightsError are too
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
-        print(f"error: cannot write the latent cache ({e.strerror or checkpoint.one_line(e)})", file=sys.stderr)
+        print(f"error: cannot write the latent cache ({e.strerror or one_line(e)})", file=sys.stderr)
         return 2
     print(f"latent cache written to {folder}; train.py {args.config} reads it from there")
     return 0

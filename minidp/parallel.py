@@ -44,7 +44,8 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from minidp.checkpoint import InputError, architecture
+from minidp.checkpoint import architecture
+from minidp.errors import choose_device
 
 PARALLEL = ("ddp", "fsdp")  # train.parallel's choices; one process is the same code with world size 1
 
@@ -65,17 +66,6 @@ class Env:
     @property
     def backend(self):
         return "nccl" if self.device.type == "cuda" else "gloo"
-
-
-def choose_device(pref, local_rank=0, local_world_size=1):
-    """torch.device for `train.device` (auto | cpu | cuda): this local rank's GPU when every local rank has one."""
-    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-    if pref == "cuda" and gpus < local_world_size:
-        raise InputError(f"train.device = cuda but {local_world_size} local rank(s) share {gpus} GPU(s); "
-                         "use --nproc_per_node <= the number of GPUs, or train.device=cpu")
-    if pref == "cuda" or (pref == "auto" and gpus >= local_world_size >= 1 and gpus > 0):
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
 
 
 def from_torchrun(device_pref, environ=None):

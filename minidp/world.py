@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from minidp.errors import ArgumentParser, int_in, one_line
 from minidp.render import SHAPES, focal_fraction, pack, project, render_scenes
 
 # Ordered name -> RGB albedo in [0, 1]. The first NUM_CLASS_COLOURS are the class colours: the 8 corners of the
@@ -473,7 +474,6 @@ def preview(batch, path):
 
 
 def main(argv=None):
-    from minidp.checkpoint import ArgumentParser, int_in, one_line  # here: checkpoint imports tasks, which imports us
 
     parser = ArgumentParser(prog="python -m minidp.world", description="Preview grid of the synthetic world.")
     parser.add_argument("--out", default="world.png", help="the PNG to write (its folder must exist)")

@@ -1,7 +1,7 @@
 """A new user's mistakes on train.py, sample.py, fit_scaling.py and the module CLIs (python -m minidp.world,
 python -m minidp.ct_estimation): each is one line on stderr naming the key, flag or file, exit status 2, no
 traceback, and an existing run directory passed to it is left byte-for-byte as it was (issue 15). That covers
-argparse's own errors (one line through checkpoint.ArgumentParser), errors from the OS (a file where a folder
+argparse's own errors (one line through errors.ArgumentParser), errors from the OS (a file where a folder
 should be, a folder where a file should be), and a checkpoint whose pickle would run code.
 
 Most cases call `main([...])` in the test process (the same code path as the command line, minus torch's
@@ -150,7 +150,7 @@ def test_command_line_bad_input_exits_2_with_one_line_and_no_traceback(run, comm
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Flags: every script and module CLI parses with checkpoint.ArgumentParser, whose error is one line
+# Flags: every script and module CLI parses with errors.ArgumentParser, whose error is one line
 # (argparse's own prints the usage first: two lines). Then OS errors and a checkpoint that carries code.
 # ----------------------------------------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import pickle
 import pytest
 import torch
 
-from minidp import checkpoint, dit
+from minidp import checkpoint, dit, errors
 
 
 class _Plant:
@@ -28,7 +28,7 @@ def test_a_pickle_with_code_is_refused_and_its_code_never_runs(tmp_path):
     evil = tmp_path / "evil.pt"
     with open(evil, "wb") as f:
         pickle.dump({"model": _Plant(str(planted))}, f, protocol=2)
-    with pytest.raises(checkpoint.InputError) as info:
+    with pytest.raises(errors.InputError) as info:
         checkpoint.load_checkpoint(evil, "train.init_from")
     assert "evil.pt" in str(info.value) and "\n" not in str(info.value)
     assert not planted.exists()
@@ -43,31 +43,31 @@ def test_a_run_directory_means_its_ckpt_pt(tmp_path):
 
 
 def test_missing_and_corrupt_files_are_one_line_naming_the_file(tmp_path):
-    with pytest.raises(checkpoint.InputError, match="checkpoint not found: .*nope.pt"):
+    with pytest.raises(errors.InputError, match="checkpoint not found: .*nope.pt"):
         checkpoint.load_checkpoint(tmp_path / "nope.pt", "x")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"garbage")
-    with pytest.raises(checkpoint.InputError, match="bad.pt is not a readable") as info:
+    with pytest.raises(errors.InputError, match="bad.pt is not a readable") as info:
         checkpoint.load_checkpoint(bad, "x")
     assert "\n" not in str(info.value)
 
 
 def test_a_task_the_checkpoint_was_not_trained_on_is_named():
-    with pytest.raises(checkpoint.InputError, match="trained on depth, not 'flow'"):
+    with pytest.raises(errors.InputError, match="trained on depth, not 'flow'"):
         checkpoint.checkpoint_tasks({"tasks": ["depth"]}, "runs/depth/ckpt.pt", "flow")
     assert checkpoint.checkpoint_tasks({"tasks": ["depth"]}, "p", "depth") == ["depth"]
 
 
 def test_one_line_keeps_the_first_line_of_an_os_or_torch_message_without_escapes_and_at_most_200_chars():
-    assert checkpoint.one_line(OSError("\n  \x1b[1mfirst\x1b[0m line  \n\tsecond line")) == "first line"
-    long = checkpoint.one_line(RuntimeError("x" * 500 + "\nadvice"))
+    assert errors.one_line(OSError("\n  \x1b[1mfirst\x1b[0m line  \n\tsecond line")) == "first line"
+    long = errors.one_line(RuntimeError("x" * 500 + "\nadvice"))
     assert len(long) == 200 and long == "x" * 197 + "..."
-    assert checkpoint.one_line(KeyError()) == "KeyError"  # an exception with no text: its type
+    assert errors.one_line(KeyError()) == "KeyError"  # an exception with no text: its type
 
 
 def test_argument_parser_errors_are_one_line_with_exit_status_2(capsys):
-    parser = checkpoint.ArgumentParser(prog="prog")
-    parser.add_argument("--n", type=checkpoint.int_in(1, 9))
+    parser = errors.ArgumentParser(prog="prog")
+    parser.add_argument("--n", type=errors.int_in(1, 9))
     for argv, named in ((["--n", "0"], "argument --n: must be an integer in 1..9, got '0'"),
                         (["--n", "one"], "--n"), (["--bogus"], "unrecognized arguments: --bogus")):
         with pytest.raises(SystemExit) as info:

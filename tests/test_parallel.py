@@ -20,8 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import train  # noqa: E402
 from helpers import MICRO, run_inprocess  # noqa: E402
-from minidp import dit, parallel  # noqa: E402
-from minidp.checkpoint import InputError  # noqa: E402
+from minidp import dit, errors, parallel  # noqa: E402
+from minidp.errors import InputError  # noqa: E402
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -76,7 +76,7 @@ def test_explicit_cuda_with_fewer_gpus_than_local_ranks_is_a_one_line_error(monk
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     with pytest.raises(InputError, match="2 local rank"):
-        parallel.choose_device("cuda", local_rank=1, local_world_size=2)
+        errors.choose_device("cuda", local_rank=1, local_world_size=2)
 
 
 def test_one_process_without_torchrun_variables_is_not_distributed():
