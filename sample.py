@@ -62,12 +62,11 @@ def main(argv=None):
         model = ckptlib.model_from_checkpoint(ckpt, ckpt_path, weights="ema")
         device = choose_device(cfg.train.device)
         codec = data.make_codec(cfg.data, device)  # the codec the checkpoint's config names (a VAE file is read)
-        if args.expression is not None:
-            if multitask and "referring" in cfg.data.tasks:  # a generalist that knows referring segmentation
-                cfg = evaluate.task_config(cfg, "referring")
-            if cfg.data.task != "referring" or not 0 <= args.scene < cfg.data.val_size:
+        if args.expression is not None:  # a referring run, or a generalist that knows referring segmentation
+            names = [task.name for task in tasks.run_tasks(cfg)]
+            if not any(task.text for task in tasks.run_tasks(cfg)) or not 0 <= args.scene < cfg.data.val_size:
                 raise InputError(f"--expression needs a referring run and 0 <= --scene < data.val_size = "
-                                         f"{cfg.data.val_size} (this run: task {cfg.data.task!r}, scene {args.scene})")
+                                 f"{cfg.data.val_size} (this run: task(s) {', '.join(names)}, scene {args.scene})")
             tasks.tokenize([args.expression])  # an unknown word is an error before any work
     except (cfglib.ConfigError, InputError, ValueError) as e:  # data.DataError are ValueErrors
         print(f"error: {e}", file=sys.stderr)

@@ -36,7 +36,7 @@ import torch.distributed as dist
 
 from minidp import checkpoint as ckptlib
 from minidp import config as cfglib
-from minidp import compute, data, dit, evaluate, moe, parallel, recipe, schedules, tasks
+from minidp import compute, data, evaluate, parallel, recipe, schedules, tasks
 from minidp.errors import ArgumentParser, InputError
 
 
@@ -74,10 +74,10 @@ def train(argv=None):
     accum = tc.global_batch // (world_size * micro)  # micro-steps per optimiser step on each rank
 
     # --- everything that can be wrong with the input is checked before anything is written ---
-    names = tasks.run_tasks(cfg)  # [data.task], or a generalist's tasks in its router order
+    run = tasks.run_tasks(cfg)  # [the task], or a generalist's tasks in its router order
     try:
-        for name in names:
-            tasks.check_dataset_task(dc.dataset, name)
+        for task in run:
+            tasks.check_dataset_task(dc.dataset, task.name)
         recipe.timestep_weights(cfg)  # a perception:<weights.json> is read (and checked) now
     except ValueError as e:
         raise InputError(str(e)) from None
@@ -98,10 +98,8 @@ def train(argv=None):
         lock = ckptlib.lock_run(out_dir)  # a second train.py on this directory stops here
     parallel.init(env)  # the process group under torchrun; TF32 on CUDA
 
-    schedule = schedules.NoiseSchedule(cfg.diffusion.schedule, cfg.diffusion.T,
-                                       cfg.diffusion.beta_start, cfg.diffusion.beta_end,
-                                       cfg.diffusion.zero_terminal_snr).to(device)
-    model = model.to(device)
+    schedule = schedules.NoiseSchedule.from_config(cfg.diffusion).to(device)
+    model = model.to(device).train()  # explicit: evaluation switches its own copy to eval()
     model.checkpoint_activations = tc.checkpoint_activations
     ema = copy.deepcopy(model).requires_grad_(False)  # DiT: EMA starts as an exact copy
     step = 0
@@ -110,9 +108,7 @@ def train(argv=None):
         step = ckpt["step"]
         torch.set_rng_state(ckpt["rng"]["torch"])
     is_moe = "num_experts" in model.config
-    # the label the model is conditioned on: the scene's class (pre-training) or the task's row (task k: row 0 + k)
-    task_label = None if tc.mode == "pretrain" else dit.task_label(model, 0)
-    text = "referring" in names  # text conditioning, with InstructPix2Pix's condition dropout
+    text = any(task.text for task in run)  # text conditioning, with InstructPix2Pix's condition dropout
     l1_of_task = recipe.loss_kinds(cfg).to(device)  # (K,) bool: True where task k trains with L1 (train.task_loss)
     macs_per_sample, n_params = compute.model_macs(model), compute.count_params(model)
     latent = (model.in_channels, model.input_size, model.input_size)  # the target's shape (in_channels: one group)
@@ -128,7 +124,7 @@ def train(argv=None):
         print(f"minidp train | {source}")
         how = f"{tc.parallel} " if world_size > 1 else ""
         print(f"model {cfg.model.preset}: {n_params / 1e6:.2f}M parameters, {macs_per_sample / 1e6:.1f}M MACs "
-              f"per sample | task(s) {', '.join(names)} | {world_size} {how}rank(s) on {device.type} | global batch "
+              f"per sample | task(s) {', '.join(task.name for task in run)} | {world_size} {how}rank(s) on {device.type} | global batch "
               f"{tc.global_batch} = {world_size} x {micro} x {accum} accumulation | {tc.steps} steps", flush=True)
 
     # SIGINT / SIGTERM: finish the current step, save, exit cleanly.
@@ -140,13 +136,11 @@ def train(argv=None):
     previous_handlers = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def save(at_step):  # every rank calls it: under FSDP, gathering the full state dicts is a collective
-        state = {"model": parallel.full_state_dict(model), "ema": parallel.full_state_dict(ema),
-                 "opt": parallel.optimizer_state_dict(model, opt)}
+        state = (parallel.full_state_dict(model), parallel.full_state_dict(ema),
+                 parallel.optimizer_state_dict(model, opt))
         if master:
-            ckptlib.save_checkpoint(ckpt_path, {
-                **state, "step": at_step, "config": cfglib.to_dict(cfg), "model_config": dict(model.config),
-                "tasks": names, "rng": {"torch": torch.get_rng_state()},
-            })
+            ckptlib.save_checkpoint(ckpt_path, ckptlib.training_state(*state, at_step, cfg, model,
+                                                                      {"torch": torch.get_rng_state()}))
 
     t_render = time.time()
     # the world rendered into memory (a generalist's: every task's keys), a real dataset's DataLoader, or the
@@ -164,7 +158,7 @@ def train(argv=None):
 
     while step < tc.steps:
         # --- 1. this step's global batch plan, identical on every rank ---
-        plan = parallel.to_device(recipe.batch_plan(cfg, step, latent, class_dropout=task_label is None, text=text),
+        plan = parallel.to_device(recipe.batch_plan(cfg, step, latent, class_dropout=tc.mode == "pretrain", text=text),
                                   device)
         lr = recipe.lr_at(step, tc)
         for group in opt.param_groups:
@@ -174,44 +168,24 @@ def train(argv=None):
         step_loss = torch.zeros((), device=device)
         step_balance, loads = torch.zeros((), device=device), None
         for m in range(accum):
-            sl = slice((rank * accum + m) * micro, (rank * accum + m + 1) * micro)
-            if tc.mode == "multitask":  # each sample its own task (the plan's draw): data.make_mixed_batch
-                pixels = data.make_mixed_batch(dc, names, plan["task"][sl], plan["indices"][sl], device, cache,
-                                               plan["pick"][sl])
-            else:
-                pixels = data.make_batch(dc, plan["indices"][sl], device, cache=cache, pick=plan["pick"][sl])
+            rows = slice((rank * accum + m) * micro, (rank * accum + m + 1) * micro)
+            pixels = data.training_batch(cfg, run, plan, rows, device, cache)  # a generalist's: one task per sample
             batch = data.to_latents(pixels, codec)  # target, cond and mask at the latent resolution
-            x0 = batch["target"]
-            eps, t_m = plan["noise"][sl], plan["t"][sl]
-            # ADDP's augmentation corrupts what is noised (in pixels, before the codec); the loss stays against x0
-            noised = codec.encode(recipe.augmented_target(cfg, pixels, t_m, plan["augment_u"][sl])) if tc.augment else x0
-            x_t = schedule.q_sample(noised, t_m, eps)
-            cond = list(batch["cond"])
-            extra = {}
-            if text:
-                cond[0] = cond[0] * ~plan["drop_image"][sl][:, None, None, None]  # the null image: zeros
-                extra["tokens"] = batch["tokens"] * ~plan["drop_text"][sl][:, None]  # null text: padding
-            x_in = torch.cat(cond + [x_t], dim=1)
-            if task_label is None:  # pre-training: the scene's class, one patch embedding
-                y, task = batch["label"], None
-            else:  # task k's router entry and label row (task_label + k); a single-task run has k = 0
-                task = batch["task"] if "task" in batch else torch.zeros(len(x0), dtype=torch.long, device=device)
-                y = task_label + task
+            t = plan["t"][rows]
+            x_t = schedule.q_sample(recipe.noised_target(cfg, run[0], pixels, batch, codec, t, plan["augment_u"][rows]),
+                                    t, plan["noise"][rows])
+            # condition latents (+ blanks), label row or class, router index, tokens; the same function as sampling
+            cond, y, k, text_in = tasks.model_inputs(model, batch, plan["task"][rows] if "task" in plan else None,
+                                                     plan["drop_image"][rows], plan["drop_text"][rows])
             # DDP / FSDP reduce gradients only on the last micro-step; earlier ones accumulate locally.
             with parallel.gradient_sync(train_model, last=m == accum - 1):
                 with autocast:
-                    out = train_model(x_in, t_m, y, task=task, force_drop_ids=plan["drop_label"][sl], **extra)
-                    pred = out[:, : x0.shape[1]].float()  # drop the learned-sigma half if the model has one
-                loss = recipe.masked_loss(pred, schedule.target(x0, eps, t_m, cfg.diffusion.prediction), batch["mask"],
-                                          tc.loss if task is None else l1_of_task[task], plan["loss_weight"][sl])
-                if is_moe:  # DiT-MoE's balance loss, returned explicitly by the MoE layers of this forward
-                    balance, loads = moe.moe_aux(model)
-                    step_balance += balance.detach() / accum
-                    loss_total = loss + balance
-                else:
-                    loss_total = loss
-                (loss_total / accum).backward()
+                    out = train_model(torch.cat(cond + [x_t], dim=1), t, y, task=k,
+                                      force_drop_ids=plan["drop_label"][rows], **text_in)
+                loss, balance, loads = recipe.loss(cfg, model, out, batch, schedule, plan, rows, l1_of_task)
+                ((loss + balance) / accum).backward()
             step_loss += loss.detach() / accum
+            step_balance += balance.detach() / accum
 
         # --- 3. agree across ranks on the loss and on stopping, then step. `.item()` waits for the GPU, so on
         # CUDA the ranks agree only at log and checkpoint steps (a Ctrl-C then takes effect there); on the CPU,

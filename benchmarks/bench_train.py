@@ -27,7 +27,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
-from minidp import checkpoint, config, data, dit, errors, parallel, recipe, schedules, vae  # noqa: E402
+from minidp import checkpoint, config, data, dit, errors, parallel, recipe, schedules, tasks, vae  # noqa: E402
 
 STEPS, WINDOWS = 150, 3  # train.py logs every 50 steps; the first window (warm-up) is dropped
 
@@ -55,7 +55,7 @@ def bare_samples_per_s(cfg, steps, warmup=3):
     model = checkpoint.initial_model(cfg, codec)[0].to(device).train()
     opt = parallel.make_optimizer(model, tc.lr, tc.weight_decay, device)
     d = cfg.diffusion
-    schedule = schedules.NoiseSchedule(d.schedule, d.T, d.beta_start, d.beta_end, d.zero_terminal_snr).to(device)
+    schedule = schedules.NoiseSchedule.from_config(d).to(device)
     latent = (model.in_channels, model.input_size, model.input_size)
     plan = parallel.to_device(recipe.batch_plan(cfg, 0, latent, class_dropout=False, text=False), device)
     cache = data.render_cache(dc, min(dc.train_size, tc.global_batch * 4))
@@ -91,7 +91,8 @@ def main(argv=None):
     except config.ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if cfg.data.task in ("class", "referring", "amodal") or cfg.train.micro_batch:
+    task = tasks.get(cfg.data.task)
+    if task.pretraining or not task.cacheable(cfg.data.dataset) or cfg.train.micro_batch:
         print("error: bench_train.py times a fine-tuning config with image conditions and no accumulation "
               "(depth, flow)", file=sys.stderr)
         return 2

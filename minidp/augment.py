@@ -50,7 +50,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-TASK_AUGMENTATION = {"depth": "blur", "referring": "mask", "amodal": "mask", "flow": "none"}
+KINDS = ("none", "blur", "mask")  # a task names its kind (Task.augmentation): depth blur, masks mask, flow none
 
 KERNEL_SIZE = 31  # A.3.1
 MAX_SIGMA = 10.0  # blur sigma at t = T (A.3.1)
@@ -184,10 +184,10 @@ def augment_mask(x0, s, u, background=None):
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _check(x0, t, task, intensity, T):
+def _check(x0, t, kind, intensity, T):
     """t as a CPU LongTensor (B,), after checking every argument (ValueError naming the bad one)."""
-    if task not in TASK_AUGMENTATION:
-        raise ValueError(f"unknown task {task!r} for augmentation; valid: {', '.join(TASK_AUGMENTATION)}")
+    if kind not in KINDS:
+        raise ValueError(f"unknown augmentation {kind!r}; valid: {', '.join(KINDS)}")
     if x0.dim() != 4:
         raise ValueError(f"x0 must be (B, C, H, W), got shape {tuple(x0.shape)}")
     B = x0.shape[0]
@@ -199,35 +199,33 @@ def _check(x0, t, task, intensity, T):
     return t
 
 
-def augment_target(x0, t, task, intensity=1.0, generator=None, T=1000, background=None):
+def augment_target(x0, t, kind, intensity=1.0, generator=None, T=1000, background=None):
     """x0' = Augment(x0, t) (ADDP Eqn. 4) for a batch x0 (B, C, H, W) in [-1, 1] at timesteps t (B,).
 
-    task: "depth" (blur), "referring" / "amodal" (mask jitter), "flow" (identity). intensity scales every
+    kind: "blur" (depth), "mask" (mask jitter: referring, amodal), "none" (identity: flow). intensity scales every
     strength (0 = identity). generator: a CPU torch.Generator (or None for the global one). background
     (B or 1, 3, H, W): what mask targets are drawn on; None = white. Returns a new tensor like x0."""
-    t = _check(x0, t, task, intensity, T)
+    t = _check(x0, t, kind, intensity, T)
     if generator is not None and generator.device.type != "cpu":
         raise ValueError(f"generator must be a CPU generator (draws move to x0's device), got {generator.device}")
-    kind = TASK_AUGMENTATION[task]
     if kind == "none" or intensity == 0:
         return x0.clone()
     B = x0.shape[0]
     u = torch.rand(B, 1 if kind == "blur" else 11, generator=generator, dtype=torch.float64)  # (B, 1 or 11)
-    return augment_from_uniforms(x0, t, task, u, intensity, T, background)
+    return augment_from_uniforms(x0, t, kind, u, intensity, T, background)
 
 
-def augment_from_uniforms(x0, t, task, u, intensity=1.0, T=1000, background=None):
+def augment_from_uniforms(x0, t, kind, u, intensity=1.0, T=1000, background=None):
     """augment_target with its random numbers given: u (B, K) uniforms in [0, 1), K >= 1 for depth (column 0
     scales sigma) and K >= 11 for masks. The training loop draws u in its batch plan (minidp/recipe.py), so a
     sample's augmentation depends on its own row only, not on how the batch is split over ranks."""
-    t = _check(x0, t, task, intensity, T)
-    kind = TASK_AUGMENTATION[task]
+    t = _check(x0, t, kind, intensity, T)
     if kind == "none" or intensity == 0:
         return x0.clone()
     u = torch.as_tensor(u, dtype=torch.float64).cpu()
     need = 1 if kind == "blur" else 11
     if u.dim() != 2 or u.shape[0] != x0.shape[0] or u.shape[1] < need:
-        raise ValueError(f"u must be (B={x0.shape[0]}, >= {need}) uniforms for task {task!r}, got {tuple(u.shape)}")
+        raise ValueError(f"u must be (B={x0.shape[0]}, >= {need}) uniforms for augmentation {kind!r}, got {tuple(u.shape)}")
     s = intensity * t.to(torch.float64) / T  # (B,) strength, linear in t (ADDP Table D)
     if kind == "blur":
         out = gaussian_blur(x0, MAX_SIGMA * s * u[:, 0])

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from minidp import dit, moe, tasks, upcycle
+from minidp import config, dit, moe, tasks, upcycle
 from minidp.errors import InputError, one_line
 
 
@@ -52,6 +52,13 @@ def load_checkpoint(path, what):
     if not isinstance(ckpt, dict):
         raise InputError(f"{what}: {path} holds a {type(ckpt).__name__}, not a checkpoint dict")
     return ckpt
+
+
+def training_state(model_state, ema_state, opt_state, step, cfg, model, rng):
+    """The checkpoint dict of a training run (DESIGN.md's format): full state dicts of the model, its EMA and the
+    optimiser, the step, the resolved config, the model's constructor arguments, the run's task names, the RNG."""
+    return {"model": model_state, "ema": ema_state, "opt": opt_state, "step": step, "config": config.to_dict(cfg),
+            "model_config": dict(model.config), "tasks": [task.name for task in tasks.run_tasks(cfg)], "rng": rng}
 
 
 def save_checkpoint(path, state):
@@ -195,8 +202,9 @@ def for_task(model, cfg, codec):
     A generalist takes as many groups as its widest task (the release: three, RGB, a second condition image or a
     blank one, and the target); a single-task checkpoint joins one by add_condition_groups + add_tasks (every task
     starts from that model's function). A model already converted for these tasks is kept."""
-    names = tasks.run_tasks(cfg)
-    groups = max(tasks.num_cond_images(name) for name in names) + 1
+    run = tasks.run_tasks(cfg)
+    names = [task.name for task in run]
+    groups = max(task.cond_images for task in run) + 1
     expected_size = cfg.data.resolution // codec.downsample
     if model.input_size != expected_size or model.in_channels != codec.channels:
         raise InputError(
@@ -209,7 +217,7 @@ def for_task(model, cfg, codec):
     elif model.in_groups != groups or model.num_tasks != len(names):
         raise InputError(f"the checkpoint's model takes {model.in_groups} input groups and has {model.num_tasks} "
                          f"task(s); {', '.join(names)} need(s) {groups} groups and {len(names)} task(s)")
-    if "referring" in names and not model.config.get("vocab_size"):
+    if any(task.text for task in run) and not model.config.get("vocab_size"):
         model = dit.add_text(model, len(tasks.VOCAB))  # zero-initialised: the same function as before
     return model
 

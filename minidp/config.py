@@ -118,7 +118,7 @@ def correctional():
 def task_map(item_rule, allowed):
     """A mapping {perception task: value} ({} = unused), each value passing item_rule; a bad task is named with
     the closest valid one."""
-    perception = [t for t in tasks.TASKS if t != "class"]
+    perception = [name for name, task in tasks.TASKS.items() if not task.pretraining]
 
     def hint(v):
         bad = [k for k in v if k not in perception]
@@ -161,8 +161,8 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    dataset: str = one_of("world", tasks.DATASET_TASKS)  # "world": the synthetic world; tasks.DATASET_TASKS
-    task: str = one_of("class", tasks.TASKS)  # class (pre-training) | depth | flow | amodal | referring
+    dataset: str = one_of("world", tasks.DATASETS)  # "world": the synthetic world; the real ones: minidp/readers.py
+    task: str = one_of("class", tasks.TASKS)  # class (pre-training) | depth | flow | amodal | referring | normals
     resolution: int = between(32, *WORLD_RESOLUTIONS)  # square image size in pixels (the world renders 16..256)
     num_classes: int = positive(10)  # K classes: the world's (colour x shape, <= world.MAX_CLASSES) or the class folders'
     seed: int = non_negative(0)      # world seed: scene i of the dataset is world.render([i], seed=seed)

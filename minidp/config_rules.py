@@ -72,7 +72,7 @@ def _validation_disjoint_from_training(c):
         return (f"data.val_offset = {d.val_offset} must be >= data.train_size = {d.train_size}: validation scenes "
                 f"{d.val_offset}..{d.val_offset + d.val_size - 1} would overlap training scenes 0..{d.train_size - 1}")
     # class evaluation generates its images; a perception task evaluates on the validation scenes
-    if c.data.task != "class" and c.sample.num_images > d.val_size:
+    if not tasks.get(d.task).pretraining and c.sample.num_images > d.val_size:
         return f"sample.num_images = {c.sample.num_images} must be <= data.val_size = {d.val_size} (task {d.task!r})"
 
 
@@ -97,15 +97,15 @@ def _augment_needs_x0(c):
     if t.augment and schedules.canonical_prediction(d.prediction) != "x0":
         return (f"train.augment = {t.augment} needs diffusion.prediction 'x0', not {d.prediction!r}: the noise that "
                 "took the augmented target to x_t does not lead back to the clean one (ADDP A.3.2)")
-    if t.augment and c.data.task == "class":
+    if t.augment and tasks.get(c.data.task).pretraining:
         return f"train.augment = {t.augment}: augmentation is defined for perception targets, not data.task 'class'"
 
 
 @cross_rule
 def _correctional_is_for_referring(c):
     s = c.sample
-    if s.correctional and c.data.task != "referring":
-        return f"sample.correctional = {s.correctional!r} needs data.task 'referring', not {c.data.task!r}"
+    if s.correctional and not tasks.get(c.data.task).text:
+        return f"sample.correctional = {s.correctional!r} needs a text task (referring), not {c.data.task!r}"
     if s.correctional and s.intermediates:
         return ("sample.correctional and sample.intermediates = True together: the per-step metric is recorded "
                 "for the plain two-scale chain only; run them separately")
@@ -132,7 +132,7 @@ def _eps_needs_terminal_signal(c):
 @cross_rule
 def _mode_fits_task_and_start(c):
     t = c.train
-    if t.mode == "pretrain" and c.data.task != "class":
+    if t.mode == "pretrain" and not tasks.get(c.data.task).pretraining:
         return f"data.task = {c.data.task!r} needs train.mode = 'finetune' (pre-training is class-conditional)"
     if t.upcycle_from and t.mode == "pretrain":
         return f"train.upcycle_from = {t.upcycle_from!r} needs train.mode = 'finetune' or 'multitask', not 'pretrain'"
@@ -158,7 +158,7 @@ def _multitask_has_tasks(c):
         if extra:
             return f"{key} names task {extra[0]!r}, which data.tasks = {d.tasks} does not train"
     for task in d.tasks:
-        if task not in tasks.DATASET_TASKS.get(d.dataset, ()):
+        if d.dataset not in tasks.get(task).datasets:
             return f"data.dataset = {d.dataset!r} cannot provide task {task!r} of data.tasks"
     for w in c.diffusion.task_timestep_weights.values():
         if c.diffusion.T % len(w):

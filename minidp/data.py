@@ -2,7 +2,7 @@
 
 A batch is a pure function of the sample indices (and, for referring / amodal, of a `pick` number choosing the
 object), so the training loop can build any slice of any step's global batch on any rank. What each task makes
-of a scene (condition images, target, read-back) lives in minidp/tasks.py. Three sources feed the loop:
+of a scene (condition images, target, read-back) lives in its task object (minidp/tasks/). Three sources feed the loop:
 
     the world        rendered once into memory (render_cache), on the device: a batch is an index, no copy
     a real dataset   minidp/readers.py behind a DataLoader with workers (RealLoader): each rank fetches, ahead
@@ -20,7 +20,7 @@ publishes none, training-split sample train_size + j, held out because the batch
 
 Notable choices:
 - The world's training scenes are rendered once at start-up into memory holding only the keys the task reads
-  (tasks.SCENE_KEYS): rendering every batch on the fly costs about as much as a tiny model's training step on a
+  (its task's scene_keys): rendering every batch on the fly costs about as much as a tiny model's training step on a
   CPU. Referring expressions are cached as token ids (tasks.scene_tokens), so the cache is all tensors.
 - A real dataset yields the world's keys: label 0 where the dataset has no classes (fine-tuning conditions on the
   task's label row instead), and pix2gestalt's one object per sample as slot 0 (ref_masks = its visible mask).
@@ -36,12 +36,14 @@ Letters: B batch, K condition images, C latent channels, H, W image size, h, w l
 
 import functools
 import json
+import sys
 import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
+from minidp import config as cfglib
 from minidp import parallel, readers, recipe, tasks, vae, world
 from minidp.errors import ArgumentParser, InputError, choose_device, int_in, one_line
 
@@ -82,7 +84,7 @@ class RealScenes(torch.utils.data.Dataset):
         if len(getattr(self.train, "classes", ())) > num_classes:
             raise readers.DatasetError(f"{root}: {len(self.train.classes)} class folders, more than data.num_classes "
                                        f"= {num_classes}; set data.num_classes={len(self.train.classes)}")
-        self.keys, self.train_size, self.val_offset = tasks.SCENE_KEYS[task], train_size, val_offset
+        self.keys, self.train_size, self.val_offset = tasks.get(task).scene_keys, train_size, val_offset
 
     def __len__(self):
         return self.train_size
@@ -144,15 +146,14 @@ def render_scenes(data_cfg, indices):
         return raise_error(collate([ds[int(i)] for i in indices]))
     scenes = world.render(indices, resolution=data_cfg.resolution, seed=data_cfg.seed,
                           num_classes=data_cfg.num_classes)
-    scenes["tokens"] = tasks.scene_tokens(scenes["expressions"])  # (B, S, L)
+    scenes["tokens"] = tasks.scene_tokens(scenes["expressions"], scenes["ref_masks"].shape[1])  # (B, S, L)
     return scenes
 
 
-def render_cache(data_cfg, n, chunk=256, log=None, task=None):
-    """Scenes 0..n-1 rendered once into memory, only the keys `task` (default data.task; a list: a generalist's
-    tasks) reads: {key: (n, ...) tensor}; `log(text)` reports progress."""
-    names = task if isinstance(task, (list, tuple)) else [task or data_cfg.task]
-    keys = tasks.scene_keys(names)
+def render_cache(data_cfg, n, chunk=256, log=None, run=None):
+    """Scenes 0..n-1 rendered once into memory, only the keys the tasks of `run` (default: data.task) read:
+    {key: (n, ...) tensor}; `log(text)` reports progress."""
+    keys = tasks.scene_keys(run or [tasks.get(data_cfg.task)])
     parts = {k: [] for k in keys}
     for start in range(0, n, chunk):
         scenes = render_scenes(data_cfg, range(start, min(start + chunk, n)))
@@ -163,8 +164,8 @@ def render_cache(data_cfg, n, chunk=256, log=None, task=None):
     return {k: torch.cat(v) for k, v in parts.items()}
 
 
-def make_batch(data_cfg, indices, device="cpu", cache=None, pick=None):
-    """The task's sample dict (tasks.make_sample) for scenes `indices`, on `device`. `cache`: the world's
+def make_batch(data_cfg, indices, device="cpu", cache=None, pick=None, task=None):
+    """The sample dict of `task` (default: data.task's; Task.make_sample) for scenes `indices`, on `device`. `cache`: the world's
     render_cache, a RealLoader (the next batch it fetched, which must be `indices`) or a LatentCache (a batch
     already in latent space); None: rendered or read now. pick (B,) chooses the object of referring / amodal
     samples; default: the scene index."""
@@ -177,28 +178,35 @@ def make_batch(data_cfg, indices, device="cpu", cache=None, pick=None):
         scenes = {k: v[idx] for k, v in cache.items()}
     else:
         scenes = render_scenes(data_cfg, idx.tolist())
-    return tasks.make_sample(data_cfg.task, scenes, idx if pick is None else pick, device)
+    return (task or tasks.get(data_cfg.task)).make_sample(scenes, idx if pick is None else pick, device)
 
 
-def make_mixed_batch(data_cfg, names, task, indices, device="cpu", cache=None, pick=None):
-    """A generalist's batch: sample i is task names[task[i]] of scene indices[i] (the scaling paper's §6.4).
+def training_batch(cfg, run, plan, rows, device, cache):
+    """Rows `rows` (a slice) of a step's global batch plan, from the training source `cache`."""
+    if len(run) == 1:
+        return make_batch(cfg.data, plan["indices"][rows], device, cache, plan["pick"][rows], run[0])
+    return make_mixed_batch(cfg.data, run, plan["task"][rows], plan["indices"][rows], device, cache, plan["pick"][rows])
 
-    Each task's samples are built by tasks.make_sample and put back in batch order, with the release's three input
-    groups: "cond" = [rgb, the task's second condition image or a blank (zeros, the null image)]; "tokens" (B, L)
-    are all padding (the null text, which adds exactly 0) except for referring samples. Also "target", "mask"
-    (B, ...) and "task" (B,) long."""
+
+def make_mixed_batch(data_cfg, run, task, indices, device="cpu", cache=None, pick=None):
+    """A generalist's batch: sample i is task run[task[i]] of scene indices[i] (the scaling paper's §6.4).
+
+    Each task's samples are built by its make_sample and put back in batch order, with the release's input groups:
+    "cond" = [rgb, the task's second condition image or a blank (zeros, the null image)]; "tokens" (B, L) are all
+    padding (the null text, which adds exactly 0) except for referring samples. Also "target", "mask" (B, ...) and
+    "task" (B,) long."""
     task = torch.as_tensor(task, dtype=torch.long)
     idx = torch.as_tensor(indices, dtype=torch.long)
     pick = idx if pick is None else torch.as_tensor(pick)
     B = len(idx)
     out = None
-    for k, name in enumerate(names):
+    for k, one in enumerate(run):
         rows = (task == k).nonzero().flatten()  # (B_k,) positions of this task's samples
         if len(rows) == 0:
             continue
         scenes = {key: v[idx[rows]] for key, v in cache.items()} if cache is not None else \
             render_scenes(data_cfg, idx[rows].tolist())
-        s = tasks.make_sample(name, scenes, pick[rows], device)
+        s = one.make_sample(scenes, pick[rows], device)
         second = s["cond"][1] if len(s["cond"]) > 1 else torch.zeros_like(s["cond"][0])  # the blank image
         tokens = s.get("tokens", torch.zeros(len(rows), tasks.MAX_TOKENS, dtype=torch.long, device=device))
         parts = {"rgb": s["cond"][0], "second": second, "target": s["target"], "mask": s["mask"], "tokens": tokens}
@@ -316,11 +324,6 @@ class LatentCache:
                 "latents": True}
 
 
-def cacheable(data_cfg):
-    """A sample's latents depend on its index alone unless the task picks one of several objects each step."""
-    return data_cfg.task in ("class", "depth", "flow") or data_cfg.dataset == "pix2gestalt"
-
-
 def check_sources(cfg):
     """Everything about the data that can be wrong, checked before train.py writes anything: the real dataset's
     folder and sizes, an existing latent cache's identity."""
@@ -342,7 +345,7 @@ def training_source(cfg, start, rank, accum, micro, device):
         return cache, f"reading the latent cache {folder} ({cache.size} samples, codec {dc.codec}): no encoder runs"
     if dc.dataset == "world":
         # every rank holds every scene (any rank may need any index), on the device
-        cache = parallel.to_device(render_cache(dc, dc.train_size, task=tasks.run_tasks(cfg)), device)
+        cache = parallel.to_device(render_cache(dc, dc.train_size, run=tasks.run_tasks(cfg)), device)
         return cache, f"{dc.train_size} training scenes of the world at {dc.resolution} px rendered"
     loader = RealLoader(cfg, start, rank, accum, micro, pin_memory=device.type == "cuda")
     return loader, (f"{dc.train_size} of {len(loader.loader.dataset.train)} training samples of {dc.dataset} in "
@@ -357,7 +360,7 @@ def build_cache(cfg, device, batch=64, shard_size=4096, log=print):
     """Encode training samples 0..train_size-1 through the codec into cache_dir(cfg); index.json is written last,
     so a cache interrupted half-way is never read."""
     dc, folder = cfg.data, cache_dir(cfg)
-    if not cacheable(dc):
+    if not tasks.get(dc.task).cacheable(dc.dataset):
         raise readers.DatasetError(f"data.task = {dc.task!r} on data.dataset = {dc.dataset!r} cannot be cached: its "
                                    "target depends on the object each step picks")
     codec = make_codec(dc, device)
@@ -382,10 +385,6 @@ def build_cache(cfg, device, batch=64, shard_size=4096, log=print):
 
 
 def main(argv=None):
-    import sys
-
-    from minidp import config as cfglib
-
     p = ArgumentParser(prog="python -m minidp.data", description="Encode a dataset into a latent cache.")
     p.add_argument("command", choices=["cache"])
     p.add_argument("config", help="the training config, e.g. configs/real/depth_hypersim.yaml")

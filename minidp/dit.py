@@ -38,7 +38,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from minidp.ddim import cfg_combine
 from minidp.embed import LabelEmbedder, PatchEmbed, PatchEmbedRouter, TextEmbedder, TimestepEmbedder, sincos_2d
 
 
@@ -284,19 +283,6 @@ class DiT(nn.Module):
             x = checkpoint(block, x, c, use_reentrant=False) if recompute else block(x, c)  # (B, N, D)
         x = self.final_layer(x, c)  # (B, N, p*p*C_out)
         return self.unpatchify(x)  # (B, C_out, H, W)
-
-    def forward_with_cfg(self, x, t, y, cfg_scale):
-        """Classifier-free guidance in one batched forward of 2B samples (conditional, then null labels).
-
-        Guidance acts on the eps channels (the first in_channels); the learned-variance half, if any, is
-        the conditional one. (DiT's sample script guides only 3 of 4 channels, a quirk kept for its FID.)
-        """
-        B = x.shape[0]
-        y_null = torch.full_like(y, self.num_classes)
-        out = self.forward(torch.cat([x, x]), torch.cat([t, t]), torch.cat([y, y_null]))  # (2B, C_out, H, W)
-        cond, uncond = out[:B], out[B:]  # (B, C_out, H, W) each
-        eps = cfg_combine(cond[:, : self.in_channels], uncond[:, : self.in_channels], cfg_scale)
-        return torch.cat([eps, cond[:, self.in_channels :]], dim=1)  # (B, C_out, H, W)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -152,11 +152,11 @@ def rmse(pred, gt, mask):
     return _masked_mean((pred - gt) ** 2, mask).sqrt()
 
 
-def depth_metrics(pred, gt, mask, align="depth"):
-    """All depth metrics, each the mean over images of the per-image value.
+def depth_scores(pred, gt, mask, align="depth"):
+    """All depth metrics per image, {"absrel", "delta1", "delta2", "delta3", "rmse"}: (B,) each.
 
     align: "depth" (least squares in depth space, Marigold's default), "disparity" (least squares on 1/gt), or
-    None (pred is already metric). Returns {"absrel", "delta1", "delta2", "delta3", "rmse"} as Python floats.
+    None (pred is already metric).
     """
     if align == "depth":
         pred = align_lstsq(pred, gt, mask)
@@ -165,13 +165,13 @@ def depth_metrics(pred, gt, mask, align="depth"):
     elif align is not None:
         raise ValueError(f"align must be one of 'depth', 'disparity', None; got {align!r}")
     pred = pred.clamp_min(MIN_DEPTH)  # ratios need d_hat > 0; see the module docstring
-    return {
-        "absrel": absrel(pred, gt, mask).mean().item(),
-        "delta1": delta(pred, gt, mask, k=1).mean().item(),
-        "delta2": delta(pred, gt, mask, k=2).mean().item(),
-        "delta3": delta(pred, gt, mask, k=3).mean().item(),
-        "rmse": rmse(pred, gt, mask).mean().item(),
-    }
+    return {"absrel": absrel(pred, gt, mask), "delta1": delta(pred, gt, mask, k=1),
+            "delta2": delta(pred, gt, mask, k=2), "delta3": delta(pred, gt, mask, k=3), "rmse": rmse(pred, gt, mask)}
+
+
+def depth_metrics(pred, gt, mask, align="depth"):
+    """depth_scores averaged over images, as Python floats."""
+    return {k: v.mean().item() for k, v in depth_scores(pred, gt, mask, align).items()}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -208,7 +208,7 @@ def _check_masks(pred, gt):
         raise ValueError(f"masks must have shape (B, ...) with at least one pixel dim, got {tuple(pred.shape)}")
 
 
-def _intersection_union(pred, gt):
+def intersection_union(pred, gt):
     """Per-sample |pred & gt| and |pred | gt| as float counts: (B, ...) -> (B,), (B,)."""
     inter = (pred & gt).flatten(1).sum(dim=1).double()  # (B, ...) -> (B,); double: exact counts on big datasets
     union = (pred | gt).flatten(1).sum(dim=1).double()
@@ -221,7 +221,7 @@ def iou(pred_mask, gt_mask):
     Two empty masks have IoU 1 by definition (see the module docstring).
     """
     _check_masks(pred_mask, gt_mask)
-    inter, union = _intersection_union(pred_mask, gt_mask)
+    inter, union = intersection_union(pred_mask, gt_mask)
     return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)).float()
 
 
@@ -237,6 +237,7 @@ def oiou(pred, gt):
     the intersections and unions yourself): the ratio of sums is not the mean of per-batch ratios.
     """
     _check_masks(pred, gt)
-    inter, union = _intersection_union(pred, gt)
+    inter, union = intersection_union(pred, gt)
     total_union = union.sum().item()
     return inter.sum().item() / total_union if total_union > 0 else 1.0
+

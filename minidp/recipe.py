@@ -1,4 +1,4 @@
-"""The training recipe's pieces: each step's batch plan, the learning-rate schedule, EMA, the masked loss.
+"""The training recipe's pieces: each step's batch plan, what is noised, the loss, the learning-rate schedule, EMA.
 
 train.py is one loop (STYLE.md); what the loop does at each step is written here, as small pure functions that
 the tests check one by one.
@@ -27,7 +27,7 @@ Notable choices:
 
 import torch
 
-from minidp import augment, ct_estimation, schedules, tasks
+from minidp import augment, ct_estimation, moe, schedules, tasks
 
 AUGMENT_UNIFORMS = 11  # per-sample uniforms of augment.augment_from_uniforms (the mask recipe uses all 11)
 _WEIGHTS = {}  # resolved c_t^2 per diffusion section (a weights file is read once per process)
@@ -47,8 +47,7 @@ def timestep_weights(cfg):
         elif d.timestep_sampling == "uniform":
             w = None
         elif d.timestep_sampling == "diffusion":
-            alpha_bar = schedules.NoiseSchedule(d.schedule, d.T, d.beta_start, d.beta_end,
-                                                d.zero_terminal_snr).alpha_bar
+            alpha_bar = schedules.NoiseSchedule.from_config(d).alpha_bar
             w = ct_estimation.diffusion_ct2(alpha_bar, ct_estimation.GROUPS).tolist()
         elif d.timestep_sampling in ct_estimation.PRESETS:
             w = list(ct_estimation.PRESETS[d.timestep_sampling])
@@ -71,24 +70,15 @@ def loss_weights(cfg, t):
     return per_group[t // (cfg.diffusion.T // len(w))].to(torch.float32)  # (B,)
 
 
-def augment_background(task, rgb):
-    """What a mask target is painted over (augment.augment_target's `background`): the dimmed image for
-    referring (tasks.paint_red), AMODAL_WHITE for amodal; None where the target is not a mask."""
-    if task == "referring":
-        return (rgb + 1) * tasks.REFERRING_DIM - 1
-    if task == "amodal":
-        return torch.full_like(rgb, tasks.AMODAL_WHITE)
-    return None
-
-
-def augmented_target(cfg, batch, t, u):
-    """The target the step noises (B, C, H, W): batch["target"] corrupted at timesteps t (B,) from the plan's
-    uniforms u (B, AUGMENT_UNIFORMS), or the target itself when train.augment is 0."""
+def noised_target(cfg, task, pixels, batch, codec, t, u):
+    """What the step noises (B, C, h, w): the clean target latent, or with train.augment ADDP's corruption of the
+    pixel target at timesteps t (B,) from the plan's uniforms u (B, AUGMENT_UNIFORMS), encoded by the codec (the
+    release augments before encoding); the loss stays against the clean target."""
     if not cfg.train.augment:
         return batch["target"]
-    background = augment_background(cfg.data.task, batch["cond"][0]) if batch["cond"] else None
-    return augment.augment_from_uniforms(batch["target"], t, cfg.data.task, u, cfg.train.augment,
-                                         T=cfg.diffusion.T, background=background)
+    background = task.augment_background(pixels["cond"][0]) if pixels["cond"] else None
+    return codec.encode(augment.augment_from_uniforms(pixels["target"], t, task.augmentation, u, cfg.train.augment,
+                                                      T=cfg.diffusion.T, background=background))
 
 
 def batch_plan(cfg, step, latent, class_dropout, text):
@@ -113,6 +103,8 @@ def batch_plan(cfg, step, latent, class_dropout, text):
     plan["drop_image"] = (u >= p) & (u < 3 * p)
     if cfg.train.mode == "multitask":
         plan.update(mixed_draws(cfg, B, gen, plan))
+    elif cfg.train.mode == "finetune":
+        plan["task"] = torch.zeros(B, dtype=torch.long)  # not a draw: every sample is the run's task 0
     plan["augment_u"] = torch.rand(B, AUGMENT_UNIFORMS, generator=gen, dtype=torch.float64)
     plan["loss_weight"] = loss_weights(cfg, plan["t"])  # not a draw: from the final t
     return plan
@@ -134,24 +126,23 @@ def mixed_draws(cfg, B, gen, plan):
     task (B,) long, index into tasks.run_tasks(cfg), drawn with replacement in proportion to data.tasks' weights;
     t redrawn from diffusion.task_timestep_weights[task] for the tasks that have their own (one full draw per such
     task, then a selection: the same number of draws whatever the mix); the text and image drops kept only on
-    referring samples (the other tasks have no text, and their image is never dropped)."""
-    names = tasks.run_tasks(cfg)
-    weights = torch.tensor([cfg.data.tasks[name] for name in names], dtype=torch.float64)
+    samples of text tasks (the other tasks have no text, and their image is never dropped)."""
+    run = tasks.run_tasks(cfg)
+    weights = torch.tensor([cfg.data.tasks[one.name] for one in run], dtype=torch.float64)
     task = torch.multinomial(weights, B, replacement=True, generator=gen)
     t = plan["t"].clone()
-    for k, name in enumerate(names):
-        own = cfg.diffusion.task_timestep_weights.get(name)
+    for k, one in enumerate(run):
+        own = cfg.diffusion.task_timestep_weights.get(one.name)
         if own:
             t = torch.where(task == k, schedules.MultinomialTimesteps(own, cfg.diffusion.T).sample(B, generator=gen), t)
-    referring = task == names.index("referring") if "referring" in names else torch.zeros(B, dtype=torch.bool)
-    return {"task": task, "t": t, "drop_text": plan["drop_text"] & referring,
-            "drop_image": plan["drop_image"] & referring}
+    text = torch.tensor([one.text for one in run])[task]  # (B,) bool
+    return {"task": task, "t": t, "drop_text": plan["drop_text"] & text, "drop_image": plan["drop_image"] & text}
 
 
 def loss_kinds(cfg):
     """Per-sample loss kind for a plan's task ids: (K,) bool, True where task k trains with L1 (train.task_loss,
     else train.loss); index it with plan["task"]."""
-    return torch.tensor([cfg.train.task_loss.get(name, cfg.train.loss) == "l1" for name in tasks.run_tasks(cfg)])
+    return torch.tensor([cfg.train.task_loss.get(one.name, cfg.train.loss) == "l1" for one in tasks.run_tasks(cfg)])
 
 
 def lr_at(step, tc):
@@ -189,3 +180,17 @@ def masked_loss(pred, target, mask, kind="mse", weights=None):
     if weights is not None:
         per_sample = per_sample * weights.to(per_sample.dtype)
     return per_sample.mean()
+
+
+def loss(cfg, model, out, batch, schedule, plan, rows, l1_of_task):
+    """(the diffusion loss, DiT-MoE's balance loss (0 for a dense model), the MoE layers' expert loads or None) of a
+    micro-batch: the model's output `out` against the prediction type's target, masked (masked_loss), with the
+    loss kind of each sample's task (l1_of_task: loss_kinds) and the plan's loss weights."""
+    x0, task = batch["target"], plan.get("task")
+    pred = out[:, :x0.shape[1]].float()  # drop the learned-sigma half if the model has one
+    target = schedule.target(x0, plan["noise"][rows], plan["t"][rows], cfg.diffusion.prediction)
+    kind = cfg.train.loss if task is None else l1_of_task[task[rows]]
+    value = masked_loss(pred, target, batch["mask"], kind, plan["loss_weight"][rows])
+    if "num_experts" not in model.config:
+        return value, torch.zeros((), device=value.device), None
+    return (value, *moe.moe_aux(model))  # the balance loss returned explicitly by the MoE layers of this forward

@@ -1,9 +1,9 @@
-"""Sampling a trained model on validation scenes: DDIM chains, guidance, ensembles of members, their merge.
+"""Sampling a trained model: DDIM chains from a config, the model's conditioned prediction, guidance.
 
 What minidp/evaluate.py (metrics, baselines, figures) and sample.py run: for each validation batch, M ensemble
-members x DDIM(N steps) in one batch, in the codec's latents, decoded, then merged by the task's rule
-(REFERENCE.md §5: depth median | mean | compile, flow mean, mask images the pixel-wise median). The noise comes
-from a CPU generator, so results do not depend on the device.
+members x DDIM(N steps) in one batch, in the codec's latents; the task object decodes and merges them. The model's
+inputs come from tasks.model_inputs, the function training uses too. The noise comes from a CPU generator, so
+results do not depend on the device.
 
 Referring segmentation samples with InstructPix2Pix two-scale guidance (REFERENCE.md §1): three predictions per
 step, e(0,0), e(I,0), e(I,D), batched as one forward of 3B; the null image is all zeros, the null text all padding.
@@ -17,16 +17,7 @@ Letters: M members, B / b batch, C channels, H, W image size, k correctional pro
 
 import torch
 
-from minidp import data, ddim, dit, ensemble, schedules, tasks
-
-
-def sampling_schedule(cfg):
-    """The noise schedule used at test time: the training one unless sample.schedule overrides it."""
-    d = cfg.diffusion
-    name = cfg.sample.schedule or d.schedule
-    same = name == d.schedule
-    return schedules.NoiseSchedule(name, d.T, d.beta_start if same else None, d.beta_end if same else None,
-                                   d.zero_terminal_snr)
+from minidp import ddim, schedules, tasks
 
 
 def model_fn_for(model, cond, y, task, tokens=None, guidance=None, neg_tokens=None):
@@ -56,28 +47,25 @@ def model_fn_for(model, cond, y, task, tokens=None, guidance=None, neg_tokens=No
 @torch.no_grad()
 def generate(model_fn, cfg, shape, generator, device, steps=None, spacing=None, return_intermediates=False):
     """DDIM from fresh noise of `shape` (drawn from `generator` on the CPU, so results do not depend on the
-    device); steps / spacing default to the config's sample section."""
+    device); steps / spacing default to the config's sample section, the schedule is sample.schedule's (default:
+    the training one)."""
     s = cfg.sample
     x_T = torch.randn(shape, generator=generator).to(device)
     clip = s.clip_x0 if cfg.data.codec == "pixel" else 0  # SD latents are unbounded (Marigold does not clip)
-    return ddim.ddim_sample(model_fn, x_T, sampling_schedule(cfg), steps=steps or s.steps,
-                            prediction=cfg.diffusion.prediction, spacing=spacing or s.spacing, eta=s.eta,
-                            clip_x0=clip or None, return_intermediates=return_intermediates)
+    return ddim.ddim_sample(model_fn, x_T, schedules.NoiseSchedule.from_config(cfg.diffusion, s.schedule),
+                            steps=steps or s.steps, prediction=cfg.diffusion.prediction, spacing=spacing or s.spacing,
+                            eta=s.eta, clip_x0=clip or None, return_intermediates=return_intermediates)
 
 
-def conditioned_fn(model, cfg, batch, repeat=1, neg_tokens=None):
-    """The model_fn for a batch of the task's samples, each repeated `repeat` times (member-major); neg_tokens
-    (b, L): a correctional prompt per sample (referring)."""
-    cond = [c.repeat(repeat, 1, 1, 1) for c in batch["cond"]]
-    n = cond[0].shape[0]
-    device = cond[0].device
-    k = tasks.run_tasks(cfg).index(cfg.data.task)  # the task's router entry and label row
-    if len(cond) + 1 < model.in_groups:  # a generalist reads a blank second condition for one-condition tasks
-        cond.append(torch.zeros_like(cond[0]))
-    y = torch.full((n,), dit.task_label(model, k), dtype=torch.long, device=device)
-    task = torch.full((n,), k, dtype=torch.long, device=device)
-    tokens = batch["tokens"].repeat(repeat, 1) if "tokens" in batch else None  # None: the null text (adds 0)
-    s = cfg.sample
+def conditioned_fn(model, cfg, k, batch, repeat=1, neg_tokens=None):
+    """The model_fn for a batch (in latents) of the run's task k, each sample repeated `repeat` times
+    (member-major); neg_tokens (b, L): a correctional prompt per sample (referring)."""
+    rep = {"cond": [c.repeat(repeat, 1, 1, 1) for c in batch["cond"]]}
+    if "tokens" in batch:
+        rep["tokens"] = batch["tokens"].repeat(repeat, 1)
+    n, device = len(rep["cond"][0]), rep["cond"][0].device
+    cond, y, task, text = tasks.model_inputs(model, rep, torch.full((n,), k, dtype=torch.long, device=device))
+    tokens, s = text.get("tokens"), cfg.sample  # no tokens: the null text (adds 0)
     guidance = (s.image_guidance, s.text_guidance) if tokens is not None else None
     if neg_tokens is not None:
         neg_tokens = neg_tokens.to(device).repeat(repeat, 1)
@@ -85,64 +73,14 @@ def conditioned_fn(model, cfg, batch, repeat=1, neg_tokens=None):
     return model_fn_for(model, cond, y, task, tokens, guidance, neg_tokens)
 
 
-def validation_batches(cfg, device, n, codec):
-    """Yields (scene indices, batch, latents) over the first n validation scenes, sample.batch at a time: the batch
-    in pixels (its ground truth feeds the metrics), latents its condition and target in the codec's space."""
-    s, dc = cfg.sample, cfg.data
-    for start in range(0, n, s.batch):
-        idx = list(range(dc.val_offset + start, dc.val_offset + min(start + s.batch, n)))
-        batch = data.make_batch(dc, idx, device)
-        yield idx, batch, data.to_latents(batch, codec)
-
-
-@torch.no_grad()
-def predict(model, cfg, device, n, codec, recorder=None):
-    """Yields (batch, members) over the first n validation scenes: members (M, b, 3, H, W) generated targets,
-    decoded from the codec's latents.
-
-    recorder (a StepRecorder): also scores every DDIM step's x0_hat of each batch."""
-    s = cfg.sample
-    gen = torch.Generator().manual_seed(s.seed)
-    for idx, batch, latents in validation_batches(cfg, device, n, codec):
-        b, M = len(idx), s.ensemble
-
-        def decoded(z):  # (M * b, C, h, w) latents -> (M, b, 3, H, W) images on the CPU
-            x = codec.decode(z.float()).float()
-            return x.view(M, b, *x.shape[1:]).cpu()
-
-        z0 = generate(conditioned_fn(model, cfg, latents, M), cfg, (M * b, *latents["target"].shape[1:]), gen, device,
-                      return_intermediates=recorder is not None)
-        if recorder is not None:
-            z0, steps = z0
-            recorder.add(batch, [(t, decoded(z0_hat)) for t, _, z0_hat in steps])
-        yield batch, decoded(z0)
-
-
-def merge_depth(members, method):
-    """Depth members (M, b, C, H, W) -> (b, H, W) decoded and merged by the ensemble method."""
-    depths = tasks.decode_depth(members.flatten(0, 1)).view(*members.shape[:2], *members.shape[-2:])  # (M, b, H, W)
-    return depths[0] if len(depths) == 1 else ensemble.ensemble(depths, method)
-
-
-def merge_flow(members):
-    """Flow members (M, b, 3, H, W) -> (b, 2, H, W) pixels: flow members average."""
-    flows = tasks.decode_flow(members.flatten(0, 1)).view(*members.shape[:2], 2, *members.shape[-2:])
-    return ensemble.ensemble_flow(flows)
-
-
-def merge_images(members):
-    """Mask-image members (M, b, 3, H, W) -> (b, 3, H, W) by the pixel-wise median."""
-    return members[0] if len(members) == 1 else ensemble.ensemble_median(members)
-
-
-def correctional_prompts(cfg, indices, tokens):
-    """The correctional prompts D- of validation scenes `indices` whose expressions are tokens (b, L):
-    (k, b, L) token ids and (k, b) bool, whether sample i has a j-th prompt. A user's sample.correctional is one
-    prompt for every sample; "auto" names up to k of the scene's other visible objects, in slot order."""
+def correctional_prompts(cfg, scenes, tokens):
+    """The correctional prompts D- of validation scenes (rendered: tokens and ref_masks) whose expressions are
+    tokens (b, L): (k, b, L) token ids and (k, b) bool, whether sample i has a j-th prompt. A user's
+    sample.correctional is one prompt for every sample; "auto" names up to k of the scene's other visible objects,
+    in slot order."""
     s = cfg.sample
     if s.correctional != "auto":
         return tasks.tokenize([s.correctional]).expand(1, len(tokens), -1), torch.ones(1, len(tokens), dtype=torch.bool)
-    scenes = data.render_scenes(cfg.data, indices)
     k, (b, S, L) = s.correctional_prompts, scenes["tokens"].shape
     visible = scenes["ref_masks"].flatten(2).any(-1) & (torch.arange(S)[None] < scenes["num_objects"][:, None])
     other = visible & (scenes["tokens"] != tokens[:, None]).any(-1)  # (b, S): a visible object it does not name
@@ -157,28 +95,27 @@ def correctional_prompts(cfg, indices, tokens):
 
 
 @torch.no_grad()
-def corrected_batch(model, cfg, batch, indices, gen, device, codec):
-    """(painting (b, 3, H, W), plain mask, corrected mask (b, H, W)) of one referring batch (in latents): the
-    two-scale chain, then one correctional chain per prompt, every chain from the same noise, merged by a strict
-    majority."""
-    M, b = cfg.sample.ensemble, len(indices)
+def corrected_batch(model, cfg, k, task, batch, scenes, gen, device, codec):
+    """(painting (b, 3, H, W), plain mask, corrected mask (b, H, W)) of one referring batch (in latents) of the
+    run's task k: the two-scale chain, then one correctional chain per prompt (scenes: the batch's rendered
+    scenes), every chain from the same noise, merged by the task's rule and then by a strict majority."""
+    M, b = cfg.sample.ensemble, len(batch["target"])
     shape, state = (M * b, *batch["target"].shape[1:]), gen.get_state()
 
     def run(neg=None):
         gen.set_state(state)  # the same x_T for every chain
-        x0 = codec.decode(generate(conditioned_fn(model, cfg, batch, M, neg), cfg, shape, gen, device).float())
-        return merge_images(x0.float().view(M, b, *x0.shape[1:]).cpu())
+        x0 = codec.decode(generate(conditioned_fn(model, cfg, k, batch, M, neg), cfg, shape, gen, device).float())
+        return task.merge(x0.float().view(M, b, *x0.shape[1:]).cpu(), cfg)
 
-    painting = run()
-    plain = tasks.red_mask(painting)
+    plain = run()
     if not cfg.sample.correctional:
-        return painting, plain, plain
+        return plain["painting"], plain["mask"], plain["mask"]
     query = batch["tokens"].cpu()
-    prompts, valid = correctional_prompts(cfg, indices, query)
+    prompts, valid = correctional_prompts(cfg, scenes, query)
     # samples without a j-th prompt run with D- = D and do not vote
-    masks = torch.stack([tasks.red_mask(run(torch.where(valid[j][:, None], prompts[j], query))) if valid[j].any()
-                         else plain for j in range(len(prompts))])  # (k, b, H, W)
-    return painting, plain, majority(masks, valid, plain)
+    masks = torch.stack([run(torch.where(valid[j][:, None], prompts[j], query))["mask"] if valid[j].any()
+                         else plain["mask"] for j in range(len(prompts))])  # (k, b, H, W)
+    return plain["painting"], plain["mask"], majority(masks, valid, plain["mask"])
 
 
 def majority(masks, valid, fallback):

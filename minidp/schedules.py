@@ -142,6 +142,14 @@ class NoiseSchedule:
         self.sqrt_alpha_bar = self.alpha_bar.sqrt()  # (T,) coefficient of x0 in x_t
         self.sqrt_one_minus_alpha_bar = (1 - self.alpha_bar).sqrt()  # (T,) coefficient of eps in x_t
 
+    @classmethod
+    def from_config(cls, d, name=""):
+        """The schedule of a config's diffusion section d; `name` (sample.schedule at test time) swaps in another
+        schedule at that schedule's default betas."""
+        same = not name or name == d.schedule
+        return cls(d.schedule if same else name, d.T, d.beta_start if same else None, d.beta_end if same else None,
+                   d.zero_terminal_snr)
+
     def to(self, device):
         """Move the tables to `device` (float64 kept), so the training step indexes them without a host copy."""
         for name in ("betas", "alpha_bar", "sqrt_alpha_bar", "sqrt_one_minus_alpha_bar"):
@@ -256,10 +264,3 @@ class MultinomialTimesteps:
         probs = self.probs.to(_draw_device(generator, device) or "cpu")
         t = torch.multinomial(probs, batch, replacement=True, generator=generator)  # (batch,)
         return t.to(device) if device is not None else t
-
-    def loss_weights(self, t):
-        """Per-sample loss weights T * probs[t] for ADDP's loss-scaling alternative (its Table 5).
-
-        Scaled so their mean under uniform t is 1: with uniform weights every sample gets exactly 1 and the
-        loss is unchanged. float32 on t's device, ready to multiply a per-sample loss (B,)."""
-        return (self.probs * self.T).to(torch.float32).to(t.device)[t]  # (B,)

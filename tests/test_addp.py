@@ -18,7 +18,7 @@ sys.path.insert(0, str(ROOT))
 import sample  # noqa: E402
 from minidp import checkpoint as ckptlib  # noqa: E402
 from minidp import config as cfglib  # noqa: E402
-from minidp import ct_estimation, data, ddim, recipe, sampling, schedules, tasks, world  # noqa: E402
+from minidp import ct_estimation, data, ddim, recipe, sampling, schedules, tasks, vae, world  # noqa: E402
 
 
 def model_state(run_dir):
@@ -62,6 +62,13 @@ def test_loss_weights_by_hand_and_t_stays_uniform_under_loss_scaling():
     assert recipe.loss_weights(prob, torch.tensor([0, 999])).tolist() == [1.0, 1.0]
 
 
+def test_loss_weights_average_one_under_uniform_t():
+    cfg = cfg_with("diffusion.timestep_sampling=depth_release", "diffusion.ct_usage=loss")
+    w = recipe.loss_weights(cfg, torch.arange(1000))
+    assert w.mean().item() == pytest.approx(1.0, rel=1e-6)
+    assert w[999].item() == pytest.approx(33 / 106 * 10, rel=1e-6)  # 33 % of the mass on 10 % of the steps
+
+
 @pytest.mark.parametrize("sampling", ["ris_release", "depth_release", "diffusion", "perception"])
 def test_timestep_frequencies_follow_the_weights(sampling, tmp_path):
     if sampling == "perception":
@@ -99,11 +106,12 @@ def test_augmentation_of_a_batch_equals_that_of_its_slices(task):
     plan = recipe.batch_plan(cfg, 1, (3, 32, 32), False, task == "referring")
     batch = data.make_batch(cfg.data, plan["indices"], pick=plan["pick"])
     t = torch.full((6,), 900)
-    whole = recipe.augmented_target(cfg, batch, t, plan["augment_u"])
+    codec = vae.make_codec("pixel")
+    whole = recipe.noised_target(cfg, tasks.get(task), batch, batch, codec, t, plan["augment_u"])
     halves = []
     for sl in (slice(0, 3), slice(3, 6)):
         part = data.make_batch(cfg.data, plan["indices"][sl], pick=plan["pick"][sl])
-        halves.append(recipe.augmented_target(cfg, part, t[sl], plan["augment_u"][sl]))
+        halves.append(recipe.noised_target(cfg, tasks.get(task), part, part, codec, t[sl], plan["augment_u"][sl]))
     assert torch.allclose(whole, torch.cat(halves), atol=1e-6)
     assert (whole - batch["target"]).abs().max() > 0.05  # and it did corrupt the target at t = 900
 
@@ -113,7 +121,8 @@ def test_referring_augmentation_moves_the_paint_not_the_image():
     cfg = cfg_with("data.task=referring", "train.augment=1", "train.global_batch=4")
     plan = recipe.batch_plan(cfg, 0, (3, 32, 32), False, True)
     batch = data.make_batch(cfg.data, plan["indices"], pick=plan["pick"])
-    out = recipe.augmented_target(cfg, batch, torch.full((4,), 999), plan["augment_u"])
+    out = recipe.noised_target(cfg, tasks.get("referring"), batch, batch, vae.make_codec("pixel"), torch.full((4,), 999),
+                               plan["augment_u"])
     near = torch.nn.functional.max_pool2d(batch["gt_mask"][:, None].float(), 9, 1, 4)[:, 0] > 0  # (B, H, W)
     assert torch.equal(out.permute(1, 0, 2, 3)[:, ~near], batch["target"].permute(1, 0, 2, 3)[:, ~near])
 
@@ -157,7 +166,7 @@ def test_auto_prompts_are_the_other_visible_objects_of_the_scene():
     cfg = cfg_with("data.task=referring", "sample.correctional=auto")
     idx = list(range(cfg.data.val_offset, cfg.data.val_offset + 16))
     batch = data.make_batch(cfg.data, idx)
-    prompts, valid = sampling.correctional_prompts(cfg, idx, batch["tokens"])
+    prompts, valid = sampling.correctional_prompts(cfg, data.render_scenes(cfg.data, idx), batch["tokens"])
     scenes = world.render(idx, resolution=cfg.data.resolution, seed=cfg.data.seed)
     for i in range(len(idx)):
         query = tasks.detokenize(batch["tokens"][i:i + 1])[0]

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minidp.augment import TASK_AUGMENTATION, affine_theta, augment_target, erase_boxes, gaussian_blur
+from minidp.augment import KINDS, affine_theta, augment_target, erase_boxes, gaussian_blur
 
 H, W = 32, 40
 
@@ -34,7 +34,7 @@ def total_variation(x):
 
 
 def targets_for(task, B=4):
-    if task in ("referring", "amodal"):
+    if task in ("mask", "mask"):
         return red_masks(B)
     return torch.rand(B, 3, H, W, generator=torch.Generator().manual_seed(1)) * 2 - 1
 
@@ -42,14 +42,14 @@ def targets_for(task, B=4):
 # ---- identities -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("task", list(TASK_AUGMENTATION))
+@pytest.mark.parametrize("task", KINDS)
 def test_t_zero_is_exactly_the_target(task):
     x0 = targets_for(task)
     out = augment_target(x0, torch.zeros(4, dtype=torch.long), task, generator=torch.Generator().manual_seed(0))
     assert torch.equal(out, x0) and out is not x0
 
 
-@pytest.mark.parametrize("task", list(TASK_AUGMENTATION))
+@pytest.mark.parametrize("task", KINDS)
 def test_intensity_zero_is_the_identity_at_every_t(task):
     x0 = targets_for(task)
     out = augment_target(x0, torch.tensor([999, 500, 10, 0]), task, intensity=0.0)
@@ -57,14 +57,14 @@ def test_intensity_zero_is_the_identity_at_every_t(task):
 
 
 def test_only_the_t_zero_samples_of_a_batch_stay_untouched():
-    x0 = targets_for("depth")
-    out = augment_target(x0, torch.tensor([0, 999, 0, 999]), "depth", generator=torch.Generator().manual_seed(0))
+    x0 = targets_for("blur")
+    out = augment_target(x0, torch.tensor([0, 999, 0, 999]), "blur", generator=torch.Generator().manual_seed(0))
     assert torch.equal(out[[0, 2]], x0[[0, 2]]) and not torch.equal(out[[1, 3]], x0[[1, 3]])
 
 
 def test_flow_is_never_augmented():
-    x0 = targets_for("flow")
-    assert torch.equal(augment_target(x0, torch.full((4,), 999), "flow", intensity=2.0), x0)
+    x0 = targets_for("none")
+    assert torch.equal(augment_target(x0, torch.full((4,), 999), "none", intensity=2.0), x0)
 
 
 # ---- depth: Gaussian blur -------------------------------------------------------------------------------
@@ -73,10 +73,10 @@ def test_flow_is_never_augmented():
 def test_blur_strength_grows_with_t():
     # the same seed draws the same U(0, 1) per sample, so every sigma = 10 t/T U grows with t; blur removes
     # total variation (averaged over 16 samples so that no single small U decides it)
-    x0 = targets_for("depth", B=16)
+    x0 = targets_for("blur", B=16)
     drops = []
     for t in [100, 300, 600, 999]:
-        out = augment_target(x0, torch.full((16,), t), "depth", generator=torch.Generator().manual_seed(3))
+        out = augment_target(x0, torch.full((16,), t), "blur", generator=torch.Generator().manual_seed(3))
         drops.append((total_variation(x0) - total_variation(out)).item())
     assert 0 < drops[0] < drops[1] < drops[2] < drops[3], drops
 
@@ -103,7 +103,7 @@ def test_blur_keeps_a_constant_image_constant():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("task", ["referring", "amodal"])
+@pytest.mark.parametrize("task", ["mask"])
 def test_mask_augmentation_keeps_shape_dtype_and_value_range(task, dtype):
     photo = torch.rand(6, 3, H, W, generator=torch.Generator().manual_seed(5)) * 2 - 1
     for background in [None, photo]:
@@ -117,7 +117,7 @@ def test_mask_augmentation_keeps_shape_dtype_and_value_range(task, dtype):
 
 def test_mask_change_grows_with_t():
     x0 = red_masks(32, seed=7)
-    change = [(augment_target(x0, torch.full((32,), t), "referring", generator=torch.Generator().manual_seed(8))
+    change = [(augment_target(x0, torch.full((32,), t), "mask", generator=torch.Generator().manual_seed(8))
                - x0).abs().mean().item() for t in [250, 500, 999]]
     assert change[0] < change[1] < change[2], change
 
@@ -125,11 +125,11 @@ def test_mask_change_grows_with_t():
 def test_an_empty_mask_stays_its_background():
     # a target with nothing drawn on its background has no mask to jitter, move or erase
     photo = torch.rand(3, 3, H, W, generator=torch.Generator().manual_seed(9)) * 2 - 1
-    out = augment_target(photo, torch.full((3,), 999), "referring", generator=torch.Generator().manual_seed(0),
+    out = augment_target(photo, torch.full((3,), 999), "mask", generator=torch.Generator().manual_seed(0),
                          background=photo)
     assert torch.equal(out, photo)
     white = torch.ones(2, 3, H, W)
-    assert torch.equal(augment_target(white, torch.full((2,), 999), "amodal"), white)
+    assert torch.equal(augment_target(white, torch.full((2,), 999), "mask"), white)
 
 
 def test_affine_theta_whole_pixel_translation_is_a_roll():
@@ -169,7 +169,7 @@ def test_erase_boxes_cover_the_requested_fraction_of_the_image():
 # ---- randomness and errors ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("task", ["depth", "referring"])
+@pytest.mark.parametrize("task", ["blur", "mask"])
 def test_same_generator_seed_same_output_other_seed_differs(task):
     x0, t = targets_for(task), torch.tensor([999, 700, 400, 100])
     a = augment_target(x0, t, task, generator=torch.Generator().manual_seed(12))
@@ -179,7 +179,7 @@ def test_same_generator_seed_same_output_other_seed_differs(task):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("task", ["depth", "referring"])
+@pytest.mark.parametrize("task", ["blur", "mask"])
 def test_cuda_gives_the_cpu_result_for_the_same_seed(task):
     x0, t = targets_for(task), torch.tensor([999, 700, 400, 0])
     cpu = augment_target(x0, t, task, generator=torch.Generator().manual_seed(14))
@@ -189,14 +189,14 @@ def test_cuda_gives_the_cpu_result_for_the_same_seed(task):
 
 
 def test_bad_arguments_are_refused():
-    x0 = targets_for("depth")
-    with pytest.raises(ValueError, match="valid: depth, referring, amodal, flow"):
-        augment_target(x0, torch.zeros(4, dtype=torch.long), "class")
+    x0 = targets_for("blur")
+    with pytest.raises(ValueError, match="valid: none, blur, mask"):
+        augment_target(x0, torch.zeros(4, dtype=torch.long), "stretch")
     with pytest.raises(ValueError, match="0..999"):
-        augment_target(x0, torch.full((4,), 1000), "depth")
+        augment_target(x0, torch.full((4,), 1000), "blur")
     with pytest.raises(ValueError, match="B=4"):
-        augment_target(x0, torch.zeros(3, dtype=torch.long), "depth")
+        augment_target(x0, torch.zeros(3, dtype=torch.long), "blur")
     with pytest.raises(ValueError, match="intensity"):
-        augment_target(x0, torch.zeros(4, dtype=torch.long), "depth", intensity=-1.0)
+        augment_target(x0, torch.zeros(4, dtype=torch.long), "blur", intensity=-1.0)
     with pytest.raises(ValueError, match="RGB"):
-        augment_target(x0[:, :1], torch.full((4,), 10), "amodal")
+        augment_target(x0[:, :1], torch.full((4,), 10), "mask")

@@ -256,11 +256,11 @@ def test_validate_checks_values_set_in_code():
 
 
 def test_choices_are_read_from_the_modules_that_implement_them(monkeypatch):
-    # a task added to data.TASKS is a valid data.task without an edit in config.py
-    with pytest.raises(ConfigError, match="data.task = 'normals'"):
-        load_config(None, ["train.mode=finetune", "data.task=normals"])
-    monkeypatch.setitem(tasks.TASKS, "normals", 99)
-    assert load_config(None, ["train.mode=finetune", "data.task=normals"]).data.task == "normals"
+    # a task added to tasks.TASKS is a valid data.task without an edit in config.py
+    with pytest.raises(ConfigError, match="data.task = 'stereo'"):
+        load_config(None, ["train.mode=finetune", "data.task=stereo"])
+    monkeypatch.setitem(tasks.TASKS, "stereo", tasks.get("depth"))
+    assert load_config(None, ["train.mode=finetune", "data.task=stereo"]).data.task == "stereo"
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)

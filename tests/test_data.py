@@ -20,7 +20,7 @@ from minidp.config import DataConfig, load_config
 def test_a_cached_batch_equals_a_rendered_one_and_the_cache_keeps_only_the_tasks_keys(task):
     cfg = DataConfig(task=task, resolution=16)
     cache = data.render_cache(cfg, 6, chunk=4)
-    assert set(cache) == set(tasks.SCENE_KEYS[task])
+    assert set(cache) == set(tasks.get(task).scene_keys)
     cached, rendered = data.make_batch(cfg, [5, 1], cache=cache), data.make_batch(cfg, [5, 1])
     for key in ("target", "mask"):
         assert torch.equal(cached[key], rendered[key]), key
@@ -92,7 +92,7 @@ def test_a_real_dataset_maps_training_and_validation_indices_to_its_splits(tmp_p
                              "sample.num_images=2"])
     train, val = readers.Hypersim(tmp_path, "train", 16), readers.Hypersim(tmp_path, "val", 16)
     scenes = data.render_scenes(cfg.data, [3, cfg.data.val_offset + 1])
-    assert set(scenes) == set(tasks.SCENE_KEYS["depth"]) | {"index"}
+    assert set(scenes) == set(tasks.get("depth").scene_keys) | {"index"}
     assert torch.equal(scenes["depth"][0], train[3]["depth"]) and torch.equal(scenes["rgb"][1], val[1]["rgb"])
     assert scenes["label"].tolist() == [0, 0]
     batch = data.make_batch(cfg.data, [3])

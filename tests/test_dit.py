@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import dit_inputs
+from minidp import ddim
 from minidp.checkpoint import CheckpointMismatchError, load_dit_state_dict
 from minidp.dit import (
     DiT,
@@ -193,14 +194,15 @@ def test_label_dropout_only_in_training_mode():
     assert torch.equal(force, table[torch.stack([null[0], y[1], null[2]])])
 
 
-def test_forward_with_cfg_scale_1_is_conditional_and_scale_s_is_the_guidance_formula():
+def test_guided_model_fn_scale_1_is_conditional_and_scale_s_is_the_guidance_formula():
     model = randomise(micro())
     x, t, y = dit_inputs(model)
     cond, uncond = model(x, t, y), model(x, t, torch.full_like(y, model.num_classes))
-    torch.testing.assert_close(model.forward_with_cfg(x, t, y, 1.0), cond, atol=1e-5, rtol=0)
-    guided = model.forward_with_cfg(x, t, y, 4.0)
-    torch.testing.assert_close(guided[:, :4], uncond[:, :4] + 4.0 * (cond[:, :4] - uncond[:, :4]), atol=1e-5, rtol=0)
-    torch.testing.assert_close(guided[:, 4:], cond[:, 4:], atol=1e-5, rtol=0)  # learned variance: conditional
+    C = x.shape[1]
+    one = ddim.guided_model_fn_cfg(model, y, model.num_classes, 1.0)(x, t)
+    torch.testing.assert_close(one, cond[:, :C], atol=1e-5, rtol=0)
+    guided = ddim.guided_model_fn_cfg(model, y, model.num_classes, 4.0)(x, t)
+    torch.testing.assert_close(guided, uncond[:, :C] + 4.0 * (cond[:, :C] - uncond[:, :C]), atol=1e-5, rtol=0)
 
 
 # ---------------------------------------------------------------------------------------------- widening and routing

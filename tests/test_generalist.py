@@ -56,21 +56,20 @@ def test_a_mixed_batch_equals_each_tasks_samples_run_alone(moe):
     model, names = generalist(cfg, moe), tasks.run_tasks(cfg)
     plan = recipe.batch_plan(cfg, 0, (3, 16, 16), False, True)
     assert set(plan["task"].tolist()) == set(range(len(names)))  # every task is in the batch
-    cache = data.render_cache(cfg.data, cfg.data.train_size, task=names)
+    cache = data.render_cache(cfg.data, cfg.data.train_size, run=names)
     batch = data.make_mixed_batch(cfg.data, names, plan["task"], plan["indices"], cache=cache, pick=plan["pick"])
     x_t, t = plan["noise"], plan["t"]
     with torch.no_grad():
         mixed = model(torch.cat(batch["cond"] + [x_t], 1), t, dit.task_label(model, 0) + batch["task"],
                       task=batch["task"], tokens=batch["tokens"])
-        for k, name in enumerate(names):
+        for k, task in enumerate(names):
             rows = (plan["task"] == k).nonzero().flatten()
-            c = evaluate.task_config(cfg, name)
-            alone = data.make_batch(c.data, plan["indices"][rows], pick=plan["pick"][rows])
+            alone = data.make_batch(cfg.data, plan["indices"][rows], pick=plan["pick"][rows], task=task)
             # evaluation's own path: a blank second condition where the task has none, no tokens (None) except for
             # referring, whose two-scale guidance at (1, 1) is e(I, D), the plain text-and-image prediction
-            c.sample.image_guidance = c.sample.text_guidance = 1.0
-            expected = sampling.conditioned_fn(model, c, alone)(x_t[rows], t[rows])
-            assert torch.allclose(mixed[rows, :3], expected, atol=1e-5), name
+            cfg.sample.image_guidance = cfg.sample.text_guidance = 1.0
+            expected = sampling.conditioned_fn(model, cfg, k, alone)(x_t[rows], t[rows])
+            assert torch.allclose(mixed[rows, :3], expected, atol=1e-5), task.name
     assert mixed.abs().mean() > 0.1  # the outputs are not trivially equal
 
 
@@ -78,7 +77,7 @@ def test_the_batch_plans_task_mix_follows_the_weights():
     cfg = micro_config("train.global_batch=10000")
     plan = recipe.batch_plan(cfg, 0, (1, 1, 1), False, True)
     names, task = tasks.run_tasks(cfg), plan["task"]
-    assert names == ["depth", "flow", "amodal", "referring"]  # the router order: by task id, not YAML order
+    assert [t.name for t in names] == ["depth", "flow", "amodal", "referring"]  # the router order: by registry order
     for k, w in enumerate([4, 2.5, 2.5, 2.5]):
         assert (task == k).float().mean().item() == pytest.approx(w / 11.5, abs=0.02)
     # flow's own timestep weights (all on the last group); the others keep depth.yaml's weights

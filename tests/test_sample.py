@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import sample  # noqa: E402
 import train  # noqa: E402
-from minidp import evaluate  # noqa: E402
+from minidp import checkpoint, evaluate, tasks  # noqa: E402
 
 COMMON = ["model.preset=micro", "train.init_from=", "data.resolution=16", "data.train_size=64", "train.steps=3",
           "train.global_batch=4", "train.log_every=1", "sample.steps=2", "sample.batch=4"]
@@ -70,12 +70,30 @@ def test_sample_cli_reproduces_the_training_report(depth_run, tmp_path):
     assert a["absrel"] == pytest.approx(b["absrel"], rel=1e-5) and a["delta1"] == pytest.approx(b["delta1"], rel=1e-5)
 
 
-def test_sample_overrides_change_the_test_time_compute(depth_run, tmp_path):
+def test_sample_overrides_change_the_test_time_compute(depth_run, tmp_path, monkeypatch):
+    # count the sampler's model calls: N steps of M members x the batch, not the echo of the config in eval.json
+    calls = []
+    real = checkpoint.model_from_checkpoint
+
+    def counted(*args, **kwargs):
+        model = real(*args, **kwargs)
+        model.register_forward_pre_hook(lambda module, inputs: calls.append(len(inputs[0])))
+        return model
+
+    monkeypatch.setattr(checkpoint, "model_from_checkpoint", counted)
+    assert sample.main([str(depth_run), "--out", str(tmp_path / "default")]) == 0
+    default_calls, calls[:] = list(calls), []
     assert sample.main([str(depth_run), "sample.steps=3", "sample.ensemble=3", "sample.ensemble_method=compile",
                         "sample.schedule=cosine", "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "eval.json").read_text())
     assert (report["steps"], report["ensemble"], report["ensemble_method"], report["schedule"]) == (
         3, 3, "compile", "cosine")
+    # 4 validation scenes in one batch of 4: the evaluation chain is steps calls of members x 4 samples (then the
+    # progression figure's 51 single-scene calls)
+    assert calls.count(3 * 4) == 3 and default_calls.count(5 * 4) == 2  # depth.yaml: 5 members; COMMON: 2 steps
+    assert calls.count(1) == default_calls.count(1) == 51
+    default = json.loads((tmp_path / "default" / "eval.json").read_text())
+    assert report["absrel"] != default["absrel"]  # the metric follows the compute that ran
 
 
 def test_mean_depth_prior_is_the_mean_of_training_depths():
@@ -87,7 +105,8 @@ def test_mean_depth_prior_is_the_mean_of_training_depths():
     cfg.data = DataConfig(task="depth", resolution=16, train_size=5)
     s = world.render(range(5), resolution=16)
     expected = (s["depth"] * s["valid"]).sum(0) / s["valid"].sum(0).clamp_min(1)
-    assert torch.allclose(evaluate.mean_depth_prior(cfg, n=5), expected)
+    ev = evaluate.Evaluation(None, cfg, 0, tasks.get("depth"), None, "cpu", 0, None)
+    assert torch.allclose(tasks.get("depth").prior(ev), expected)
 
 
 def test_class_report_and_figure(class_run):

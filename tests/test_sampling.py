@@ -14,7 +14,7 @@ def test_two_scale_guidance_with_unit_scales_is_the_fully_conditioned_prediction
     model, cfg = text_model(), referring_cfg(image_guidance=1.0, text_guidance=1.0)
     batch = data.make_batch(cfg.data, [0, 1, 2])
     x_t, t = torch.randn(3, 3, 16, 16), torch.full((3,), 500)
-    guided = sampling.conditioned_fn(model, cfg, batch)(x_t, t)
+    guided = sampling.conditioned_fn(model, cfg, 0, batch)(x_t, t)
     y = torch.full((3,), dit.task_label(model, 0))
     plain = model(torch.cat([batch["cond"][0], x_t], 1), t, y, task=torch.zeros(3, dtype=torch.long),
                   tokens=batch["tokens"])
@@ -31,7 +31,7 @@ def test_two_scale_guidance_combines_null_image_and_null_text_predictions():
     e_img = model(torch.cat([rgb, x_t], 1), t, y, task=task, tokens=null_text)
     e_all = model(torch.cat([rgb, x_t], 1), t, y, task=task, tokens=batch["tokens"])
     expected = e_none + 1.5 * (e_img - e_none) + 3.0 * (e_all - e_img)  # InstructPix2Pix Eqn. 3, by hand
-    assert torch.allclose(sampling.conditioned_fn(model, cfg, batch)(x_t, t), expected, atol=1e-5)
+    assert torch.allclose(sampling.conditioned_fn(model, cfg, 0, batch)(x_t, t), expected, atol=1e-5)
     assert not torch.allclose(e_all, e_img, atol=1e-4)  # the text path is live, so the test can fail
 
 

@@ -197,15 +197,6 @@ def test_multinomial_spreads_group_weight_evenly_and_normalises():
     assert per_t.probs[T - 1].item() == pytest.approx(T / (T * (T + 1) / 2), rel=1e-12)
 
 
-def test_loss_weights_average_one_under_uniform_t():
-    sampler = MultinomialTimesteps(ADDP_DEPTH_WEIGHTS, T)
-    w = sampler.loss_weights(torch.arange(T))
-    assert w.mean().item() == pytest.approx(1.0, rel=1e-6)
-    assert w[999].item() == pytest.approx(33 / 106 * 10, rel=1e-6)  # 33 % of the mass on 10 % of the steps
-    uniform = MultinomialTimesteps([1.0] * 10, T)
-    torch.testing.assert_close(uniform.loss_weights(torch.tensor([0, 500, 999])), torch.ones(3))
-
-
 # ---- bad input ------------------------------------------------------------------------------------------
 
 

@@ -54,8 +54,8 @@ def test_decode_inverts_encode_up_to_an_affine_map():
 
 
 def test_unknown_task_is_named():
-    with pytest.raises(ValueError, match="unknown task 'normals'"):
-        tasks.task_id("normals")
+    with pytest.raises(ValueError, match="unknown task 'stereo'"):
+        tasks.get("stereo")
 
 
 @pytest.mark.parametrize("task, n_cond", [("class", 0), ("depth", 1)])
@@ -173,4 +173,6 @@ def test_a_dataset_that_cannot_provide_the_task_is_named():
 def test_every_real_dataset_of_the_task_table_has_a_reader():
     from minidp import readers
 
-    assert set(tasks.DATASET_TASKS) - {"world"} == set(readers.DATASETS)
+    assert set(tasks.DATASETS) - {"world"} == set(readers.DATASETS)
+    assert {d for task in tasks.TASKS.values() for d in task.datasets} == set(tasks.DATASETS)
+

@@ -1,0 +1,131 @@
+"""The Task interface, its generic evaluation, and the helpers tasks share.
+
+Every task is conditional image generation (the scaling paper's unified view, its §3 and Fig. 1): the model sees
+`cat([codec(cond_1), ..., codec(cond_k), x_t])` and denoises a target image in [-1, 1]; a task-specific read-back
+turns the generated image into the answer (a depth map, a flow field, a mask, a normal map). A task object holds
+everything that differs between tasks; the rest of minidp asks it and never branches on a task's name.
+
+Evaluation (what `Task.evaluate` does for every perception task): for each validation batch the M ensemble members
+are merged by the task's rule (`merge`), scored per scene against the ground truth (`scores`: one value per scene
+and metric, the baseline's as prior_*), and summarised: a metric is the mean over the scenes that have it (NaN =
+the scene has no pixel the metric counts) or, for the names in `ratio_metrics`, a ratio of sums over scenes (oIoU).
+`ev`, the evaluation context (minidp/evaluate.py), runs the sampler and knows where figures go.
+Letters: M members, B / b batch, C channels, H, W image size.
+"""
+
+import time
+
+import torch
+
+
+def to_255(x):
+    """Images in [-1, 1] -> the 0..255 scale read-back thresholds are stated in."""
+    return (x.clamp(-1, 1) + 1) * 127.5
+
+
+def mask_image(mask):
+    """(B, H, W) bool -> (B, 3, H, W): +1 on the mask, -1 elsewhere (a condition image)."""
+    return (mask.float() * 2 - 1)[:, None].expand(-1, 3, -1, -1).contiguous()
+
+
+def to_cpu(batch):
+    """A batch's tensors (and lists of tensors) on the CPU, for figures."""
+    return {k: v.cpu() if torch.is_tensor(v) else [c.cpu() for c in v] for k, v in batch.items()}
+
+
+def per_scene(values, ok):
+    """values (n_ok,) of the scenes where ok (b,) holds, NaN for the others: (b,)."""
+    out = torch.full(ok.shape, float("nan"), dtype=values.dtype)
+    out[ok] = values
+    return out
+
+
+def summarize(scores, ratio_metrics=()):
+    """{metric: (n,) per-scene values} -> {metric: float}: the mean over scenes that have a value, or for a ratio
+    metric k (scores k:num and k:den; also prior_k, plain_k) the ratio of the sums."""
+    result = {}
+    for key, v in scores.items():
+        name = key.split(":")[0]
+        if any(name == m or name.endswith("_" + m) for m in ratio_metrics):  # also prior_oiou, plain_oiou
+            if key.endswith(":num"):
+                union = scores[name + ":den"].sum().item()
+                result[name] = v.sum().item() / union if union > 0 else 1.0
+        else:
+            result[key] = v[~v.isnan()].mean().item()
+    return result
+
+
+class Task:
+    """One perception task (or pre-training). Subclasses set the attributes and implement the methods."""
+
+    name = ""                 # the registry key, recorded in checkpoints
+    cond_images = 1           # condition images the model reads (its input groups: this + 1)
+    scene_keys = ("rgb", "label")  # what the task reads from a scene (a training cache keeps only these)
+    datasets = ("world",)     # datasets that can provide it (the real readers provide one task each)
+    augmentation = "none"     # ADDP's augmentation kind (minidp/augment.py): none | blur | mask
+    text = False              # conditioned on an expression (two-scale guidance, condition dropout)
+    pretraining = False       # class-conditional generation: evaluated on generated images, never augmented
+    metric, higher_is_better = "", False  # the per-scene metric of ADDP's Fig. 1a and Algorithm A
+    step_metric_name = None   # its name in intermediates.json, if not `metric`
+    ratio_metrics = ()        # metrics that are a ratio of sums over scenes, not a mean
+
+    def cacheable(self, dataset):
+        """Whether a sample's latents depend on its index alone (a latent cache can hold them)."""
+        return True
+
+    def augment_background(self, rgb):
+        """What a mask target is painted over (augment.augment_target's `background`); None: not a mask."""
+        return None
+
+    def make_sample(self, scenes, pick, device):
+        """{"cond": [(B, 3, H, W)], "target": (B, 3, H, W), "mask": (B, H, W) bool (pixels the loss counts),
+        "label": (B,)} plus the ground truth evaluation reads, from a batch of scenes; pick (B,) chooses the object
+        of tasks that ask about one."""
+        raise NotImplementedError
+
+    def merge(self, members, cfg):
+        """Generated targets (M, b, 3, H, W) -> the task's prediction for b scenes."""
+        raise NotImplementedError
+
+    def scores(self, pred, batch, prior):
+        """{metric: (b,) per-scene values} of a prediction against the batch's truth, the baseline's as prior_*."""
+        raise NotImplementedError
+
+    def step_scores(self, members, batch, cfg):
+        """The per-scene metric (b,) of members (M, b, C, H, W) at one DDIM step (ADDP's Fig. 1a)."""
+        return self.scores(self.merge(members, cfg), batch, None)[self.metric]
+
+    def prior(self, ev):
+        """What the baseline needs beyond the batch (e.g. the training set's mean map), or None."""
+        return None
+
+    def info(self, cfg):
+        """Extra run information for eval.json."""
+        return {}
+
+    def predictions(self, ev):
+        """Yields (batch, prediction) over the validation scenes."""
+        for batch, members in ev.predict():
+            yield batch, self.merge(members, ev.cfg)
+
+    def figure(self, ev, batch, pred, scores):
+        """Draws the task's figure(s) from the first validation batch (CPU) and its prediction."""
+
+    def generalist_row(self, batch, x0):
+        """(condition picture, its title, truth picture, prediction picture) of scene 0 for the generalist's
+        figure (the scaling paper's Fig. 11), from the decoded target x0 (1, 3, H, W)."""
+        raise NotImplementedError
+
+    def evaluate(self, ev):
+        """Metrics (eval.json's keys) over ev's validation scenes, and the figure."""
+        t0, parts, shown = time.time(), {}, None
+        prior = self.prior(ev)
+        for batch, pred in self.predictions(ev):
+            for key, v in self.scores(pred, batch, prior).items():
+                parts.setdefault(key, []).append(v)
+            shown = shown or (to_cpu(batch), pred)
+        scores = {k: torch.cat(v) for k, v in parts.items()}
+        result = summarize(scores, self.ratio_metrics)
+        result.update(ev.run_info(time.time() - t0, **self.info(ev.cfg)))
+        self.figure(ev, *shown, scores)
+        return result

@@ -1,0 +1,84 @@
+"""The import graph of minidp/: no circle, no function-level import that dodges one, and light modules stay light.
+
+Run: pytest -q tests/test_imports.py
+"""
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "minidp"
+LAZY_FOR_MATPLOTLIB = {"viz"}  # the one module a function may import lazily: it loads matplotlib
+
+
+def module_name(path):
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def minidp_imports(node, package):
+    """The minidp modules an import statement names (`from minidp import a, b`, `from minidp.a import x`, and
+    package-relative forms), resolved to module names that exist."""
+    names = []
+    if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("minidp"):
+        for alias in node.names:
+            full = f"{node.module}.{alias.name}"
+            names.append(full if (PACKAGE.parent / (full.replace(".", "/") + ".py")).exists()
+                         or (PACKAGE.parent / full.replace(".", "/")).is_dir() else node.module)
+    elif isinstance(node, ast.Import):
+        names += [a.name for a in node.names if a.name.startswith("minidp")]
+    return names
+
+
+def graph():
+    """{module: (top-level minidp imports, function-level minidp imports)} over every module of the package."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        top = [m for node in tree.body for m in minidp_imports(node, module_name(path))]
+        inner = [m for node in ast.walk(tree) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                 for sub in ast.walk(node) for m in minidp_imports(sub, module_name(path))]
+        out[module_name(path)] = (top, inner)
+    return out
+
+
+def test_the_import_graph_of_minidp_has_no_circle():
+    edges = {m: [d for d in top if d != m and d != "minidp"] for m, (top, _) in graph().items()}
+    # a package's own __init__ importing its submodules is not a circle: the submodules never import it back
+    state = {}
+
+    def visit(m, path):
+        state[m] = "open"
+        for d in edges.get(m, []):
+            if state.get(d) == "open":
+                raise AssertionError(f"import circle: {' -> '.join(path + [m, d])}")
+            if d not in state:
+                visit(d, path + [m])
+        state[m] = "done"
+
+    for m in edges:
+        if m not in state:
+            visit(m, [])
+    assert len(edges) > 25  # the walk saw the package
+
+
+def test_no_function_level_import_of_minidp_but_the_plotting_one():
+    lazy = {m: [d for d in inner if d.rsplit(".", 1)[-1] not in LAZY_FOR_MATPLOTLIB] for m, (_, inner) in graph().items()}
+    assert {m: d for m, d in lazy.items() if d} == {}
+
+
+def test_the_bottom_module_imports_nothing_of_minidp():
+    assert graph()["minidp.errors"] == ([], [])
+
+
+def loaded_by(module):
+    code = f"import sys, {module}; print(' '.join(sorted(m for m in sys.modules if m.startswith('minidp'))))"
+    return set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+
+
+def test_ct_estimation_loads_no_model_or_data_module_and_recipe_no_renderer():
+    heavy = {"minidp.dit", "minidp.moe", "minidp.upcycle", "minidp.tasks", "minidp.world", "minidp.render",
+             "minidp.data", "minidp.vae", "minidp.readers", "minidp.checkpoint"}
+    assert not loaded_by("minidp.ct_estimation") & heavy
+    assert not loaded_by("minidp.recipe") & {"minidp.world", "minidp.render", "minidp.data", "minidp.readers"}
