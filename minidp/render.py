@@ -18,6 +18,8 @@ Exact ground truth (one ray per pixel centre, no anti-aliasing, so every target 
     ray:     d = R_cw ((j - c) / f, (i - c) / f, 1),  hit point P = C + t d  (analytic sphere / slab / cylinder
              and plane intersections)
     depth:   planar z = t, because d's component along the optical axis is 1 (not the ray length |t d|)
+    normals: the analytic surface's outward unit normal at the hit (the room's: pointing into the room), in the
+             camera frame (OpenCV axes), so a surface facing the camera has n_z < 0
     flow:    P' = c_k + m_k + Rz(dpsi_k) (P - c_k) for a point on object k (P' = P on the room);
              (X2, Y2, Z2) = R2_cw^T (P' - C2);  flow = (f X2 / Z2 + c, f Y2 / Z2 + c) - (j, i)
     occlusion: P' is visible in frame 2 iff frame 2's depth map, evaluated exactly at the sub-pixel point
@@ -270,7 +272,8 @@ def hit_objects(origin, dirs, scene, center, yaw, near, light=None):
     origin and dirs: (B, P, 3) or (B, 1, 3), one of them per pixel; near (B, S, P): the cull mask, rays that may
     hit (from screen_boxes or sphere_cull, typically a few %): only those get the exact intersection of
     their slot's shape. Returns the candidates, compact: scene b, slot s, pixel p, hit distance t (inf on a
-    miss) and, if light (B, 3) is given, the Lambert term max(n . l, 0), all (m,)."""
+    miss) and, if light (B, 3) is given, the Lambert term max(n . l, 0), all (m,), and the outward unit normal
+    (m, 3) in the world frame."""
     P = near.shape[2]
     b, s, p = torch.nonzero(near, as_tuple=True)  # (m,) each: candidate rays
     o = origin.expand(-1, P, -1)[b, p] - center[b, s]  # (m, 3): ray origin relative to the object centre
@@ -288,7 +291,7 @@ def hit_objects(origin, dirs, scene, center, yaw, near, light=None):
         if light is not None:
             normal[i] = _turn(n_k, cos, sin) if name == "box" else n_k  # box normals back to the world
     lam = (normal * light[b]).sum(-1).clamp_min(0) if light is not None else None
-    return b, s, p, t, lam
+    return b, s, p, t, lam, normal
 
 
 def _dense(shape, b, s, p, values, fill):
@@ -323,8 +326,9 @@ def render_frame(scene, pos, rot, focal, center, yaw, resolution):
     light, ambient = scene["light"], scene["ambient"][:, None]  # (B, 3), (B, 1)
     t_room, n_room, axis, sky = hit_room(origin, dirs, scene["lo"], scene["hi"])
     boxes = screen_boxes(scene, pos, rot, focal, center, resolution)  # (B, S, P)
-    b, s, p, t, lam = hit_objects(origin, dirs, scene, center, yaw, boxes, light)
+    b, s, p, t, lam, n_hit = hit_objects(origin, dirs, scene, center, yaw, boxes, light)
     t_obj, lam_obj = _dense(boxes.shape, b, s, p, t, math.inf), _dense(boxes.shape, b, s, p, lam, 0.0)  # (B, S, P)
+    n_obj = _dense((*boxes.shape, 3), b, s, p, n_hit, 0.0)  # (B, S, P, 3)
     t_near, slot = t_obj.min(1)  # (B, P): nearest object and its slot
     on_obj = t_near < t_room
     valid = on_obj | ~sky
@@ -335,7 +339,7 @@ def render_frame(scene, pos, rot, focal, center, yaw, resolution):
     # Hard shadows: a ray from the hit point toward the light, against every object but the one hit (a convex
     # object cannot shadow itself where n . l > 0, and n . l <= 0 is dark anyway).
     shadow_rays = (points, light[:, None])
-    b, s, p, t, _ = hit_objects(*shadow_rays, scene, center, yaw, sphere_cull(*shadow_rays, scene, center))
+    b, s, p, t, _, _ = hit_objects(*shadow_rays, scene, center, yaw, sphere_cull(*shadow_rays, scene, center))
     blocker = (t < math.inf) & ~(on_obj[b, p] & (slot[b, p] == s))  # (m,) hits by another object
     lit = torch.ones_like(on_obj)
     lit[b[blocker], p[blocker]] = False  # (B, P)
@@ -346,7 +350,11 @@ def render_frame(scene, pos, rot, focal, center, yaw, resolution):
     sky_colour = torch.tensor(SKY[0])[:, None] * (1 - elevation) + torch.tensor(SKY[1])[:, None] * elevation
     colour = torch.where(valid[:, None], colour, sky_colour)  # (B, 3, P)
     ids = torch.where(on_obj, slot + 1, 0)
-    return {"rgb": colour * 2 - 1, "depth": depth, "valid": valid, "ids": ids, "t_obj": t_obj, "lam_obj": lam_obj,
+    # Surface normals in the camera frame (R_cw^T n, row form n R_cw): exact, from the analytic surface hit
+    n_world = torch.where(on_obj[..., None], n_obj.gather(1, slot[:, None, :, None].expand(-1, -1, -1, 3))[:, 0], n_room)
+    n_cam = n_world @ rot  # (B, P, 3); renormalised: a sphere's (o + t d) / r is unit only to float32 rounding
+    normals = (n_cam / n_cam.norm(dim=-1, keepdim=True).clamp_min(1e-12) * valid[..., None]).transpose(1, 2)  # (B, 3, P)
+    return {"rgb": colour * 2 - 1, "normals": normals, "depth": depth, "valid": valid, "ids": ids, "t_obj": t_obj, "lam_obj": lam_obj,
             "points": points, "on_obj": on_obj, "slot": slot}
 
 
@@ -370,7 +378,7 @@ def frame_flow(scene, frame1, resolution):
     dirs2 = (cam / z_safe[..., None]) @ scene["rot2"].transpose(1, 2)  # (B, P, 3), camera-z component 1
     t_room2 = hit_room(scene["pos2"][:, None], dirs2, scene["lo"], scene["hi"])[0]
     rays2, center2 = (scene["pos2"][:, None], dirs2), scene["center2"]
-    b, s, p, t, _ = hit_objects(*rays2, scene, center2, scene["yaw2"], sphere_cull(*rays2, scene, center2))
+    b, s, p, t, _, _ = hit_objects(*rays2, scene, center2, scene["yaw2"], sphere_cull(*rays2, scene, center2))
     P = t_room2.shape[1]
     t_first = t_room2.flatten().scatter_reduce(0, b * P + p, t, "amin").view_as(t_room2)  # (B, P) nearest hit
     visible = t_first >= z2 * (1 - 1e-3)
@@ -382,7 +390,7 @@ def frame_flow(scene, frame1, resolution):
 def render_scenes(scene, resolution):
     """Both frames of packed scenes (from `pack`) and everything derived from them, as (B, ...) image tensors.
 
-    Returns rgb, depth, valid, ids, amodal, alone, rgb2, ids2, flow, flow_valid and ref_masks, with the shapes
+    Returns rgb, depth, normals, valid, ids, amodal, alone, rgb2, ids2, flow, flow_valid and ref_masks, with the shapes
     and meanings documented in `world.render_specs` (which adds the per-scene labels and the expressions)."""
     B, S = scene["present"].shape
     R = resolution
@@ -398,6 +406,7 @@ def render_scenes(scene, resolution):
     return {
         "rgb": f1["rgb"].view(B, 3, R, R),
         "depth": f1["depth"].view(B, R, R),
+        "normals": f1["normals"].reshape(B, 3, R, R),
         "valid": f1["valid"].view(B, R, R),
         "ids": ids,
         "amodal": amodal.view(B, S, R, R),

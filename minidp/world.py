@@ -378,6 +378,7 @@ def render_specs(specs, resolution=64):
     Returns (B scenes, S = render.MAX_OBJECTS slots, R = resolution):
         rgb, rgb2 (B, 3, R, R) in [-1, 1]       frames 1 and 2
         depth (B, R, R) planar z, valid (B, R, R) bool (False on sky, where depth is 0)
+        normals (B, 3, R, R) unit surface normals in the camera frame (OpenCV axes), zero on sky
         ids, ids2 (B, R, R) long                 visible object per pixel, 0 = room / sky, k + 1 = slot k
         amodal (B, S, R, R) bool                 full object masks, all False for empty slots
         alone (B, S, 3, R, R) in [-1, 1]         each object alone on white (+1)

@@ -171,7 +171,7 @@ def test_culled_ray_casting_finds_exactly_the_hits_of_testing_every_ray_against_
     every = scene["present"][..., None].expand(B, S, R * R)  # (B, S, P): no culling at all
 
     def dense_hits(origin, near):
-        b, s, p, t, _ = render.hit_objects(origin, dirs, scene, center, yaw, near)
+        b, s, p, t, _, _ = render.hit_objects(origin, dirs, scene, center, yaw, near)
         out = torch.full((B, S, R * R), math.inf)
         out[b, s, p] = t
         return out

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from minidp import data, metrics, render, tasks, world
+from minidp.tasks import normals as normals_task
 from minidp.config import DataConfig
 
 
@@ -176,3 +177,71 @@ def test_every_real_dataset_of_the_task_table_has_a_reader():
     assert set(tasks.DATASETS) - {"world"} == set(readers.DATASETS)
     assert {d for task in tasks.TASKS.values() for d in task.datasets} == set(tasks.DATASETS)
 
+
+# ----------------------------------------------------------------------------------------------------------
+# Surface normals (the fifth perception task)
+# ----------------------------------------------------------------------------------------------------------
+
+def finite_difference_normals(depth, focal):
+    """Unit normals (3, R, R) of the surface a planar depth map (R, R) sees, from central differences of the
+    back-projected points P = z ((j - c) / f, (i - c) / f, 1), turned to face the camera; NaN at the border."""
+    R = depth.shape[-1]
+    c = (R - 1) / 2
+    i, j = torch.meshgrid(torch.arange(R, dtype=torch.float64), torch.arange(R, dtype=torch.float64), indexing="ij")
+    z = depth.double()
+    P = torch.stack([z * (j - c) / focal, z * (i - c) / focal, z])  # (3, R, R)
+    full = torch.full_like(P, float("nan"))
+    dx, dy = full.clone(), full.clone()
+    dx[:, :, 1:-1] = P[:, :, 2:] - P[:, :, :-2]  # along a row
+    dy[:, 1:-1, :] = P[:, 2:, :] - P[:, :-2, :]  # along a column
+    n = torch.nn.functional.normalize(torch.linalg.cross(dx, dy, dim=0), dim=0)
+    return torch.where((n * P).sum(0, keepdim=True) > 0, -n, n)  # facing the camera
+
+
+def test_renderer_normals_equal_finite_differences_of_its_depth_on_planes_and_spheres():
+    R = 96
+    spec = world.scene_spec(3, 0, 10)  # a sphere, a box, a sphere and a cylinder in a room
+    scene = world.render_specs([spec], R)
+    normals, depth, ids, valid = scene["normals"][0], scene["depth"][0], scene["ids"][0], scene["valid"][0]
+    fd = finite_difference_normals(depth, scene["focal"][0].item())
+    rendered = normals.double()
+    unit_error = (rendered.norm(dim=0) - 1).abs()
+    assert unit_error[valid].max() < 1e-5 and (rendered[:, ~valid] == 0).all()
+    # a pixel counts when its 3x3 neighbourhood lies on one surface: the same object (or the room) with the
+    # same normal (no wall corner, no silhouette)
+    same = torch.ones(R, R, dtype=torch.bool)
+    for di in (-1, 0, 1):
+        for dj in (-1, 0, 1):
+            shifted_ids = torch.roll(ids, (di, dj), (0, 1))
+            same &= (shifted_ids == ids) & torch.roll(valid, (di, dj), (0, 1))
+            if di or dj:
+                same &= (ids > 0) | ((torch.roll(normals, (di, dj), (1, 2)) - normals).abs().amax(0) < 1e-6)
+    same[[0, -1]] = False
+    same[:, [0, -1]] = False
+    angle = normals_task.angular_error(fd[None].float(), rendered[None].float())[0]
+    planes = same & (ids == 0)
+    spheres = same & torch.isin(ids, torch.tensor([k + 1 for k, o in enumerate(spec["objects"]) if o["shape"] == "sphere"]))
+    assert planes.sum() > 500 and spheres.sum() > 50  # enough pixels that the test can fail
+    assert angle[planes].max() < 0.1  # a plane's central difference is exact up to float32 depth
+    assert angle[spheres].median() < 2.0 and angle[spheres].max() < 8.0  # a chord of a curved surface: O(pixel)
+
+
+def test_normals_read_back_of_ground_truth_is_exact_and_scores_perfectly():
+    cfg = DataConfig(task="normals", resolution=32)
+    b = data.make_batch(cfg, [0, 1, 2])
+    task = tasks.get("normals")
+    assert b["target"].min() >= -1 and b["target"].max() <= 1 and torch.equal(b["mask"], b["valid"])
+    pred = task.merge(b["target"][None], None)  # one member: the read-back of the true target
+    assert normals_task.angular_error(pred, b["normals"])[b["valid"]].max() < 0.01  # degrees
+    scores = task.scores(pred, b, prior=None)
+    assert scores["angle_mean"].max() < 0.01 and (scores["within_11_25"] == 1).all()
+    flipped = task.scores(-pred, b, prior=None)  # the opposite direction: 180 degrees everywhere
+    assert torch.allclose(flipped["angle_median"], torch.full((3,), 180.0)) and (flipped["within_30"] == 0).all()
+
+
+def test_normal_members_merge_by_their_normalised_mean():
+    task = tasks.get("normals")
+    n = torch.nn.functional.normalize(torch.tensor([1.0, 2.0, -2.0]), dim=0)[:, None, None].expand(3, 2, 2)
+    tilt = torch.tensor([0.3, 0.0, 0.0])[:, None, None]
+    members = torch.stack([n + tilt, n - tilt, 3 * n])[:, None]  # (M=3, b=1, 3, 2, 2): symmetric tilts, a long copy
+    assert torch.allclose(task.merge(members, None)[0], n, atol=1e-6)

@@ -11,6 +11,7 @@ the generalist's figure. Adding a task is one class and one line in TASKS below.
     flow       frame 1, frame 2          (u / s, v / s, 0), s = 0.15 x resolution    (u, v) = s x channels 0, 1
     amodal     rgb, visible mask         the whole object alone on white             gray < 250 (pix2gestalt)
     referring  rgb (+ the expression)    rgb at 80 %, the object painted pure red    L2 to red < 50 (ADDP)
+    normals    rgb                       the camera-frame unit normal                renormalised vector
 
 A run's tasks (`run_tasks`) are [data.task], or a generalist's data.tasks in registry order: entry k of that list
 is the model's router entry k and label row k (dit.task_label), whatever order the YAML lists them in.
@@ -26,15 +27,16 @@ from minidp.tasks.depth import Depth, decode_depth, encode_depth
 from minidp.tasks.flow import FLOW_SCALE, Flow, decode_flow, encode_flow
 from minidp.tasks.masks import (AMODAL_WHITE, MAX_TOKENS, REFERRING_DIM, VOCAB, Amodal, Referring, amodal_mask,
                                 detokenize, paint_red, pick_objects, red_mask, scene_tokens, tokenize)
+from minidp.tasks.normals import Normals, decode_normals
 
 # The registry. Its order is the stable task order (router entries of a generalist): never reorder, append.
-TASKS = {task.name: task for task in (Classes(), Depth(), Flow(), Amodal(), Referring())}
+TASKS = {task.name: task for task in (Classes(), Depth(), Flow(), Amodal(), Referring(), Normals())}
 DATASETS = ("world", "imagenet", "hypersim", "flyingchairs", "pix2gestalt")  # data.dataset's choices
 
 __all__ = ["TASKS", "DATASETS", "Task", "get", "run_tasks", "scene_keys", "check_dataset_task", "model_inputs",
            # the tasks' pure helpers, for tests and tutorials
            "encode_depth", "decode_depth", "FLOW_SCALE", "encode_flow", "decode_flow", "AMODAL_WHITE", "REFERRING_DIM",
-           "amodal_mask", "paint_red", "red_mask", "pick_objects", "mask_image", "to_255",
+           "amodal_mask", "paint_red", "red_mask", "pick_objects", "mask_image", "to_255", "decode_normals",
            "MAX_TOKENS", "VOCAB", "tokenize", "detokenize", "scene_tokens"]
 
 
