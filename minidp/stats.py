@@ -67,7 +67,7 @@ def ratio_columns(num, den):
     return np.stack([np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)], axis=-1)  # (n, 2)
 
 
-def _valid_rows(*arrays):
+def valid_rows(*arrays):
     """A (n,) mask of rows that are finite in every array (each array (n,) or (n, ...))."""
     keep = np.ones(len(arrays[0]), dtype=bool)
     for x in arrays:
@@ -104,7 +104,7 @@ def _draws(n, n_boot, seed):
 def bootstrap_ci(values, stat=np.mean, n_boot=2000, level=0.95, seed=0):
     """Percentile-bootstrap interval (lo, hi) of stat(values) over the first axis (scenes); NaN rows dropped."""
     x = _as_rows(values)
-    x = x[_valid_rows(x)]
+    x = x[valid_rows(x)]
     idx = _draws(len(x), n_boot, seed)
     return _quantiles(stat(x[idx], axis=1), level)  # x[idx]: (B, n, ...) -> (B,)
 
@@ -115,7 +115,7 @@ def paired_diff_ci(a, b, stat=np.mean, n_boot=2000, level=0.95, seed=0):
     a, b = _as_rows(a, "a"), _as_rows(b, "b")
     if a.shape != b.shape:
         raise ValueError(f"paired values need the same shape (the same scenes), got {a.shape} and {b.shape}")
-    keep = _valid_rows(a, b)
+    keep = valid_rows(a, b)
     a, b = a[keep], b[keep]
     idx = _draws(len(a), n_boot, seed)
     diff = float(stat(a, axis=0) - stat(b, axis=0))
@@ -126,7 +126,7 @@ def paired_diff_ci(a, b, stat=np.mean, n_boot=2000, level=0.95, seed=0):
 def ratio_ci(num, den, n_boot=2000, level=0.95, seed=0):
     """(sum(num) / sum(den), lo, hi) over scenes: the interval of a ratio metric such as oIoU."""
     x = ratio_columns(num, den)
-    x = x[_valid_rows(x)]
+    x = x[valid_rows(x)]
     return (float(ratio_of_sums(x)), *bootstrap_ci(x, ratio_of_sums, n_boot, level, seed))
 
 
