@@ -94,7 +94,7 @@ def fit_and_draw(runs, x, y, out, window=5, n_max=1, max_iter=20):
     out.mkdir(parents=True, exist_ok=True)
     (out / f"scaling_{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     line = np.array([C.min(), C.max()])
-    plotted = {**curves, "lower hull": (C[fit["hull"]], L[fit["hull"]]),
+    plotted = {**curves, "envelope": (C[fit["hull"]], L[fit["hull"]]),
                f"{law} (R^2 {fit['r2']:.3f})": (line, scaling.power_law(line, fit["a"], fit["b"]))}
     viz.plot_curves(plotted, out / f"scaling_{name}.png", xlabel=f"{x} compute (MACs)", ylabel=name,
                     logx=True, logy=True)
