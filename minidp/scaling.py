@@ -136,6 +136,9 @@ def fit_power_law(C, L, n_max=1, max_iter=20):
     C, L = _check_points(C, L)
     x, y = np.log(C), np.log(L)
     hull = envelope(x, y)
+    if hull.size < 2:
+        raise ValueError("the point of least compute has the lowest loss: the loss does not fall with compute, "
+                         "so there is no envelope to fit")
     used = np.zeros(C.size, dtype=bool)
     used[hull] = True
     for iteration in range(1, max_iter + 1):

@@ -107,6 +107,12 @@ def test_the_envelope_ends_at_the_lowest_loss_and_recovers_a_known_law():
     assert fit["b"] == pytest.approx(-0.0098, rel=0.01)
 
 
+def test_a_loss_that_rises_with_compute_has_no_law():
+    # the least compute is already the lowest loss (more DDIM steps, tutorial 09): the envelope is one point
+    with pytest.raises(ValueError, match="does not fall with compute"):
+        fit_power_law([1e9, 1e10, 1e11], [0.15, 0.16, 0.17])
+
+
 def test_envelope_is_the_lower_hull_up_to_its_lowest_point():
     x = np.arange(6.0)
     y = np.array([3.0, 1.0, 0.5, 0.4, 0.6, 2.0])  # convex; the last two have more x and higher y than x = 3
