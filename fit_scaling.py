@@ -259,8 +259,8 @@ def direction(y):
 
 
 def seed_verdict(values, reference, better):
-    """The verdict word of variant (A) - baseline (B) over seeds: a t-interval of the per-seed differences (seed k of both
-    was trained with train.seed = k, so each seed's difference is paired)."""
+    """The verdict word of variant (A) - baseline (B) over seeds: a t-interval of the per-seed differences (seed k
+    of both was trained with train.seed = k, so each seed's difference is paired)."""
     if len(values) != len(reference):
         return "-"
     diff, half = stats.seed_interval(np.subtract(values, reference))

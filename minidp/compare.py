@@ -86,7 +86,8 @@ def match_sections(a, b, name_a, name_b):
     if ("" in a) == ("" in b):
         shared = sorted(set(a) & set(b))
         if not shared:
-            raise InputError(f"{name_a} and {name_b} share no task (A: {', '.join(sorted(a))}; B: {', '.join(sorted(b))})")
+            raise InputError(f"{name_a} and {name_b} share no task "
+                             f"(A: {', '.join(sorted(a))}; B: {', '.join(sorted(b))})")
         return [(s, a[s], b[s]) for s in shared]
     single, multi, single_is_a = (a[""], b, True) if "" in a else (b[""], a, False)
     names = set(single) - {"scenes"}

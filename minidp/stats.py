@@ -38,9 +38,10 @@ Notable choices
   milliseconds.
 - One seed gives no interval over seeds: seed_interval returns half width inf, and the verdict on an infinite
   interval is "no difference detected".
-- The percentile bootstrap under-covers slightly on small samples (about 93 % for a nominal 95 % at n = 20
-  normal values); at the hundreds of scenes minidp evaluates it is within a percent of nominal
-  (tests/test_stats.py measures it).
+- The percentile bootstrap under-covers on small samples: over 2,000 simulated normal samples a nominal 95 %
+  interval covered the mean 92.4 % of the time at n = 20 and 94.3 % at n = 200 (tests/test_stats.py checks
+  93-97 % at n = 200). At the hundreds of scenes minidp evaluates, that is close enough; for a handful of seeds
+  use seed_interval, whose t quantile is exact for normal values.
 
 Shapes: n scenes (the first axis), B bootstrap draws, k seeds.
 """

@@ -82,4 +82,5 @@ def test_a_study_without_intervals_says_so_in_one_line():
 def test_a_transposed_study_has_one_column_per_run():
     study = hand_study([0.1, 0.15])
     study["transpose"] = True
-    assert tables.render(study) == "| run | a | b |\n|---|---|---|\n| AbsRel | 0.123 [0.100, 0.150] | 0.20 [0.10, 0.15] |\n"
+    assert tables.render(study) == ("| run | a | b |\n|---|---|---|\n"
+                                    "| AbsRel | 0.123 [0.100, 0.150] | 0.20 [0.10, 0.15] |\n")
