@@ -4,9 +4,10 @@
     python fit_scaling.py sweep configs/sweeps/model_size_pretrain.yaml        # or under torchrun: DDP runs
 
 fit: every run directory given (or every sub-directory of a folder given) becomes points (x = compute in
-MACs, y = a loss or an error); minidp.scaling.fit_power_law fits L = a * C^b to their lower envelope (the
-scaling paper's supplementary §1); the fit goes to DIR/scaling_<y>.json and a log-log figure to
-DIR/scaling_<y>.png (every run, the hull, the law with its formula in the legend).
+MACs, y = a loss or an error); minidp.scaling.fit_power_law fits L = a * C^b to their envelope (the lower hull
+from the least compute to the lowest loss; the scaling paper's supplementary §1); the fit goes to
+DIR/scaling_<y>.json and a log-log figure to DIR/scaling_<y>.png (every run, the envelope, the law with its
+formula in the legend). A directory of seed<k> runs is one variant: its points are the mean over its seeds.
 - x = train: cumulative training MACs from log.jsonl (3 x forward MACs x samples seen), plus the MACs of the
   run it was initialised from when a sweep recorded one (sweep.json: parent_macs).
 - x = inference: DDIM steps x ensemble members x forward MACs per image, for test-time studies.
@@ -16,19 +17,31 @@ A run without the needed log, MACs or metric is named in a warning and skipped.
 
 sweep: a sweep file (configs/sweeps/*.yaml) lists variants of a base config. kind: train trains each variant
 with train.py into <out>/<variant> (a normal, resumable run directory; one with eval.json is finished and
-skipped); kind: test_time trains one run <out>/base, then evaluates it once per variant with sample.py. Then
-it fits and draws each y of the file's fit section into <out>.
+skipped); kind: test_time trains one run <out>/base, then evaluates it once per variant with sample.py. With
+`seeds: k` every run is made k times, as <out>/<variant>/seed<j> with train.seed=j (test_time: one base run per
+seed, <out>/base/seed<j>, each evaluated once per variant). Then it prints the sweep's table (per variant and y:
+the mean +- the 95 % t-interval over seeds, and the verdict of variant - baseline, the file's `baseline:` or its
+first variant, minidp.stats' rule), and fits and draws each y of the file's fit section into <out> through the
+per-variant means.
 
 Notable choices:
 - Each run is a child process (`python train.py ...`). Under torchrun every rank of this script starts its
   own child with the same environment, so the children form the DDP group; nothing here joins it.
 - The sweep file is read by config.read_mapping (yaml.safe_load); every variant's config is checked through
   config.py before anything runs.
+- The verdict over seeds pairs seed j of a variant with seed j of the baseline (both trained with train.seed=j:
+  the same initial-weight draw where the shapes agree, the same batch plan) and takes the t-interval of the
+  k differences. With one seed there is no interval and the column says "1 seed", not a verdict; for that
+  case `python sample.py compare A B` gives the paired interval over scenes.
+- The verdict compares final values (the last smoothed loss, the evaluation), what the table shows; a figure
+  that compares runs at equal compute (MoE against dense) is read from the figure, not from this column.
 """
 
 import fnmatch
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -36,10 +49,12 @@ from pathlib import Path
 import numpy as np
 
 from minidp import config as cfglib
-from minidp import scaling, viz
+from minidp import scaling, stats, viz
+from minidp.compare import better_direction
 from minidp.errors import ArgumentParser, InputError, one_line
 
 HERE = Path(__file__).resolve().parent
+SEED_DIR = re.compile(r"seed\d+")  # a variant trained with several seeds keeps them in <variant>/seed<k>
 
 
 def warn(msg):
@@ -51,35 +66,50 @@ def warn(msg):
 
 
 def find_runs(paths):
-    """Run directories: each path that is a run, else each sub-directory of it (sorted)."""
-    runs = []
+    """{name: [run directories]}: each path that is a run, else each sub-directory of it (sorted); a directory
+    whose sub-directories are seed<k> runs (a sweep with seeds) is one entry holding all of them."""
+    groups = {}
     for p in map(Path, paths):
         if not p.is_dir():
             raise InputError(f"not a directory: {p}")
-        if any((p / f).exists() for f in ("log.jsonl", "eval.json", "config.yaml")):
-            runs.append(p)
-        else:
-            runs += sorted(d for d in p.iterdir() if d.is_dir())
-    return runs
+        for run in [p] if is_run(p) else sorted(d for d in p.iterdir() if d.is_dir()):
+            seeds = sorted(d for d in run.iterdir() if d.is_dir() and SEED_DIR.fullmatch(d.name))
+            groups[run.name] = seeds if seeds and not is_run(run) else [run]
+    return groups
 
 
-def fit_and_draw(runs, x, y, out, window=5, n_max=1, max_iter=20):
-    """Collect points, fit, write scaling_<y>.json and .png into `out`; returns the result dict."""
+def is_run(path):
+    return any((path / f).exists() for f in ("log.jsonl", "eval.json", "config.yaml"))
+
+
+def variant_points(runs, x, y, window):
+    """(xs, ys) of one variant: its run's points, or the mean over its seeds' runs (the same steps, so the same
+    compute; ValueError if their logs differ in length, e.g. one seed is unfinished)."""
+    points = [scaling.run_points(run, x, y, window) for run in runs]
+    if len({xs.size for xs, _ in points}) > 1:
+        raise ValueError(f"its {len(runs)} seeds logged different numbers of points (unfinished?)")
+    return np.mean([xs for xs, _ in points], axis=0), np.mean([ys for _, ys in points], axis=0)
+
+
+def fit_and_draw(groups, x, y, out, window=5, n_max=1, max_iter=20):
+    """Collect each variant's points (the mean over its seeds), fit, write scaling_<y>.json and .png into `out`;
+    groups: {variant: [run directories]}. Returns the result dict."""
     if x == "inference" and y == "loss":
         raise InputError("--x inference needs an evaluation metric (--y eval.<key>), not the training loss")
     curves = {}
-    for run in runs:
+    for name, runs in groups.items():
+        where = runs[0] if len(runs) == 1 else runs[0].parent
         try:
-            xs, ys = scaling.run_points(run, x, y, window)
+            xs, ys = variant_points(runs, x, y, window)
         except ValueError as e:
-            warn(f"skipping {run}: {e}")
+            warn(f"skipping {where}: {e}")
             continue
         if xs.size == 0 or np.any(xs <= 0) or np.any(ys <= 0):
-            warn(f"skipping {run}: no positive ({x} MACs, {y}) point")
+            warn(f"skipping {where}: no positive ({x} MACs, {y}) point")
             continue
-        curves[run.name] = (xs, ys)
+        curves[name] = (xs, ys)
     if not curves:
-        raise InputError(f"no usable run among {len(runs)} director{'y' if len(runs) == 1 else 'ies'} for {y}")
+        raise InputError(f"no usable run among {len(groups)} director{'y' if len(groups) == 1 else 'ies'} for {y}")
     C = np.concatenate([c[0] for c in curves.values()])
     L = np.concatenate([c[1] for c in curves.values()])
     try:
@@ -94,7 +124,7 @@ def fit_and_draw(runs, x, y, out, window=5, n_max=1, max_iter=20):
     out.mkdir(parents=True, exist_ok=True)
     (out / f"scaling_{name}.json").write_text(json.dumps(result, indent=2) + "\n")
     line = np.array([C.min(), C.max()])
-    plotted = {**curves, "lower hull": (C[fit["hull"]], L[fit["hull"]]),
+    plotted = {**curves, "envelope": (C[fit["hull"]], L[fit["hull"]]),
                f"{law} (R^2 {fit['r2']:.3f})": (line, scaling.power_law(line, fit["a"], fit["b"]))}
     viz.plot_curves(plotted, out / f"scaling_{name}.png", xlabel=f"{x} compute (MACs)", ylabel=name,
                     logx=True, logy=True)
@@ -114,9 +144,10 @@ def read_sweep(path):
         spec = cfglib.read_mapping(path, "sweep file")
     except cfglib.ConfigError as e:
         raise InputError(str(e)) from None
-    unknown = set(spec) - {"kind", "config", "out", "common", "variants", "fit"}
+    valid = ("kind", "config", "out", "common", "variants", "fit", "seeds", "baseline")
+    unknown = set(spec) - set(valid)
     if unknown:
-        raise InputError(f"{path}: unknown key '{sorted(unknown)[0]}' (valid: kind, config, out, common, variants, fit)")
+        raise InputError(f"{path}: unknown key '{sorted(unknown)[0]}' (valid: {', '.join(valid)})")
     for key in ("config", "out", "variants"):
         if key not in spec:
             raise InputError(f"{path}: missing '{key}'")
@@ -134,6 +165,12 @@ def read_sweep(path):
         raise InputError(f"{path}: fit.y entries must be loss or eval.<key>, got {bad_y[0]!r}")
     if not isinstance(spec["variants"], dict) or not spec["variants"]:
         raise InputError(f"{path}: variants must be a non-empty mapping of name -> overrides")
+    spec.setdefault("seeds", 1)
+    if not isinstance(spec["seeds"], int) or isinstance(spec["seeds"], bool) or spec["seeds"] < 1:
+        raise InputError(f"{path}: seeds must be a positive integer, got {spec['seeds']!r}")
+    spec.setdefault("baseline", next(iter(spec["variants"])))
+    if spec["baseline"] not in spec["variants"]:
+        raise InputError(f"{path}: baseline {spec['baseline']!r} is not a variant")
     for name, v in list(spec["variants"].items()):
         v = {"overrides": v} if isinstance(v, list) else (v or {})
         if not isinstance(v, dict) or set(v) - {"overrides", "parent", "parent_key"}:
@@ -154,59 +191,112 @@ def run_child(argv, what):
         raise RuntimeError(f"{what} failed with exit status {rc}")
 
 
+def seed_dirs(out, name, seeds):
+    """[(run directory, train.seed override)] of a variant: out/name with the config's seed for one seed,
+    out/name/seed<k> with train.seed=k for k = 0..seeds-1 otherwise."""
+    if seeds == 1:
+        return [(out / name, [])]
+    return [(out / name / f"seed{k}", [f"train.seed={k}"]) for k in range(seeds)]
+
+
 def run_sweep(spec):
     out, master = Path(spec["out"]), int(os.environ.get("RANK", 0)) == 0
     train_py, sample_py = str(HERE / "train.py"), str(HERE / "sample.py")
-    if spec["kind"] == "test_time":
-        base = out / "base"
-        if not (base / "eval.json").is_file():
-            run_child([train_py, spec["config"], *spec["common"], f"train.out_dir={base}"], "training the base run")
-        fwd = scaling.forward_macs_from_log(scaling.run_log(base),
-                                            cfglib.load_config(base / "config.yaml").train.global_batch)
+    seeds = spec["seeds"]
+    bases, fwd = seed_dirs(out, "base", seeds), {}
+    if spec["kind"] == "test_time":  # one trained model per seed, evaluated once per variant
+        for base, seed in bases:
+            if not (base / "eval.json").is_file():
+                run_child([train_py, spec["config"], *spec["common"], *seed, f"train.out_dir={base}"],
+                          f"training the base run {base}")
+            fwd[base] = scaling.forward_macs_from_log(scaling.run_log(base),
+                                                      cfglib.load_config(base / "config.yaml").train.global_batch)
     for name, v in spec["variants"].items():
-        run = out / name
-        if (run / "eval.json").is_file():
-            print(f"sweep | {name}: finished, skipped", flush=True)
-            continue
-        print(f"sweep | {name}", flush=True)
-        if spec["kind"] == "test_time":
-            if master:  # evaluation is one process
-                run_child([sample_py, str(base), *v.get("overrides", []), "--out", str(run)], f"variant {name}")
-                (run / "sweep.json").write_text(json.dumps({"source": str(base), "forward_macs": fwd}) + "\n")
-            continue
-        extra, parent = [], v.get("parent")
-        if parent:
-            extra = [f"train.{v.get('parent_key', 'init_from')}={out / parent / 'ckpt.pt'}"]
-        run_child([train_py, spec["config"], *spec["common"], *v.get("overrides", []), *extra,
-                   f"train.out_dir={run}"], f"variant {name}")
-        if master and parent:
-            record = {"parent": parent, "parent_macs": scaling.final_macs(out / parent)}
-            (run / "sweep.json").write_text(json.dumps(record) + "\n")
+        for k, (run, seed) in enumerate(seed_dirs(out, name, seeds)):
+            label = name if seeds == 1 else f"{name}/seed{k}"
+            if (run / "eval.json").is_file():
+                print(f"sweep | {label}: finished, skipped", flush=True)
+                continue
+            print(f"sweep | {label}", flush=True)
+            if spec["kind"] == "test_time":
+                base = bases[k][0]
+                if master:  # evaluation is one process
+                    run_child([sample_py, str(base), *v.get("overrides", []), "--out", str(run)], f"variant {label}")
+                    (run / "sweep.json").write_text(json.dumps({"source": str(base), "forward_macs": fwd[base]}) + "\n")
+                continue
+            extra, parent = [], v.get("parent")
+            parent_run = seed_dirs(out, parent, seeds)[k][0] if parent else None
+            if parent:
+                extra = [f"train.{v.get('parent_key', 'init_from')}={parent_run / 'ckpt.pt'}"]
+            run_child([train_py, spec["config"], *spec["common"], *v.get("overrides", []), *seed, *extra,
+                       f"train.out_dir={run}"], f"variant {label}")
+            if master and parent:
+                record = {"parent": parent, "parent_macs": scaling.final_macs(parent_run)}
+                (run / "sweep.json").write_text(json.dumps(record) + "\n")
     if not master:
         return
-    runs = [out / n for n in spec["variants"] if any(fnmatch.fnmatch(n, g) for g in spec["fit"]["include"])]
-    print_table(runs, spec["fit"]["x"], spec["fit"]["y"])
+    groups = {n: [run for run, _ in seed_dirs(out, n, seeds)] for n in spec["variants"]
+              if any(fnmatch.fnmatch(n, g) for g in spec["fit"]["include"])}
+    print_table(groups, spec["fit"]["x"], spec["fit"]["y"], baseline=spec["baseline"])
     for y in spec["fit"]["y"]:
         try:
-            fit_and_draw(runs, spec["fit"]["x"], y, out)
+            fit_and_draw(groups, spec["fit"]["x"], y, out)
         except InputError as e:  # e.g. variants of equal compute (schedules): the table above is the result
             warn(f"no law for {y}: {e}")
 
 
-def print_table(runs, x, ys, window=5):
-    """One line per run: its final compute and each y (the loss smoothed, its last point), the sweep's numbers
-    whether or not a power law fits them."""
-    print(f"{'run':<16} {x + ' MACs':>14} " + " ".join(f"{y.removeprefix('eval.'):>12}" for y in ys), flush=True)
-    for run in runs:
-        cells, c = [], None
+def final_values(runs, x, y, window=5):
+    """(compute, [each seed's final y]) of a variant: the last point of each run (the loss smoothed)."""
+    points = [scaling.run_points(run, x, y, window) for run in runs]
+    return float(points[0][0][-1]), [float(ys[-1]) for _, ys in points]
+
+
+def direction(y):
+    """'lower' or 'higher': which values of a sweep's y are better (a loss and an <k>_err are errors)."""
+    if y == "loss" or y.endswith("_err"):
+        return "lower"
+    return better_direction(y.removeprefix("eval."))
+
+
+def seed_verdict(values, reference, better):
+    """The verdict word of variant (A) - baseline (B) over seeds: a t-interval of the per-seed differences (seed k
+    of both was trained with train.seed = k, so each seed's difference is paired)."""
+    if len(values) != len(reference):
+        return "-"
+    diff, half = stats.seed_interval(np.subtract(values, reference))
+    if not math.isfinite(half):
+        return "1 seed"  # no interval over seeds: no verdict either way
+    return stats.verdict(diff - half, diff + half, better)
+
+
+def print_table(groups, x, ys, window=5, baseline=None):
+    """One line per variant: its final compute and, per y, its final value (the loss smoothed): the mean +- the
+    95 % t-interval over its seeds, and the verdict of variant - baseline (the first variant by default), the
+    sweep's numbers whether or not a power law fits them."""
+    baseline = baseline or next(iter(groups))
+    finals = {}
+    for name, runs in groups.items():
         for y in ys:
             try:
-                xs, vs = scaling.run_points(run, x, y, window)
-                c, v = (c if c is not None else float(xs[-1])), float(vs[-1])
-                cells.append(f"{v:>12.4f}")
+                finals[name, y] = final_values(runs, x, y, window)
             except (ValueError, OSError):
-                cells.append(f"{'-':>12}")
-        print(f"{run.name:<16} {(f'{c:.3e}' if c is not None else '-'):>14} " + " ".join(cells), flush=True)
+                pass
+    head = "".join(f" {y.removeprefix('eval.'):>21} {'vs ' + baseline:>22}" for y in ys)
+    print(f"{'run':<16} {x + ' MACs':>14}{head}", flush=True)
+    for name in groups:
+        cells, c = [], None
+        for y in ys:
+            if (name, y) not in finals:
+                cells.append(f" {'-':>21} {'-':>22}")
+                continue
+            c = finals[name, y][0] if c is None else c
+            mean, half = stats.seed_interval(finals[name, y][1])
+            value = f"{mean:.4f}" + (f" +- {half:.4f}" if math.isfinite(half) else "")
+            word = "-" if name == baseline or (baseline, y) not in finals else \
+                seed_verdict(finals[name, y][1], finals[baseline, y][1], direction(y))
+            word = {"A better": f"{name} better", "B better": f"{baseline} better"}.get(word, word)
+            cells.append(f" {value:>21} {word:>22}")
+        print(f"{name:<16} {(f'{c:.3e}' if c is not None else '-'):>14}" + "".join(cells), flush=True)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
     python sample.py runs/referring sample.steps=10 sample.intermediates=true data.val_size=128 sample.num_images=128
         # + intermediates.json, every scene's metric at every DDIM step: python -m minidp.ct_estimation reads it
     python sample.py runs/generalist [sample.task=flow]     # every task of a generalist, or one
+    python sample.py compare runs/depth runs/depth_pretrained [--metric absrel]   # paired, scene by scene
 
 Loads `runs/<name>/ckpt.pt` (EMA weights) and the config stored inside it, applies the overrides, and writes
 `eval.json` and `figures/*.png` into the run directory (or `--out`); a generalist's eval.json has one section
@@ -26,6 +27,7 @@ from pathlib import Path
 from minidp import checkpoint as ckptlib
 from minidp import config as cfglib
 from minidp import data, evaluate, tasks
+from minidp.compare import compare_main
 from minidp.errors import ArgumentParser, InputError, choose_device, one_line
 
 # What may change at test time: the whole sample section, and the data keys that choose the validation set.
@@ -43,6 +45,9 @@ def check_test_time(overrides):
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["compare"]:  # python sample.py compare RUN_A RUN_B [--metric k]: minidp/compare.py
+        return compare_main(argv[1:])
     p = ArgumentParser(description="Sample from and evaluate a minidp run (see the module docstring).")
     p.add_argument("run", help="a run directory (holding ckpt.pt) or a checkpoint file")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. sample.steps=200 sample.ensemble=5")

@@ -39,9 +39,12 @@ def write_run(run, macs, loss=None, evaluation=None, extra=None):
 
 
 def law_curves(folder, n_runs=4):
-    """n_runs loss curves that lie above the law and touch it once each, like a model-size sweep."""
+    """n_runs loss curves that lie above the law and touch it once each, like a model-size sweep. The smallest
+    is logged from its compute-optimal point on and the largest up to it: the envelope keeps every point that no
+    point with less compute beats (minidp/scaling.py), so the smallest run's warm-up, and the largest run's
+    points past its optimum down to its lowest loss (0.26 % above the law here), would be on it."""
     for i, centre in enumerate(np.linspace(14, 18, n_runs)):
-        c = 10 ** np.linspace(centre - 1, centre + 1, 25)
+        c = 10 ** np.linspace(centre - (i > 0), centre + (i < n_runs - 1), 25)
         write_run(folder / f"run{i}", c, A * c ** B * (1 + 0.05 * np.log10(c / 10 ** centre) ** 2))
 
 
@@ -174,9 +177,81 @@ def test_sweep_table_lists_each_run_and_a_metric_of_equal_compute_is_a_warning_n
     # a schedule sweep: three runs of the same compute, so eval.absrel has no law, but the table has the numbers
     for name, absrel in (("linear", 0.16), ("cosine", 0.15), ("scaled", 0.155)):
         write_run(tmp_path / name, [1e12, 2e12], loss=[0.05, 0.04], evaluation={"absrel": absrel})
-    runs = [tmp_path / n for n in ("linear", "cosine", "scaled")]
-    fit_scaling.print_table(runs, "train", ["loss", "eval.absrel"], window=1)
-    rows = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().out.splitlines()[1:]}
-    assert rows["cosine"] == ["2.000e+12", "0.0400", "0.1500"] and rows["linear"][2] == "0.1600"
+    groups = {n: [tmp_path / n] for n in ("linear", "cosine", "scaled")}
+    fit_scaling.print_table(groups, "train", ["loss", "eval.absrel"], window=1)
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["cosine"].split()[1:3] == ["2.000e+12", "0.0400"] and "0.1500" in rows["cosine"]
+    assert "0.1600" in rows["linear"]
+    assert "1 seed" in rows["cosine"] and "better" not in rows["cosine"]  # one seed: no interval, no verdict
     with pytest.raises(fit_scaling.InputError, match="same compute"):
-        fit_scaling.fit_and_draw(runs, "train", "eval.absrel", tmp_path)
+        fit_scaling.fit_and_draw(groups, "train", "eval.absrel", tmp_path)
+
+
+def fake_train_py(calls):
+    """A stand-in for the train.py child: writes the run directory from its overrides. Variant b's loss is
+    0.005 above a's (each run adds noise of sd 0.0005); both evaluate to AbsRel 0.1 (noise sd 0.01)."""
+    def run_child(argv, what):
+        args = dict(a.split("=", 1) for a in argv[2:] if "=" in a)
+        calls.append(args)
+        run, seed = Path(args["train.out_dir"]), int(args.get("train.seed", 0))
+        offset = 5 * (float(args["train.lr"]) - 1e-3)  # the variant: lr 1e-3 -> 0, lr 2e-3 -> 0.005
+        g = np.random.default_rng([seed, round(offset * 1e3)])  # each run its own noise
+        macs = 1e12 * np.arange(1, 6)
+        write_run(run, macs, loss=(0.05 + offset) * (macs / 1e12) ** -0.1 + g.normal(0, 5e-4),
+                  evaluation={"absrel": 0.1 + g.normal(0, 0.01) + 0.001 * offset})
+    return run_child
+
+
+def test_sweep_with_seeds_trains_each_seed_once_shows_intervals_and_verdicts_and_fits_the_means(
+        tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(fit_scaling, "run_child", fake_train_py(calls))
+    sweep = tmp_path / "seeds.yaml"
+    sweep.write_text(f"""
+config: {ROOT / 'configs' / 'depth.yaml'}
+out: {tmp_path / 'out'}
+seeds: 3
+variants:
+  a: [train.lr=1e-3]
+  b: [train.lr=2e-3]
+fit: {{y: [loss, eval.absrel]}}
+""")
+    assert fit_scaling.main(["sweep", str(sweep)]) == 0
+    out = tmp_path / "out"
+    assert sorted((c["train.out_dir"], c["train.seed"]) for c in calls) == sorted(
+        (str(out / v / f"seed{k}"), str(k)) for v in "ab" for k in range(3))
+    table = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(table) if line.startswith("run "))
+    row_a, row_b = table[header + 1], table[header + 2]
+    assert "+-" in row_b and row_b.count("+-") == 2  # mean +- t-interval for the loss and the metric
+    assert "a better" in row_b  # b's loss is 0.005 higher in every seed, the seed noise 0.0005
+    assert "no difference detected" in row_b  # AbsRel differs by 1e-5, the seed noise is 0.01
+    result = json.loads((out / "scaling_loss.json").read_text())
+    assert result["runs"] == ["a", "b"] and result["n_points"] == 10  # one mean curve of 5 points per variant
+    seeds_loss = [json.loads(line)["loss"] for k in range(3)
+                  for line in (out / "a" / f"seed{k}" / "log.jsonl").read_text().splitlines()[:1]]
+    first = min(loss for macs, loss in result["points_used"] if macs == 1e12)  # a's first point (unsmoothed)
+    assert first == pytest.approx(np.mean(seeds_loss), rel=1e-12)
+    calls.clear()
+    assert fit_scaling.main(["sweep", str(sweep)]) == 0  # every seed finished: nothing is trained again
+    assert calls == [] and capsys.readouterr().out.count("finished, skipped") == 6
+
+
+@pytest.mark.parametrize("body, message", [("seeds: 0", "seeds must be a positive integer"),
+                                           ("baseline: c", "baseline 'c' is not a variant")])
+def test_bad_seeds_or_baseline_is_one_line_and_status_2(tmp_path, capsys, body, message):
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"config: {ROOT / 'configs' / 'depth.yaml'}\nout: o\nvariants: {{a: []}}\n{body}\n")
+    assert fit_scaling.main(["sweep", str(sweep)]) == 2
+    assert message in one_error_line(capsys)
+
+
+def test_fit_over_a_sweep_with_seeds_takes_each_variant_as_the_mean_of_its_seeds(tmp_path):
+    for i, centre in enumerate((14, 15, 16)):
+        c = 10 ** np.linspace(centre, centre + 0.5, 5)
+        for k, factor in enumerate((1.0, 1.02)):  # seed 1 is 2 % above seed 0: the mean is 1 % above the law
+            write_run(tmp_path / f"v{i}" / f"seed{k}", c, A * c ** B * factor)
+    assert fit_scaling.main(["fit", str(tmp_path), "--smooth", "1"]) == 0
+    result = json.loads((tmp_path / "scaling_loss.json").read_text())
+    assert result["runs"] == ["v0", "v1", "v2"] and result["n_points"] == 15
+    assert result["a"] == pytest.approx(1.01 * A, rel=1e-9) and result["b"] == pytest.approx(B, rel=1e-9)
