@@ -114,7 +114,7 @@ def test_imagenet_reads_train_and_val_class_folders(tmp_path):
         data.real_scenes(dataclasses.replace(cfg.data, num_classes=1))
 
 
-def test_pix2gestalt_holds_out_the_samples_after_train_size_and_fills_the_worlds_slot_keys(tmp_path):
+def test_pix2gestalt_holds_out_the_official_last_percent_and_fills_the_worlds_slot_keys(tmp_path):
     rng = np.random.default_rng(0)
     for k in range(4):
         for folder in ("occlusion", "visible_object_mask", "whole", "whole_mask"):
@@ -124,12 +124,13 @@ def test_pix2gestalt_holds_out_the_samples_after_train_size_and_fills_the_worlds
                              "sample.num_images=1"])
     ds = readers.Pix2Gestalt(tmp_path, resolution=16)
     scenes = data.render_scenes(cfg.data, [cfg.data.val_offset])
-    assert torch.equal(scenes["rgb"][0], ds[3]["rgb"])  # validation sample 0 is sample 3, never trained on
+    # 4 samples: floor(0.99 * 4) = 3 train, so validation sample 0 is sample 3, never trained on
+    assert torch.equal(scenes["rgb"][0], ds[3]["rgb"])
     assert torch.equal(scenes["ref_masks"][0, 0], ds[3]["ids"] == 1) and scenes["num_objects"].tolist() == [1]
     batch = data.make_batch(cfg.data, [cfg.data.val_offset], pick=torch.tensor([5]))  # any pick: slot 0
     assert torch.equal(batch["gt_mask"][0], ds[3]["amodal"][0])
-    with pytest.raises(readers.DatasetError, match=r"4 training samples, fewer than data.train_size = 4 \+ data."
-                                                   r"val_size = 1 held out for validation; set data.train_size=3"):
+    with pytest.raises(readers.DatasetError, match=r"3 training samples, fewer than data.train_size = 4; set "
+                                                   r"data.train_size=3"):
         data.real_scenes(dataclasses.replace(cfg.data, train_size=4))
 
 
