@@ -318,3 +318,29 @@ def test_bad_benchmark_input_is_one_line_and_exit_status_2(depth_run, tmp_path, 
     code, err = run_sample(capsys, depth_run, "--benchmark", "nyuv2")
     assert code == 2 and "--benchmark and --root go together" in err
     assert not (tmp_path / "out" / "eval_nyuv2.json").exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The paper's pipeline: a released DiT checkpoint (bare weights) -> train.init_from -> a depth fine-tune
+# ----------------------------------------------------------------------------------------------------------
+
+def test_a_released_dit_state_dict_starts_a_depth_fine_tune_widened(tmp_path):
+    """train.py's initial_model on a bare DiT state dict (DiT-XL-2-256x256.pt's format), at micro size."""
+    from minidp import dit
+
+    torch.manual_seed(0)
+    released = dit.build_dit("micro", input_size=16, in_channels=3, num_classes=10, learn_sigma=True)
+    torch.save(released.state_dict(), tmp_path / "DiT-micro-16.pt")  # what facebookresearch/DiT publishes: a state dict
+    cfg = config.load_config(ROOT / "configs" / "depth.yaml", [
+        "model.preset=micro", "model.learn_sigma=true", "data.resolution=16",
+        f"train.init_from={tmp_path / 'DiT-micro-16.pt'}"])
+    model, source = checkpoint.initial_model(cfg, data.make_codec(cfg.data))
+    assert source.startswith("fine-tuning the released micro weights")
+    # Marigold's widening: the patch embedding sees [rgb, x_t], each half of the weights / 2; the rest is copied
+    w = released.x_embedder.proj.weight
+    assert torch.equal(model.x_embedder.embedders[0].proj.weight, torch.cat([w, w], dim=1) / 2)
+    assert torch.equal(model.blocks[0].attn.qkv.weight, released.blocks[0].attn.qkv.weight)
+    bad = config.load_config(ROOT / "configs" / "depth.yaml", [
+        "model.preset=micro", "data.resolution=16", f"train.init_from={tmp_path / 'DiT-micro-16.pt'}"])  # no learn_sigma
+    with pytest.raises(Exception, match=r"train.init_from: .*DiT-micro-16.pt: state dict does not match"):
+        checkpoint.initial_model(bad, data.make_codec(bad.data))
