@@ -1,4 +1,4 @@
-"""The paper's benchmarks: Marigold's zero-shot depth protocol, FlyingChairs validation EPE, pix2gestalt's held-out mIoU.
+"""The paper's benchmarks: Marigold's zero-shot depth protocol, FlyingChairs validation EPE, pix2gestalt's mIoU.
 
 The scaling paper's Table 3 reports AbsRel and delta1 on Hypersim, ETH3D, NYUv2, ScanNet and DIODE "with Marigold's
 protocol"; Table 4 the EPE on FlyingChairs' validation split; Table 5 the mIoU on pix2gestalt's held-out split. A
@@ -7,13 +7,13 @@ wrong (Marigold's issue #96: KITTI is the 652 Eigen test frames that have ground
 The facts below were read from prs-eth/Marigold (src/dataset/*_dataset.py, config/dataset_depth/data_*.yaml,
 data_split/, script/depth/eval.py and eval/*.sh):
 
-    benchmark     frames  files under --root (Marigold's `dir`)         depth file            valid depth (m)  crop / mask
-    hypersim_val  7370    hypersim/hypersim_processed_val.tar           16-bit PNG, mm        (1e-5, 65)       -
-    nyuv2         654     nyuv2/nyu_labeled_extracted.tar               16-bit PNG, mm        (1e-3, 10)       Eigen [45:471, 41:601]
-    kitti         652     kitti/kitti_eigen_split_test.tar              16-bit PNG, 1/256 m   (1e-5, 80)       KB crop 352x1216, Eigen
-    eth3d         454     eth3d/eth3d.tar                               raw float32, inf=0    (1e-5, inf)      -
-    scannet       800     scannet/scannet_val_sampled_800_1.tar         16-bit PNG, mm        (1e-3, 10)       -
-    diode         771     diode/diode_val.tar                           .npy + mask .npy      the mask file    -
+    benchmark     frames  under --root (Marigold's `dir`)        depth file           valid (m)    crop / mask
+    hypersim_val  7370    hypersim/hypersim_processed_val.tar    16-bit PNG, mm       (1e-5, 65)   -
+    nyuv2         654     nyuv2/nyu_labeled_extracted.tar        16-bit PNG, mm       (1e-3, 10)   Eigen [45:471,41:601]
+    kitti         652     kitti/kitti_eigen_split_test.tar       16-bit PNG, 1/256 m  (1e-5, 80)   KB crop, Eigen
+    eth3d         454     eth3d/eth3d.tar                        raw float32, inf=0   (1e-5, inf)  -
+    scannet       800     scannet/scannet_val_sampled_800_1.tar  16-bit PNG, mm       (1e-3, 10)   -
+    diode         771     diode/diode_val.tar                    .npy + mask .npy     its mask     -
 
 Each frame list is Marigold's data_split/ file (copy that folder into --root): one line per frame, the paths of its
 RGB image, its depth (KITTI: "None" for the 45 frames without ground truth, dropped), and a third column (NYUv2 the
@@ -111,10 +111,12 @@ BENCHMARKS = {b.name: b for b in [
 
 # The papers' rows, in the papers' units (percent; EPE in pixels), for the table next to this run's.
 PAPER_ROWS = {
-    "depth": {"Marigold (scaling paper, Table 3)": {"hypersim_val": (13.5, 87.5), "eth3d": (6.5, 96.0),
-                                                    "nyuv2": (5.5, 96.4), "scannet": (6.4, 95.1), "diode": (30.8, 77.3)},
-              "DiT-XL, the scaling paper (Table 3)": {"hypersim_val": (13.6, 87.6), "eth3d": (4.8, 97.8),
-                                                      "nyuv2": (6.8, 95.0), "scannet": (7.7, 93.7), "diode": (31.0, 77.2)}},
+    "depth": {"Marigold (scaling paper, Table 3)": {
+                  "hypersim_val": (13.5, 87.5), "eth3d": (6.5, 96.0), "nyuv2": (5.5, 96.4), "scannet": (6.4, 95.1),
+                  "diode": (30.8, 77.3)},
+              "DiT-XL, the scaling paper (Table 3)": {
+                  "hypersim_val": (13.6, 87.6), "eth3d": (4.8, 97.8), "nyuv2": (6.8, 95.0), "scannet": (7.7, 93.7),
+                  "diode": (31.0, 77.2)}},
     "flow": {"FlowNetC (Table 4)": {"flyingchairs_val": (2.19,)},
              "DiT-XL w/o ensembling (Table 4)": {"flyingchairs_val": (3.45,)},
              "DiT-XL w/ ensembling (Table 4)": {"flyingchairs_val": (3.08,)}},
@@ -191,7 +193,8 @@ def read_frame_list(root, bench, store):
         if not names:
             continue
         if len(names) < columns:
-            raise DatasetError(f"{path}: line {number} has {len(names)} path(s); {bench.name} lists {columns} per frame")
+            raise DatasetError(f"{path}: line {number} has {len(names)} path(s); {bench.name} lists {columns} "
+                               "per frame")
         if bench.name == "kitti" and names[1] == "None":
             continue  # 45 of the 697 Eigen test frames have no ground truth
         names = names[:columns]
@@ -360,21 +363,23 @@ def _downsized(x, max_res):
     scale = min(max_res / x.shape[-2], max_res / x.shape[-1]) if max_res else 1.0
     if scale >= 1:
         return x
-    return F.interpolate(x[None, None].double(), scale_factor=scale, mode="nearest")[0, 0].to(x.dtype)
+    src = x.float() if x.dtype == torch.bool else x
+    return F.interpolate(src[None, None], scale_factor=scale, mode="nearest")[0, 0].to(x.dtype)
 
 
 def align(pred, gt, valid, space="depth", max_res=0):
     """pred (H, W) affine-invariant -> depth (H, W) by Marigold's least squares against gt over valid pixels, in
-    depth or in disparity (1 / gt; pixels where pred <= 0 sit out, the fitted disparity is floored at 1e-3)."""
-    pred, gt = pred.double(), gt.double()
+    depth or in disparity (1 / gt; pixels where pred <= 0 sit out, the fitted disparity is floored at 1e-3).
+    The fit runs in float64; the result has pred's dtype (an ETH3D frame has 24M pixels)."""
+    target = gt
     if space == "disparity":
         valid = valid & (pred > 0)
-        gt = torch.where(valid, 1 / torch.where(valid, gt, torch.ones_like(gt)), torch.zeros_like(gt))
+        target = torch.where(valid, 1 / torch.where(valid, gt, torch.ones_like(gt)), torch.zeros_like(gt))
     elif space != "depth":
         raise ValueError(f"align: space must be 'depth' or 'disparity', got {space!r}")
-    small = [_downsized(x, max_res) for x in (pred, gt, valid)]
-    s, t = metrics.fit_scale_shift(small[0][None], small[1][None], small[2][None])  # (1, 1, 1) each
-    fitted = (s * pred + t)[0]
+    small = [_downsized(x, max_res) for x in (pred, target, valid)]
+    s, t = metrics.fit_scale_shift(small[0][None].double(), small[1][None].double(), small[2][None])  # (1, 1, 1)
+    fitted = s[0].to(pred.dtype) * pred + t[0].to(pred.dtype)
     return fitted if space == "depth" else 1 / fitted.clamp_min(MIN_DISPARITY)
 
 
@@ -385,7 +390,7 @@ def resize_to(x, size, mode="bilinear"):
 
 def score_depth(merged, frame, bench):
     """merged (R, R) in [0, 1] -> {absrel, delta1..3, rmse} of the frame, by Marigold's evaluation."""
-    depth, valid = frame["depth"][None].double(), frame["valid"][None]
+    depth, valid = frame["depth"][None], frame["valid"][None]  # (1, H, W)
     pred = resize_to(merged[None], depth.shape[-2:])[0]
     aligned = align(pred, depth[0], valid[0], bench.align, bench.align_max_res)
     aligned = aligned.clamp(*bench.depth_range).clamp_min(MIN_PRED)[None]  # (1, H, W)
