@@ -161,9 +161,12 @@ class Store:
         return rel in self.members if self.tar is not None else (self.path / rel).is_file()
 
     def read(self, rel):
-        if self.tar is not None:
-            return self.tar.extractfile(self.members[rel]).read()
-        return (self.path / rel).read_bytes()
+        try:
+            if self.tar is not None:
+                return self.tar.extractfile(self.members[rel]).read()
+            return (self.path / rel).read_bytes()
+        except (OSError, tarfile.TarError) as e:  # an unreadable file, a truncated archive
+            raise DatasetError(f"{self.name(rel)}: cannot read it ({one_line(e)})") from None
 
     def name(self, rel):
         return f"{self.path}:{rel}" if self.tar is not None else str(self.path / rel)
