@@ -132,7 +132,11 @@ def benchmark_names(name, run_tasks):
     """--benchmark NAME (or "all": every benchmark of the run's tasks) -> names; InputError for a benchmark that
     measures a task the run was not trained on."""
     if name == "all":
-        return [b.name for b in BENCHMARKS.values() if b.task in run_tasks]
+        names = [b.name for b in BENCHMARKS.values() if b.task in run_tasks]
+        if not names:
+            raise InputError(f"--benchmark all: no benchmark measures {', '.join(run_tasks)} (the benchmarks measure "
+                             "depth, flow and amodal)")
+        return names
     if name not in BENCHMARKS:
         raise InputError(f"--benchmark: unknown benchmark {name!r}; valid: all, {', '.join(BENCHMARKS)}")
     task = BENCHMARKS[name].task

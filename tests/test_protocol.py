@@ -19,6 +19,7 @@ import torch
 from test_readers import rgb_array, write_png, write_ppm
 
 from minidp import checkpoint, config, data, protocol, readers, tasks
+from minidp.errors import InputError
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -313,6 +314,10 @@ def test_bad_benchmark_input_is_one_line_and_exit_status_2(depth_run, tmp_path, 
     code, err = run_sample(capsys, depth_run, "--benchmark", "flyingchairs_val", "--root", tmp_path, *out)
     assert code == 2 and "\n" not in err
     assert "--benchmark flyingchairs_val measures flow; this run was trained on depth" in err
+
+    assert protocol.benchmark_names("all", ["depth"])[:3] == ["hypersim_val", "eth3d", "nyuv2"]
+    with pytest.raises(InputError, match=r"--benchmark all: no benchmark measures class"):
+        protocol.benchmark_names("all", ["class"])
 
     code, err = run_sample(capsys, depth_run, "--benchmark", "nyu", "--root", tmp_path)
     assert code == 2 and err.startswith("error: argument --benchmark: invalid choice")
