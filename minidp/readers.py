@@ -31,11 +31,13 @@ Notable choices:
 - Hypersim: depth = uint16 millimetres / 1000; valid = 1e-5 < depth < 65 m (Marigold's range); invalid pixels
   keep their stored value. Marigold trains on the frames of its filtered lists (prs-eth/Marigold,
   data_split/hypersim_depth/filename_list_{train,val}_filtered.txt: 53,885 and 7,370 frames), not on everything
-  its preprocessing writes; a list copied into root/ (or passed as split_file) is read, in its own order, and a
-  line naming a missing frame is an error. The raw release stores the distance to the camera centre, not planar
-  depth: `distance_to_planar_depth` converts it (the 886.81 px focal length belongs to 1024 x 768 frames and is
-  scaled with the width; another aspect ratio is refused), and `read_hypersim_hdf5` reads it when h5py is
-  installed, NaN (no surface) becoming 0, which the valid range marks invalid, as Marigold's preprocessing does.
+  its preprocessing writes (~59K training frames; the lists drop frames whose depth spans < 0.5 m, whose RGB spans
+  < 10 grey levels or with > 3 % invalid pixels, its issue #158 says); a list copied into root/ (or passed as
+  split_file) is read, in its own order, and a line naming a missing frame is an error. The raw release stores the
+  distance to the camera centre, not planar depth: `distance_to_planar_depth` converts it (the 886.81 px focal
+  length belongs to 1024 x 768 frames and is scaled with the width; another aspect ratio is refused), and
+  `read_hypersim_hdf5` reads it when h5py is installed, NaN (no surface) becoming 0, which the valid range marks
+  invalid, as Marigold's preprocessing does.
 - ImageFolder: a validation folder takes the training folder's class list (`classes=`), so a class missing from
   val/ cannot shift the labels of the classes after it; a folder outside that list is an error.
 - pix2gestalt: the official loader (cvlab-columbia/pix2gestalt, ldm/data/simple.py) sorts each folder's full file
