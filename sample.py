@@ -8,17 +8,21 @@
         # + intermediates.json, every scene's metric at every DDIM step: python -m minidp.ct_estimation reads it
     python sample.py runs/generalist [sample.task=flow]     # every task of a generalist, or one
     python sample.py compare runs/depth runs/depth_pretrained [--metric absrel]   # paired, scene by scene
+    python sample.py runs/hypersim_depth --benchmark nyuv2 --root data/benchmarks   # a paper benchmark (or all)
 
 Loads `runs/<name>/ckpt.pt` (EMA weights) and the config stored inside it, applies the overrides, and writes
 `eval.json` and `figures/*.png` into the run directory (or `--out`); a generalist's eval.json has one section
-per task (figures/generalist.png: one row per task). The evaluation itself is
+per task (figures/generalist.png: one row per task). `--benchmark NAME --root DIR` evaluates on one of the papers'
+benchmarks instead (minidp/protocol.py: Marigold's depth protocol, FlyingChairs, pix2gestalt) and writes
+eval_<benchmark>.json and benchmarks.md. The evaluation itself is
 minidp/evaluate.py, the same function train.py runs at the end of training, so the numbers a run reports are
 the numbers this script reproduces. What each task measures, its baseline and its figure: see that module.
 
 Overrides: `sample.*`, and the data keys that choose the validation set; anything else (train.steps, the model)
 is refused, because it would be accepted and silently mean nothing. Bad input (a missing or corrupt checkpoint,
 an override that does not exist, has the wrong type or is out of range, a task the checkpoint was not trained
-on) is one line on stderr and exit status 2.
+on, a benchmark folder, frame list or frame that is missing or not in the benchmark's layout) is one line on stderr
+and exit status 2.
 """
 
 import sys
@@ -26,7 +30,7 @@ from pathlib import Path
 
 from minidp import checkpoint as ckptlib
 from minidp import config as cfglib
-from minidp import data, evaluate, tasks
+from minidp import data, evaluate, protocol, tasks
 from minidp.compare import compare_main
 from minidp.errors import ArgumentParser, InputError, choose_device, one_line
 
@@ -54,7 +58,12 @@ def main(argv=None):
     p.add_argument("--out", help="where eval.json and figures/ go (default: the run directory)")
     p.add_argument("--expression", help="referring runs: segment this expression instead, e.g. 'the red sphere'")
     p.add_argument("--scene", type=int, default=0, help="with --expression: which validation scene (default 0)")
+    p.add_argument("--benchmark", choices=["all", *protocol.BENCHMARKS],
+                   help="evaluate on a paper benchmark instead of the validation scenes (needs --root)")
+    p.add_argument("--root", help="with --benchmark: the folder holding the benchmarks (tutorial 10)")
     args = p.parse_args(argv)
+    if (args.benchmark is None) != (args.root is None):
+        p.error("--benchmark and --root go together")
     try:
         ckpt_path = ckptlib.resolve(args.run)
         ckpt = ckptlib.load_checkpoint(ckpt_path, "sample.py")
@@ -89,8 +98,11 @@ def main(argv=None):
         print(f"{args.expression!r} on validation scene {args.scene}: {int(mask.sum())} pixels; figure {path}")
         return 0
     try:
-        evaluate.evaluate(model, cfg, out, device, codec=codec)
-    except data.DataError as e:  # a validation file that cannot be read
+        if args.benchmark is not None:
+            protocol.run_benchmarks(model, cfg, args.benchmark, args.root, out, device, codec)
+        else:
+            evaluate.evaluate(model, cfg, out, device, codec=codec)
+    except (*data.DataError, InputError) as e:  # a validation file that cannot be read, a benchmark's bad input
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -247,6 +247,13 @@ def initial_model(cfg, codec):
     use_init = bool(tc.init_from) and (Path(tc.init_from).exists() or not tc.init_optional)
     if use_init:
         ckpt = load_checkpoint(tc.init_from, "train.init_from")
+        if "model_config" not in ckpt and "pos_embed" in ckpt:  # a released DiT file (DiT-XL-2-256x256.pt): bare weights
+            model = new_model(cfg, codec)  # model.preset, learn_sigma and num_classes must say which DiT it is
+            try:
+                load_dit_state_dict(model, ckpt)
+            except CheckpointMismatchError as e:
+                raise InputError(f"train.init_from: {tc.init_from}: {' '.join(str(e).split())}") from None
+            return for_task(model, cfg, codec), f"fine-tuning the released {cfg.model.preset} weights {tc.init_from}"
         model = model_from_checkpoint(ckpt, tc.init_from)
         source = f"fine-tuning from {tc.init_from} (its step {ckpt.get('step', '?')})"
     else:

@@ -174,6 +174,7 @@ class DataConfig:
     vae_weights: str = ""            # sd-vae: a diffusers AutoencoderKL file (sd-vae-ft-mse's diffusion_pytorch_model.bin)
     workers: int = non_negative(4)   # DataLoader worker processes per rank for a real dataset (0: load in the loop)
     latent_cache: str = ""           # folder of `python -m minidp.data cache`'s latents; "" = <train.out_dir>/latents
+    split_file: str = ""             # Hypersim: Marigold's filtered training list; FlyingChairs: its split file ("" = in root)
     tasks: dict[str, float] = task_map(  # multitask: tasks and mixture weights, {depth: 4, flow: 2.5}; data.task unused
         lambda w: math.isfinite(w) and w > 0, "weights > 0")
 

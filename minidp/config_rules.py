@@ -42,6 +42,8 @@ def _data_source_is_complete(c):
             return str(e)
         if not d.root:
             return f"data.dataset = {d.dataset!r} needs data.root, the folder holding it (see configs/real/*.yaml)"
+    if d.split_file and d.dataset not in ("hypersim", "flyingchairs"):
+        return f"data.split_file is read for hypersim and flyingchairs only, not data.dataset = {d.dataset!r}"
     if d.codec == "sd-vae" and not d.vae_weights:
         # random weights are for the tests and the tutorial, which build codecs in code, never for a run
         return "data.codec = 'sd-vae' needs data.vae_weights (sd-vae-ft-mse's diffusion_pytorch_model.bin)"

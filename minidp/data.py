@@ -14,9 +14,8 @@ of a scene (condition images, target, read-back) lives in its task object (minid
 
 Index space (the same for every source): 0 .. data.train_size - 1 are training samples (the first train_size of
 the training split, in the readers' sorted order); data.val_offset + j is validation sample j: the dataset's
-validation split (Hypersim and FlyingChairs as published, ImageNet's root/val/<class>/) or, for pix2gestalt, which
-publishes none, training-split sample train_size + j, held out because the batch plan never draws an index
->= train_size.
+validation split: Hypersim and FlyingChairs as published, ImageNet's root/val/<class>/ (labelled with train/'s
+class list), pix2gestalt's official hold-out (the last 1 % of its sorted file names, as its loader splits them).
 
 Notable choices:
 - The world's training scenes are rendered once at start-up into memory holding only the keys the task reads
@@ -48,19 +47,21 @@ from minidp import parallel, readers, recipe, tasks, vae, world
 from minidp.errors import ArgumentParser, InputError, choose_device, int_in, one_line
 
 DataError = (readers.DatasetError, vae.VAEWeightsError)  # bad data or weights: one line, exit status 2
-VALIDATION_SPLIT = {"hypersim": "val", "flyingchairs": "val", "imagenet": "val"}  # datasets with a validation split
+VALIDATION_SPLIT = {"hypersim": "val", "flyingchairs": "val", "imagenet": "val", "pix2gestalt": "val"}
 CACHE_FORMAT = 1
-CACHE_IDENTITY = ("dataset", "root", "task", "resolution", "codec", "vae_weights", "seed", "num_classes")
+CACHE_IDENTITY = ("dataset", "root", "task", "resolution", "codec", "vae_weights", "seed", "num_classes", "split_file")
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Real datasets in the world's index space and keys
 # ----------------------------------------------------------------------------------------------------------
 
-def _reader(dataset, root, split, resolution):
+def _reader(dataset, root, split, resolution, classes=None, split_file=""):
     cls = readers.DATASETS[dataset]
     if dataset == "imagenet":  # root/train/<class>/ and root/val/<class>/ (the val images sorted into classes)
-        return cls(Path(root) / split, resolution=resolution)
+        return cls(Path(root) / split, resolution=resolution, classes=classes)
+    if split_file and (dataset == "flyingchairs" or split == "train"):  # data.split_file (Hypersim: training list)
+        return cls(root, split=split, resolution=resolution, split_file=split_file)
     if dataset in VALIDATION_SPLIT:
         return cls(root, split=split, resolution=resolution)
     return cls(root, resolution=resolution)
@@ -69,9 +70,10 @@ def _reader(dataset, root, split, resolution):
 class RealScenes(torch.utils.data.Dataset):
     """A real dataset indexed like the world (see the module docstring); items hold the task's scene keys."""
 
-    def __init__(self, dataset, root, task, resolution, train_size, val_size, val_offset, num_classes):
-        self.train = _reader(dataset, root, "train", resolution)
-        self.val = _reader(dataset, root, VALIDATION_SPLIT[dataset], resolution) if dataset in VALIDATION_SPLIT else None
+    def __init__(self, dataset, root, task, resolution, train_size, val_size, val_offset, num_classes, split_file=""):
+        self.train = _reader(dataset, root, "train", resolution, split_file=split_file)
+        self.val = _reader(dataset, root, VALIDATION_SPLIT[dataset], resolution, getattr(self.train, "classes", None),
+                           split_file) if dataset in VALIDATION_SPLIT else None
         held_out = 0 if self.val is not None else val_size  # the validation samples taken from the training split
         if len(self.train) < train_size + held_out:
             raise readers.DatasetError(
@@ -129,7 +131,7 @@ def real_scenes(data_cfg):
     """The configured real dataset, opened once per process (listing ImageNet's folders takes a while)."""
     d = data_cfg
     return _real_scenes(d.dataset, str(Path(d.root)), d.task, d.resolution, d.train_size, d.val_size, d.val_offset,
-                        d.num_classes)
+                        d.num_classes, d.split_file)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -91,6 +91,13 @@ def _fit_scale_shift(x, y, mask):
     return s, t
 
 
+def fit_scale_shift(pred, gt, mask):
+    """The per-image least-squares s, t of align_lstsq, each (B, 1, 1): for a fit made on one copy of an image
+    and applied to another (Marigold fits ETH3D on a copy downsized to 1024 px, then aligns the full image)."""
+    _check_depth_inputs(pred, gt, mask)
+    return _fit_scale_shift(pred, gt, mask)
+
+
 def align_lstsq(pred, gt, mask):
     """Scale and shift pred to gt per image by least squares over valid pixels (Marigold's lstsq([pred, 1], gt)).
 

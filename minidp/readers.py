@@ -29,9 +29,22 @@ Notable choices:
 - FlyingChairs' flow is dense (no occlusion mask is published): flow_valid = |u| < 1000 and |v| < 1000, the
   sanity bound RAFT applies, so only corrupt vectors are masked; the world's flow_valid also marks occlusions.
 - Hypersim: depth = uint16 millimetres / 1000; valid = 1e-5 < depth < 65 m (Marigold's range); invalid pixels
-  keep their stored value. The raw release stores the distance to the camera centre, not planar depth:
-  `distance_to_planar_depth` converts it, and `read_hypersim_hdf5` reads it when h5py happens to be installed.
-- Sample order is the sorted file order, so index i means the same sample on every machine.
+  keep their stored value. Marigold trains on the frames of its filtered lists (prs-eth/Marigold,
+  data_split/hypersim_depth/filename_list_{train,val}_filtered.txt: 53,885 and 7,370 frames), not on everything
+  its preprocessing writes (~59K training frames; the lists drop frames whose depth spans < 0.5 m, whose RGB spans
+  < 10 grey levels or with > 3 % invalid pixels, its issue #158 says); a list copied into root/ (or passed as
+  split_file) is read, in its own order, and a line naming a missing frame is an error. The raw release stores the
+  distance to the camera centre, not planar depth: `distance_to_planar_depth` converts it (the 886.81 px focal
+  length belongs to 1024 x 768 frames and is scaled with the width; another aspect ratio is refused), and
+  `read_hypersim_hdf5` reads it when h5py is installed, NaN (no surface) becoming 0, which the valid range marks
+  invalid, as Marigold's preprocessing does.
+- ImageFolder: a validation folder takes the training folder's class list (`classes=`), so a class missing from
+  val/ cannot shift the labels of the classes after it; a folder outside that list is an error.
+- pix2gestalt: the official loader (cvlab-columbia/pix2gestalt, ldm/data/simple.py) sorts each folder's full file
+  names and holds out the last 1 % (from floor(0.99 N)); `split="train" | "val"` reproduces that order and split
+  (samples are still matched by id, not by position). Masks are 0/255; one stored as 0/1 would read as empty,
+  so a mask whose largest value is 1..127 is refused.
+- Sample order is the sorted file order (or the split list's), so index i means the same sample on every machine.
 
 Legend for shape comments: H, W native size, R output resolution.
 """
@@ -47,6 +60,7 @@ from PIL import Image
 FLO_MAGIC = 202021.25  # the float32 whose little-endian bytes spell "PIEH"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp")
 HYPERSIM_FOCAL = 886.81  # pixels, for Hypersim's 1024 x 768 images (REFERENCE.md §9)
+HYPERSIM_SIZE = (768, 1024)  # (height, width) the focal length above belongs to
 HYPERSIM_VALID = (1e-5, 65.0)  # metres, Marigold's valid depth range
 FLOW_SANITY = 1000.0  # pixels; larger vectors are corrupt (RAFT's bound)
 
@@ -132,6 +146,17 @@ def read_gray(path):
     """An 8-bit image as one grey channel -> uint8 (H, W) (RGB masks are converted by Pillow's luma)."""
     with _open(path) as im:
         return torch.from_numpy(np.asarray(im.convert("L")).copy())
+
+
+def read_mask(path):
+    """A 0/255 mask image (grey or RGB) -> bool (H, W), True above 127. A non-empty mask whose largest value is at
+    most 127 (a mask saved as 0/1) would read as empty: it is a DatasetError instead."""
+    grey = read_gray(path)
+    top = int(grey.max())
+    if 0 < top <= 127:
+        raise DatasetError(f"{path}: a mask whose largest value is {top}; masks are stored as 0/255 (this one "
+                           "looks like 0/1: multiply it by 255)")
+    return grey > 127
 
 
 def read_png16(path):
@@ -225,19 +250,30 @@ def resize_flow(flow, resolution):
 # Hypersim's raw distances
 # ----------------------------------------------------------------------------------------------------------
 
-def distance_to_planar_depth(distance, focal=HYPERSIM_FOCAL):
+def hypersim_focal(height, width, path="distance"):
+    """Hypersim's focal length in pixels for an (height, width) array: 886.81 at 1024 x 768, scaled with the width.
+    Every Hypersim camera has the same 60 degree horizontal field of view, so only a 4:3 array has a known focal."""
+    if height * HYPERSIM_SIZE[1] != width * HYPERSIM_SIZE[0]:
+        raise DatasetError(f"{path}: a {width}x{height} array is not 4:3 like Hypersim's 1024x768 frames; "
+                           "pass its focal length explicitly")
+    return HYPERSIM_FOCAL * width / HYPERSIM_SIZE[1]
+
+
+def distance_to_planar_depth(distance, focal=None):
     """(H, W) distance from the camera centre -> planar depth: d * f / ||(x, y, f)||, with (x, y) the pixel
-    centre's offset from the image centre, in pixels (x = j - (W - 1) / 2, y = i - (H - 1) / 2)."""
+    centre's offset from the image centre, in pixels (x = j - (W - 1) / 2, y = i - (H - 1) / 2). focal None:
+    Hypersim's, for the array's size (hypersim_focal)."""
     height, width = distance.shape
+    focal = hypersim_focal(height, width) if focal is None else focal
     y = torch.arange(height, dtype=torch.float64) - (height - 1) / 2
     x = torch.arange(width, dtype=torch.float64) - (width - 1) / 2
     norm = torch.sqrt(x[None, :] ** 2 + y[:, None] ** 2 + focal ** 2)  # (H, W)
     return (distance.double() * focal / norm).to(distance.dtype)
 
 
-def read_hypersim_hdf5(path, focal=HYPERSIM_FOCAL):
-    """A raw Hypersim `*.depth_meters.hdf5` (distance, NaN where undefined) -> planar depth (H, W) float32.
-    Needs h5py, which minidp does not depend on."""
+def read_hypersim_hdf5(path, focal=None):
+    """A raw Hypersim `*.depth_meters.hdf5` (distance, NaN where no surface was hit) -> planar depth (H, W) float32,
+    0 where the distance is NaN (invalid under HYPERSIM_VALID). Needs h5py, which minidp does not depend on."""
     try:
         import h5py
     except ImportError:
@@ -245,7 +281,9 @@ def read_hypersim_hdf5(path, focal=HYPERSIM_FOCAL):
                            "(pip install h5py); Marigold's PNG layout needs nothing") from None
     with h5py.File(_need_file(path), "r") as f:
         distance = torch.from_numpy(np.asarray(f["dataset"], dtype=np.float32))
-    return distance_to_planar_depth(distance, focal)
+    if focal is None:
+        focal = hypersim_focal(*distance.shape, path=path)
+    return distance_to_planar_depth(torch.nan_to_num(distance, nan=0.0), focal)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -264,14 +302,21 @@ def _images_in(folder):
 
 
 class ImageFolder(torch.utils.data.Dataset):
-    """root/<class>/<image>: labels are the sorted class-folder names' indices (torchvision's ImageFolder)."""
+    """root/<class>/<image>: labels are the sorted class-folder names' indices (torchvision's ImageFolder), or
+    their indices in `classes` (the training folder's list, for a validation folder that may lack some)."""
 
-    def __init__(self, root, resolution=None):
+    def __init__(self, root, resolution=None, classes=None):
         root = _need_dir(root)
-        self.classes = sorted(p.name for p in root.iterdir() if p.is_dir())
-        if not self.classes:
+        found = sorted(p.name for p in root.iterdir() if p.is_dir())
+        if not found:
             raise DatasetError(f"{root}: no class folders")
-        self.samples = [(path, label) for label, name in enumerate(self.classes) for path in _images_in(root / name)]
+        self.classes = list(classes) if classes is not None else found
+        label = {name: k for k, name in enumerate(self.classes)}
+        unknown = [name for name in found if name not in label]
+        if unknown:
+            raise DatasetError(f"{root / unknown[0]}: a class folder the training split does not have "
+                               f"({len(unknown)} such folder(s)); labels would not match the training labels")
+        self.samples = [(path, label[name]) for name in found for path in _images_in(root / name)]
         if not self.samples:
             raise DatasetError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders")
         self.resolution = resolution
@@ -285,18 +330,43 @@ class ImageFolder(torch.utils.data.Dataset):
                 "label": torch.tensor(label, dtype=torch.long)}
 
 
+def read_split_list(path, folder, columns):
+    """Marigold's file lists: one frame per line, `columns` paths relative to `folder` -> [(Path, ...)] in the
+    list's order; a short line or a path that is not a file is a DatasetError naming the list and the line."""
+    frames = []
+    for number, line in enumerate(_read(path, text=True).splitlines(), start=1):
+        names = line.split()
+        if not names:
+            continue
+        if len(names) < columns:
+            raise DatasetError(f"{path}: line {number} has {len(names)} path(s), expected {columns}")
+        paths = tuple(folder / name for name in names[:columns])
+        for p in paths:
+            if not p.is_file():
+                raise DatasetError(f"{path}: line {number} names {p}, which does not exist")
+        frames.append(paths)
+    if not frames:
+        raise DatasetError(f"{path}: no frames listed")
+    return frames
+
+
 class Hypersim(torch.utils.data.Dataset):
     """Marigold's Hypersim: root/<split>/<scene>/rgb_cam_XX_frYYYY.png + depth_plane_cam_XX_frYYYY.png
-    (uint16 millimetres)."""
+    (uint16 millimetres). The frames are those of Marigold's filtered list when there is one: `split_file`, or
+    root/filename_list_<split>_filtered.txt (copied from prs-eth/Marigold's data_split/hypersim_depth/)."""
 
-    def __init__(self, root, split="train", resolution=None):
+    def __init__(self, root, split="train", resolution=None, split_file=None):
         folder = _need_dir(Path(root) / split)
-        self.samples = []
-        for rgb in sorted(folder.glob("*/rgb_*.png")):
-            depth = rgb.with_name("depth_plane_" + rgb.name[len("rgb_"):])
-            if not depth.is_file():
-                raise DatasetError(f"{depth}: missing depth for {rgb.name}")
-            self.samples.append((rgb, depth))
+        listed = Path(split_file) if split_file is not None else Path(root) / f"filename_list_{split}_filtered.txt"
+        if split_file is not None or listed.is_file():
+            self.samples = read_split_list(listed, folder, columns=2)
+        else:  # every frame Marigold's preprocessing wrote, sorted
+            self.samples = []
+            for rgb in sorted(folder.glob("*/rgb_*.png")):
+                depth = rgb.with_name("depth_plane_" + rgb.name[len("rgb_"):])
+                if not depth.is_file():
+                    raise DatasetError(f"{depth}: missing depth for {rgb.name}")
+                self.samples.append((rgb, depth))
         if not self.samples:
             raise DatasetError(f"{folder}: no <scene>/rgb_*.png files")
         self.resolution = resolution
@@ -355,19 +425,26 @@ class FlyingChairs(torch.utils.data.Dataset):
 
 class Pix2Gestalt(torch.utils.data.Dataset):
     """root/{occlusion, visible_object_mask, whole, whole_mask}/ with one file per sample in each folder.
-    Files match by name once a folder's own suffix is dropped: `12_occlusion.png` and `12.png` are sample 12."""
+    Files match by name once a folder's own suffix is dropped: `12_occlusion.png` and `12.png` are sample 12.
+    Order and split are the official loader's: occlusion/'s file names sorted whole (so `10_occlusion.png`
+    comes before `1_occlusion.png`), the last 1 % from floor(0.99 N) held out as "val"; split None: every sample."""
 
     FOLDERS = {"occlusion": "_occlusion", "visible_object_mask": "_visible_mask", "whole": "_whole",
                "whole_mask": "_whole_mask"}
+    SPLITS = ("train", "val", None)
 
-    def __init__(self, root, resolution=None):
+    def __init__(self, root, split=None, resolution=None):
+        if split not in self.SPLITS:
+            raise DatasetError(f"unknown pix2gestalt split {split!r}; valid: train, val (or None: every sample)")
         by_folder = {}
         for folder, suffix in self.FOLDERS.items():
             files = _images_in(_need_dir(Path(root) / folder))
             by_folder[folder] = {p.stem[:-len(suffix)] if p.stem.endswith(suffix) else p.stem: p for p in files}
-        ids = sorted(by_folder["occlusion"])
+        ids = sorted(by_folder["occlusion"], key=lambda i: by_folder["occlusion"][i].name)  # the official order
         if not ids:
             raise DatasetError(f"{Path(root) / 'occlusion'}: no images")
+        held_out = len(ids) * 99 // 100  # floor(N / 100 * 99), the official first validation sample
+        ids = {"train": ids[:held_out], "val": ids[held_out:], None: ids}[split]
         for folder, files in by_folder.items():
             missing = [i for i in ids if i not in files]
             if missing:
@@ -382,10 +459,10 @@ class Pix2Gestalt(torch.utils.data.Dataset):
     def __getitem__(self, i):
         occlusion, visible, whole, whole_mask = self.samples[i]
         R = self.resolution
-        visible = read_gray(visible) > 127  # (H, W)
+        visible = read_mask(visible)  # (H, W)
         return {"rgb": resize_image(to_unit_range(read_image(occlusion)), R),
                 "ids": resize_nearest(visible.long(), R),
-                "amodal": resize_nearest(read_gray(whole_mask) > 127, R)[None],  # (1, R, R)
+                "amodal": resize_nearest(read_mask(whole_mask), R)[None],  # (1, R, R)
                 "alone": resize_image(to_unit_range(read_image(whole)), R)[None]}  # (1, 3, R, R)
 
 

@@ -38,6 +38,8 @@ CROSS_CASES = [
     (["data.codec=sd-vae"], "data.codec = 'sd-vae' needs data.vae_weights"),
     (["data.num_classes=31"], "data.num_classes = 31 must be <= 30 for data.dataset = 'world'"),
     (["data.dataset=imagenet", "data.root=x", "data.num_classes=1000"], None),  # any number of class folders
+    (["data.dataset=imagenet", "data.root=x", "data.split_file=list.txt"], "data.split_file is read for hypersim and "
+                                                                          "flyingchairs only, not data.dataset = 'imagenet'"),
     (["data.codec=sd-vae", "data.vae_weights=v.bin", "data.resolution=32"], None),  # 4x4 latents, patch 4
     (["data.codec=sd-vae", "data.vae_weights=v.bin", "data.resolution=48"], "data.resolution = 48 must be divisible by 32"),
     (["diffusion.timestep_weights=[1,2]", "diffusion.timestep_sampling=diffusion"], "both set c_t^2"),

@@ -101,6 +101,26 @@ def test_a_real_dataset_maps_training_and_validation_indices_to_its_splits(tmp_p
         data.real_scenes(dataclasses.replace(cfg.data, train_size=9))
 
 
+def test_hypersim_training_frames_come_from_data_split_file(tmp_path):
+    for split in ("train", "val"):
+        for k in range(3):
+            write_png(tmp_path / split / "ai_001_001" / f"rgb_cam_00_fr{k:04d}.png",
+                      np.full((4, 4, 3), 10 * k, np.uint8))
+            write_png(tmp_path / split / "ai_001_001" / f"depth_plane_cam_00_fr{k:04d}.png",
+                      np.full((4, 4), 1000 + k, np.uint16))
+    listed = tmp_path / "lists" / "train_filtered.txt"  # Marigold's filtered list, kept outside data.root
+    listed.parent.mkdir()
+    listed.write_text("ai_001_001/rgb_cam_00_fr0002.png ai_001_001/depth_plane_cam_00_fr0002.png")
+    cfg = load_config(None, ["data.dataset=hypersim", "data.task=depth", "train.mode=finetune", f"data.root={tmp_path}",
+                             "data.resolution=16", "data.train_size=1", "data.val_size=3", "sample.num_images=3",
+                             f"data.split_file={listed}"])
+    scenes = data.render_scenes(cfg.data, [0, cfg.data.val_offset + 2])
+    assert scenes["depth"][:, 0, 0].tolist() == pytest.approx([1.002, 1.002])  # training frame 0 is the list's fr0002
+    with pytest.raises(readers.DatasetError, match=r"1 training samples, fewer than data.train_size = 2"):
+        data.real_scenes(dataclasses.replace(cfg.data, train_size=2))
+    assert data.cache_identity(cfg.data)["split_file"] == str(listed)
+
+
 def test_imagenet_reads_train_and_val_class_folders(tmp_path):
     for split, n in (("train", 3), ("val", 2)):
         for k in range(n):
@@ -114,7 +134,7 @@ def test_imagenet_reads_train_and_val_class_folders(tmp_path):
         data.real_scenes(dataclasses.replace(cfg.data, num_classes=1))
 
 
-def test_pix2gestalt_holds_out_the_samples_after_train_size_and_fills_the_worlds_slot_keys(tmp_path):
+def test_pix2gestalt_holds_out_the_official_last_percent_and_fills_the_worlds_slot_keys(tmp_path):
     rng = np.random.default_rng(0)
     for k in range(4):
         for folder in ("occlusion", "visible_object_mask", "whole", "whole_mask"):
@@ -124,12 +144,13 @@ def test_pix2gestalt_holds_out_the_samples_after_train_size_and_fills_the_worlds
                              "sample.num_images=1"])
     ds = readers.Pix2Gestalt(tmp_path, resolution=16)
     scenes = data.render_scenes(cfg.data, [cfg.data.val_offset])
-    assert torch.equal(scenes["rgb"][0], ds[3]["rgb"])  # validation sample 0 is sample 3, never trained on
+    # 4 samples: floor(0.99 * 4) = 3 train, so validation sample 0 is sample 3, never trained on
+    assert torch.equal(scenes["rgb"][0], ds[3]["rgb"])
     assert torch.equal(scenes["ref_masks"][0, 0], ds[3]["ids"] == 1) and scenes["num_objects"].tolist() == [1]
     batch = data.make_batch(cfg.data, [cfg.data.val_offset], pick=torch.tensor([5]))  # any pick: slot 0
     assert torch.equal(batch["gt_mask"][0], ds[3]["amodal"][0])
-    with pytest.raises(readers.DatasetError, match=r"4 training samples, fewer than data.train_size = 4 \+ data."
-                                                   r"val_size = 1 held out for validation; set data.train_size=3"):
+    with pytest.raises(readers.DatasetError, match=r"3 training samples, fewer than data.train_size = 4; set "
+                                                   r"data.train_size=3"):
         data.real_scenes(dataclasses.replace(cfg.data, train_size=4))
 
 

@@ -23,9 +23,10 @@ from minidp import readers
 # ----------------------------------------------------------------------------------------------------------
 
 def write_png(path, arr):
-    """uint8 (H, W, 3) RGB or uint16 (H, W) grey -> a PNG file, written by hand (filter 0 on every row)."""
+    """uint8 (H, W, 3) RGB, uint8 (H, W) grey or uint16 (H, W) grey -> a PNG file, written by hand (filter 0 on
+    every row)."""
     arr = np.asarray(arr)
-    colour, depth = (2, 8) if arr.ndim == 3 else (0, 16)
+    colour, depth = (2, 8) if arr.ndim == 3 else (0, 8) if arr.dtype == np.uint8 else (0, 16)
     raw = arr.astype(">u2") if depth == 16 else arr.astype(np.uint8)
     height, width = arr.shape[:2]
     rows = b"".join(b"\x00" + raw[i].tobytes() for i in range(height))
@@ -144,6 +145,30 @@ def test_distance_to_planar_depth_flattens_a_fronto_parallel_wall():
     assert torch.allclose(readers.distance_to_planar_depth(distance, focal=f), torch.full((H, W), 3.0, dtype=torch.float64))
 
 
+def test_hypersim_focal_length_follows_the_arrays_size():
+    # a wall at planar depth 2 m seen by a 6 x 8 array: Hypersim's 60 degree camera has f = 886.81 * 8 / 1024 px there
+    f = 886.81 * 8 / 1024
+    y = torch.arange(6, dtype=torch.float64)[:, None] - 2.5
+    x = torch.arange(8, dtype=torch.float64)[None, :] - 3.5
+    distance = 2.0 * torch.sqrt(x ** 2 + y ** 2 + f ** 2) / f
+    assert torch.allclose(readers.distance_to_planar_depth(distance), torch.full((6, 8), 2.0, dtype=torch.float64))
+    with pytest.raises(readers.DatasetError, match=r"a 5x5 array is not 4:3 like Hypersim's 1024x768 frames"):
+        readers.distance_to_planar_depth(torch.ones(5, 5))
+
+
+def test_hypersim_hdf5_nan_distance_reads_as_invalid_zero_depth(tmp_path):
+    h5py = pytest.importorskip("h5py")
+    distance = np.full((3, 4), 2.0, dtype=np.float32)
+    distance[1, 2] = np.nan  # a ray that hit nothing
+    with h5py.File(tmp_path / "frame.0000.depth_meters.hdf5", "w") as fh:
+        fh["dataset"] = distance
+    out = readers.read_hypersim_hdf5(tmp_path / "frame.0000.depth_meters.hdf5")
+    assert not torch.isnan(out).any() and out[1, 2].item() == 0.0
+    assert not readers.HYPERSIM_VALID[0] < out[1, 2].item() < readers.HYPERSIM_VALID[1]
+    f = 886.81 * 4 / 1024  # the focal length of a 4 x 3 array
+    assert out[0, 0].item() == pytest.approx(2.0 * f / np.sqrt(1.5 ** 2 + 1.0 ** 2 + f ** 2), rel=1e-6)
+
+
 def test_hypersim_hdf5_is_converted_when_h5py_is_installed(tmp_path):
     h5py = pytest.importorskip("h5py")
     with h5py.File(tmp_path / "frame.0000.depth_meters.hdf5", "w") as fh:
@@ -197,6 +222,76 @@ def test_hypersim_png_layout_reads_metres_and_marks_valid_depth(tmp_path):
     (scene / "depth_plane_cam_00_fr0001.png").unlink()
     with pytest.raises(readers.DatasetError, match=r"depth_plane_cam_00_fr0001\.png: missing depth for rgb_cam_00_fr0001"):
         readers.Hypersim(tmp_path)
+
+
+def test_hypersim_reads_marigolds_filtered_list_in_its_order(tmp_path):
+    scene = tmp_path / "train" / "ai_001_001"
+    mm = np.full((4, 4), 1500, dtype=np.uint16)
+    for k in range(3):
+        write_png(scene / f"rgb_cam_00_fr{k:04d}.png", rgb_array(20 + k, 4, 4))
+        write_png(scene / f"depth_plane_cam_00_fr{k:04d}.png", mm)
+    # Marigold's filtered list dropped frame 1; its lines are "<scene>/rgb_... <scene>/depth_plane_..."
+    listed = tmp_path / "filename_list_train_filtered.txt"
+    listed.write_text("ai_001_001/rgb_cam_00_fr0002.png ai_001_001/depth_plane_cam_00_fr0002.png\n"
+                      "ai_001_001/rgb_cam_00_fr0000.png ai_001_001/depth_plane_cam_00_fr0000.png\n")
+    ds = readers.Hypersim(tmp_path, split="train")
+    assert len(ds) == 2
+    assert torch.equal(ds[0]["rgb"], as_unit(rgb_array(22, 4, 4))) and torch.equal(ds[1]["rgb"], as_unit(rgb_array(20, 4, 4)))
+    listed.write_text(listed.read_text() + "ai_001_001/rgb_cam_00_fr0007.png ai_001_001/depth_plane_cam_00_fr0007.png\n")
+    with pytest.raises(readers.DatasetError, match=r"filename_list_train_filtered\.txt: line 3 names .*rgb_cam_00_fr0007"
+                                                   r"\.png, which does not exist") as info:
+        readers.Hypersim(tmp_path, split="train")
+    assert "\n" not in str(info.value)
+    listed.unlink()
+    assert len(readers.Hypersim(tmp_path, split="train")) == 3  # no list: every frame the preprocessing wrote
+
+
+def test_imagenet_val_is_labelled_with_the_training_class_list(tmp_path):
+    from minidp import data
+
+    for split, classes in (("train", ("n01", "n02", "n03")), ("val", ("n01", "n03"))):  # val lacks n02
+        for k, cls in enumerate(classes):
+            write_png(tmp_path / split / cls / "a.png", rgb_array(k, 4, 4))
+    scenes = data.RealScenes("imagenet", tmp_path, "class", None, train_size=3, val_size=2, val_offset=100,
+                             num_classes=3)
+    assert [scenes[100 + j]["label"].item() for j in range(2)] == [0, 2]  # n03 is class 2, not val's own 1
+    write_png(tmp_path / "val" / "n09" / "a.png", rgb_array(9, 4, 4))
+    with pytest.raises(readers.DatasetError, match=r"n09: a class folder the training split does not have"):
+        data.RealScenes("imagenet", tmp_path, "class", None, train_size=3, val_size=2, val_offset=100, num_classes=3)
+
+
+def _gestalt(root, ids, visible_value=255):
+    """pix2gestalt's four folders with the release's suffixes; masks single-channel 0/255 like the release's."""
+    for k in ids:
+        write_png(root / "occlusion" / f"{k}_occlusion.png", rgb_array(int(k), 6, 8))
+        visible = np.zeros((6, 8), np.uint8)
+        visible[1:3, 2:5] = visible_value
+        write_png(root / "visible_object_mask" / f"{k}_visible_mask.png", visible)
+        whole = np.zeros((6, 8), np.uint8)
+        whole[1:5, 2:6] = 255
+        write_png(root / "whole_mask" / f"{k}_whole_mask.png", whole)
+        write_png(root / "whole" / f"{k}_whole.png", rgb_array(100 + int(k), 6, 8))
+
+
+def test_pix2gestalt_order_and_held_out_split_are_the_official_loaders(tmp_path):
+    _gestalt(tmp_path, ["1", "2", "10"])
+    ds = readers.Pix2Gestalt(tmp_path)
+    # the official loader sorts whole file names: "10_occlusion.png" < "1_occlusion.png" < "2_occlusion.png"
+    assert [torch.equal(ds[i]["rgb"], as_unit(rgb_array(k, 6, 8))) for i, k in enumerate((10, 1, 2))] == [True] * 3
+    train, val = readers.Pix2Gestalt(tmp_path, split="train"), readers.Pix2Gestalt(tmp_path, split="val")
+    assert (len(train), len(val)) == (2, 1)  # floor(0.99 * 3) = 2 training samples, the last one held out
+    assert torch.equal(val[0]["alone"], as_unit(rgb_array(102, 6, 8))[None])
+    item = val[0]
+    assert item["ids"].sum().item() == 6 and item["amodal"].sum().item() == 16  # single-channel masks read
+
+
+def test_pix2gestalt_mask_stored_as_zero_one_is_refused(tmp_path):
+    _gestalt(tmp_path, ["1", "2"], visible_value=1)
+    ds = readers.Pix2Gestalt(tmp_path)
+    with pytest.raises(readers.DatasetError, match=r"1_visible_mask\.png: a mask whose largest value is 1; masks are "
+                                                   r"stored as 0/255") as info:
+        ds[0]
+    assert "\n" not in str(info.value)
 
 
 def _chairs(root, n=3, marks=(1, 2, 1)):

@@ -1,0 +1,557 @@
+"""The paper's benchmarks: Marigold's zero-shot depth protocol, FlyingChairs validation EPE, pix2gestalt's mIoU.
+
+The scaling paper's Table 3 reports AbsRel and delta1 on Hypersim, ETH3D, NYUv2, ScanNet and DIODE "with Marigold's
+protocol"; Table 4 the EPE on FlyingChairs' validation split; Table 5 the mIoU on pix2gestalt's held-out split. A
+number only compares with the paper's when every step of the protocol is the same, and the steps are easy to get
+wrong (Marigold's issue #96: KITTI is the 652 Eigen test frames that have ground truth, not all 697 of the list).
+The facts below were read from prs-eth/Marigold (src/dataset/*_dataset.py, config/dataset_depth/data_*.yaml,
+data_split/, script/depth/eval.py and eval/*.sh):
+
+    benchmark     frames  under --root (Marigold's `dir`)        depth file           valid (m)    crop / mask
+    hypersim_val  7370    hypersim/hypersim_processed_val.tar    16-bit PNG, mm       (1e-5, 65)   -
+    nyuv2         654     nyuv2/nyu_labeled_extracted.tar        16-bit PNG, mm       (1e-3, 10)   Eigen [45:471,41:601]
+    kitti         652     kitti/kitti_eigen_split_test.tar       16-bit PNG, 1/256 m  (1e-5, 80)   KB crop, Eigen
+    eth3d         454     eth3d/eth3d.tar                        raw float32, inf=0   (1e-5, inf)  -
+    scannet       800     scannet/scannet_val_sampled_800_1.tar  16-bit PNG, mm       (1e-3, 10)   -
+    diode         771     diode/diode_val.tar                    .npy + mask .npy     its mask     -
+
+Each frame list is Marigold's data_split/ file (copy that folder into --root): one line per frame, the paths of its
+RGB image, its depth (KITTI: "None" for the 45 frames without ground truth, dropped), and a third column (NYUv2 the
+filled depth, unused by evaluation; KITTI the focal length; DIODE the mask). An archive is read in place (members
+named "./<path>", as Marigold's tars are); the folder it extracts to (the same name without .tar) works too.
+
+Evaluation of one depth frame, Marigold's eval.py step by step:
+    valid  = min_depth < gt < max_depth, and the benchmark's crop mask (DIODE: its mask file alone)
+    s, t   = argmin sum_valid (s * pred + t - gt)^2        least squares in depth: every eval/*.sh passes
+             --alignment least_square (ETH3D fits on a copy downsized to at most 1024 px, --alignment_max_res)
+    pred   = clip(s * pred + t, min_depth, max_depth), then >= 1e-6
+    AbsRel, delta1..3, RMSE over the valid pixels, per frame; the benchmark's value is the mean over frames.
+Alignment in disparity (fit pred to 1/gt over valid pixels where pred > 0, clip the disparity at 1e-3, invert) is
+Marigold's other option; no benchmark config uses it, `align(..., space="disparity")` provides it.
+
+FlyingChairs: EPE over all pixels of the 640 validation pairs (split file mark 2), mean over pairs (all are 384 x
+512, so it equals RAFT's mean over pixels), as Table 4 reports it. minidp's world EPE (evaluate.py) is over
+non-occluded pixels only, because the world knows which pixels are occluded; FlyingChairs publishes no occlusion
+mask, so its EPE includes the pixels that leave the frame or disappear, and is larger for the same model.
+pix2gestalt: the per-sample IoU of the read-back whole-object mask (gray < 250) against whole_mask/, mean over the
+held-out last 1 % of the official order (readers.Pix2Gestalt(split="val")).
+
+Notable choices:
+- Resolution: the model sees the whole frame resized (bilinear, antialiased) to the run's square R x R, aspect ratio
+  not kept, and its prediction is resized back to the ground truth's size (bilinear, as Marigold's pipeline resizes
+  its output back); metrics are computed at the ground truth's full resolution over exactly the protocol's pixels.
+  A centre crop would keep the aspect ratio but drop most of a KITTI frame (352 x 1216) from the evaluation.
+  Flow is rescaled with the image (u by W / R, v by H / R); masks (the visible-object condition) resize nearest.
+- Marigold's ETH3D reader hard-codes 6048 x 4032; minidp takes the RGB image's size (the same for every real frame)
+  and refuses a depth file of another byte count, so test fixtures can be small. NYUv2's Eigen mask is in pixels
+  of 480 x 640 frames and KITTI's benchmark crop needs at least 352 x 1216: other sizes are refused.
+- Each metric comes with a 95 % percentile-bootstrap interval over frames (minidp.stats.bootstrap_ci) and n;
+  eval_<benchmark>.json holds `k`, `k_ci`, `n`, and benchmarks.md the paper's tables with this run's row added,
+  generated from those files.
+Letters: M ensemble members, b batch, K condition images, H, W the ground truth's size, R the run's resolution.
+"""
+
+import io
+import json
+import math
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from minidp import metrics, readers, sampling, stats, tasks
+from minidp.errors import InputError, one_line
+from minidp.readers import DatasetError
+
+NYU_EIGEN_CROP = (45, 471, 41, 601)  # rows, columns of 480 x 640 frames (Marigold's nyu_dataset.py)
+NYU_SIZE = (480, 640)
+KITTI_BM_CROP = (352, 1216)  # KITTI's benchmark size: the bottom 352 rows, the centre 1216 columns
+KITTI_EIGEN_CROP = (0.3324324, 0.91351351, 0.0359477, 0.96405229)  # fractions of the cropped frame (Eigen NIPS'14)
+MIN_PRED = 1e-6  # Marigold: "clip to d > 0 for evaluation"
+MIN_DISPARITY = metrics.MIN_DISPARITY  # 1e-3, Marigold's floor for aligned disparity
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The benchmarks
+# ----------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str                        # --benchmark NAME, and eval_<name>.json
+    task: str                        # what it measures (a run must have been trained on it)
+    title: str                       # its column in the paper's table
+    source: str                      # under --root: Marigold's archive (or the folder it extracts to), or a folder
+    split: str = ""                  # under --root: the frame list (Marigold's data_split/ file); "" = the reader's
+    frames: int = 0                  # frames of the official evaluation
+    depth_range: tuple = (0.0, math.inf)  # metres: valid ground truth, and the clip of the aligned prediction
+    align: str = "depth"             # least squares in "depth" or "disparity"
+    align_max_res: int = 0           # fit on a copy downsized to at most this many pixels a side (0: full size)
+
+
+BENCHMARKS = {b.name: b for b in [
+    Benchmark("hypersim_val", "depth", "Hypersim", "hypersim/hypersim_processed_val.tar",
+              "data_split/hypersim_depth/filename_list_val_filtered.txt", 7370, (1e-5, 65.0)),
+    Benchmark("eth3d", "depth", "ETH3D", "eth3d/eth3d.tar", "data_split/eth3d_depth/eth3d_filename_list.txt", 454,
+              (1e-5, math.inf), align_max_res=1024),
+    Benchmark("nyuv2", "depth", "NYUv2", "nyuv2/nyu_labeled_extracted.tar",
+              "data_split/nyu_depth/labeled/filename_list_test.txt", 654, (1e-3, 10.0)),
+    Benchmark("scannet", "depth", "ScanNet", "scannet/scannet_val_sampled_800_1.tar",
+              "data_split/scannet_depth/scannet_val_sampled_list_800_1.txt", 800, (1e-3, 10.0)),
+    Benchmark("diode", "depth", "DIODE", "diode/diode_val.tar",
+              "data_split/diode_depth/diode_val_all_filename_list.txt", 771, (0.6, 350.0)),
+    Benchmark("kitti", "depth", "KITTI", "kitti/kitti_eigen_split_test.tar",
+              "data_split/kitti_depth/eigen_test_files_with_gt.txt", 652, (1e-5, 80.0)),
+    Benchmark("flyingchairs_val", "flow", "FlyingChairs", "FlyingChairs_release", frames=640),
+    Benchmark("pix2gestalt_val", "amodal", "P2G", "pix2gestalt"),  # 1 % of the release, whatever its size
+]}
+
+# The papers' rows, in the papers' units (percent; EPE in pixels), for the table next to this run's.
+PAPER_ROWS = {
+    "depth": {"Marigold (scaling paper, Table 3)": {
+                  "hypersim_val": (13.5, 87.5), "eth3d": (6.5, 96.0), "nyuv2": (5.5, 96.4), "scannet": (6.4, 95.1),
+                  "diode": (30.8, 77.3)},
+              "DiT-XL, the scaling paper (Table 3)": {
+                  "hypersim_val": (13.6, 87.6), "eth3d": (4.8, 97.8), "nyuv2": (6.8, 95.0), "scannet": (7.7, 93.7),
+                  "diode": (31.0, 77.2)}},
+    "flow": {"FlowNetC (Table 4)": {"flyingchairs_val": (2.19,)},
+             "DiT-XL w/o ensembling (Table 4)": {"flyingchairs_val": (3.45,)},
+             "DiT-XL w/ ensembling (Table 4)": {"flyingchairs_val": (3.08,)}},
+    "amodal": {"pix2gestalt (Table 5)": {"pix2gestalt_val": (88.7,)},
+               "DiT-XL, the scaling paper (Table 5)": {"pix2gestalt_val": (88.6,)}},
+}
+# task -> (eval.json key, column header, factor to the paper's unit) of each table column per benchmark
+TABLE_COLUMNS = {"depth": [("absrel", "AbsRel ↓", 100), ("delta1", "δ1 ↑", 100)],
+                 "flow": [("epe", "EPE ↓", 1)], "amodal": [("miou", "mIoU ↑", 100)]}
+
+
+def benchmark_names(name, run_tasks):
+    """--benchmark NAME (or "all": every benchmark of the run's tasks) -> names; InputError for a benchmark that
+    measures a task the run was not trained on."""
+    if name == "all":
+        names = [b.name for b in BENCHMARKS.values() if b.task in run_tasks]
+        if not names:
+            raise InputError(f"--benchmark all: no benchmark measures {', '.join(run_tasks)} (the benchmarks measure "
+                             "depth, flow and amodal)")
+        return names
+    if name not in BENCHMARKS:
+        raise InputError(f"--benchmark: unknown benchmark {name!r}; valid: all, {', '.join(BENCHMARKS)}")
+    task = BENCHMARKS[name].task
+    if task not in run_tasks:
+        raise InputError(f"--benchmark {name} measures {task}; this run was trained on {', '.join(run_tasks)}")
+    return [name]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Files: a folder or a tar archive read in place
+# ----------------------------------------------------------------------------------------------------------
+
+class Store:
+    """A benchmark's files by relative path, from a folder or from a tar archive without extracting it."""
+
+    def __init__(self, path):
+        self.path, self.tar = Path(path), None
+        if self.path.is_file():
+            if not tarfile.is_tarfile(self.path):
+                raise DatasetError(f"{self.path}: not a tar archive")
+            self.tar = tarfile.open(self.path)
+            # Marigold's archives name members "./<path>"; one made without "./" works the same
+            self.members = {m.name.removeprefix("./"): m for m in self.tar.getmembers() if m.isfile()}
+
+    def has(self, rel):
+        return rel in self.members if self.tar is not None else (self.path / rel).is_file()
+
+    def read(self, rel):
+        try:
+            if self.tar is not None:
+                return self.tar.extractfile(self.members[rel]).read()
+            return (self.path / rel).read_bytes()
+        except (OSError, tarfile.TarError) as e:  # an unreadable file, a truncated archive
+            raise DatasetError(f"{self.name(rel)}: cannot read it ({one_line(e)})") from None
+
+    def name(self, rel):
+        return f"{self.path}:{rel}" if self.tar is not None else str(self.path / rel)
+
+
+def open_store(root, source):
+    """root/source (an archive), or the folder it extracts to (source without .tar); DatasetError if neither."""
+    path = Path(root) / source
+    folder = path.with_suffix("") if path.suffix == ".tar" else path
+    for candidate in (path, folder):
+        if candidate.is_dir() or candidate.is_file():
+            return Store(candidate)
+    also = f" (or the folder {folder})" if folder != path else ""
+    raise DatasetError(f"{path}: no such archive or folder{also}; tutorial 10 says what to download and where")
+
+
+def read_frame_list(root, bench, store):
+    """Marigold's frame list for `bench`: [line's paths] with every named file checked present in `store`, KITTI's
+    frames without ground truth dropped (Marigold's kitti_dataset.py)."""
+    path = Path(root) / bench.split
+    if not path.is_file():
+        raise DatasetError(f"{path}: no frame list; copy prs-eth/Marigold's data_split/ folder into {root}")
+    columns = 3 if bench.name == "diode" else 2  # DIODE's third path is its mask; NYUv2's (filled depth) is unused
+    frames = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        names = line.split()
+        if not names:
+            continue
+        if len(names) < columns:
+            raise DatasetError(f"{path}: line {number} has {len(names)} path(s); {bench.name} lists {columns} "
+                               "per frame")
+        if bench.name == "kitti" and names[1] == "None":
+            continue  # 45 of the 697 Eigen test frames have no ground truth
+        names = names[:columns]
+        for rel in names:
+            if not store.has(rel):
+                raise DatasetError(f"{path}: line {number} names {rel}, which {store.path} does not hold")
+        frames.append(names)
+    if not frames:
+        raise DatasetError(f"{path}: no frames listed")
+    return frames
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Decoding one depth frame: (rgb uint8 (3, H, W), depth (H, W) metres, valid (H, W) bool), crops applied
+# ----------------------------------------------------------------------------------------------------------
+
+def _image(data, name):
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return im.mode, np.asarray(im.convert("RGB") if im.mode not in ("I;16", "I;16B", "I") else im)
+    except OSError as e:
+        raise DatasetError(f"{name}: cannot decode image ({type(e).__name__})") from None
+
+
+def _rgb(store, rel):
+    mode, arr = _image(store.read(rel), store.name(rel))
+    if arr.ndim != 3:
+        raise DatasetError(f"{store.name(rel)}: expected a colour image, Pillow reads mode {mode}")
+    return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()  # (3, H, W) uint8
+
+
+def _png16(store, rel, scale):
+    """A 16-bit PNG of depth in units of 1/scale metres -> (H, W) float32 metres."""
+    mode, arr = _image(store.read(rel), store.name(rel))
+    if arr.ndim != 2:
+        raise DatasetError(f"{store.name(rel)}: expected a 16-bit greyscale PNG of depth, Pillow reads mode {mode}")
+    return torch.from_numpy(arr.astype(np.float32) / scale)
+
+
+def _npy(store, rel):
+    try:
+        return np.load(io.BytesIO(store.read(rel)), allow_pickle=False).squeeze()
+    except ValueError as e:
+        raise DatasetError(f"{store.name(rel)}: not a readable .npy array ({one_line(e)})") from None
+
+
+def _in_range(depth, bench):
+    low, high = bench.depth_range
+    return (depth > low) & (depth < high)
+
+
+def _same_size(rgb, depth, store, rel):
+    if tuple(rgb.shape[-2:]) != tuple(depth.shape):
+        raise DatasetError(f"{store.name(rel)}: depth {tuple(depth.shape)} does not match its image's "
+                           f"{tuple(rgb.shape[-2:])}")
+
+
+def nyu_eigen_mask(height, width):
+    """NYUv2's evaluation region (Eigen et al.): rows 45..470, columns 41..600 of a 480 x 640 frame."""
+    top, bottom, left, right = NYU_EIGEN_CROP
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    mask[top:bottom, left:right] = True
+    return mask
+
+
+def kitti_benchmark_crop(x):
+    """(..., H, W) -> (..., 352, 1216): KITTI's benchmark size, the bottom rows and the centre columns."""
+    height, width = x.shape[-2:]
+    h, w = KITTI_BM_CROP
+    top, left = height - h, (width - w) // 2
+    return x[..., top:top + h, left:left + w]
+
+
+def kitti_eigen_mask(height, width):
+    """KITTI's Eigen evaluation region, as fractions of the (cropped) frame, truncated to pixels as Marigold does."""
+    r0, r1, c0, c1 = KITTI_EIGEN_CROP
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    mask[int(r0 * height):int(r1 * height), int(c0 * width):int(c1 * width)] = True
+    return mask
+
+
+def read_png_mm(store, names, bench):  # Hypersim, ScanNet: 16-bit PNG in millimetres
+    rgb, depth = _rgb(store, names[0]), _png16(store, names[1], 1000.0)
+    _same_size(rgb, depth, store, names[1])
+    return rgb, depth, _in_range(depth, bench)
+
+
+def read_nyuv2(store, names, bench):
+    rgb, depth, valid = read_png_mm(store, names, bench)
+    if tuple(depth.shape) != NYU_SIZE:
+        raise DatasetError(f"{store.name(names[1])}: {tuple(depth.shape)} is not NYUv2's 480 x 640, where the Eigen "
+                           "mask is defined")
+    return rgb, depth, valid & nyu_eigen_mask(*depth.shape)
+
+
+def read_kitti(store, names, bench):
+    rgb, depth = _rgb(store, names[0]), _png16(store, names[1], 256.0)  # KITTI stores depth * 256
+    _same_size(rgb, depth, store, names[1])
+    if depth.shape[0] < KITTI_BM_CROP[0] or depth.shape[1] < KITTI_BM_CROP[1]:
+        raise DatasetError(f"{store.name(names[1])}: {tuple(depth.shape)} is smaller than KITTI's benchmark crop "
+                           f"{KITTI_BM_CROP}")
+    rgb, depth = kitti_benchmark_crop(rgb), kitti_benchmark_crop(depth)
+    return rgb, depth, _in_range(depth, bench) & kitti_eigen_mask(*depth.shape)
+
+
+def read_eth3d(store, names, bench):
+    rgb = _rgb(store, names[0])
+    height, width = rgb.shape[-2:]
+    data = store.read(names[1])
+    if len(data) != height * width * 4:
+        raise DatasetError(f"{store.name(names[1])}: {len(data)} bytes, not the {height * width * 4} of a "
+                           f"{width}x{height} float32 depth map (ETH3D's raw format)")
+    depth = torch.from_numpy(np.frombuffer(data, dtype="<f4").reshape(height, width).copy())
+    depth[torch.isinf(depth)] = 0.0  # ETH3D marks missing depth with inf; Marigold sets it to 0 (invalid)
+    return rgb, depth, _in_range(depth, bench)
+
+
+def read_diode(store, names, bench):
+    rgb = _rgb(store, names[0])
+    depth = torch.from_numpy(_npy(store, names[1]).astype(np.float32))
+    valid = torch.from_numpy(_npy(store, names[2]).astype(bool))  # DIODE's mask alone (Marigold's diode_dataset.py)
+    _same_size(rgb, depth, store, names[1])
+    _same_size(rgb, valid, store, names[2])
+    return rgb, depth, valid
+
+
+FRAME_READERS = {"hypersim_val": read_png_mm, "scannet": read_png_mm, "nyuv2": read_nyuv2, "kitti": read_kitti,
+                 "eth3d": read_eth3d, "diode": read_diode}
+
+
+class DepthFrames(torch.utils.data.Dataset):
+    """A depth benchmark's frames in its list's order: {"rgb" (3, H, W) in [-1, 1], "depth" (H, W), "valid"}."""
+
+    def __init__(self, bench, root):
+        self.bench, self.store = bench, open_store(root, bench.source)
+        self.frames = read_frame_list(root, bench, self.store)
+
+    def __len__(self):
+        return len(self.frames)
+
+    def __getitem__(self, i):
+        rgb, depth, valid = FRAME_READERS[self.bench.name](self.store, self.frames[i], self.bench)
+        if not valid.any():
+            raise DatasetError(f"{self.store.name(self.frames[i][1])}: no valid depth pixel in the evaluation region")
+        return {"rgb": readers.to_unit_range(rgb), "depth": depth, "valid": valid}
+
+
+def open_frames(bench, root):
+    """The benchmark's frames at their native size (every file checked present before any model work)."""
+    if bench.task == "depth":
+        return DepthFrames(bench, root)
+    folder = Path(root) / bench.source
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: no such folder; tutorial 10 says what to download and where")
+    if bench.task == "flow":
+        return readers.FlyingChairs(folder, split="val")
+    return readers.Pix2Gestalt(folder, split="val")
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Alignment (Marigold's least squares) and per-frame scores
+# ----------------------------------------------------------------------------------------------------------
+
+def _downsized(x, max_res):
+    """Marigold's --alignment_max_res: nearest-neighbour downsizing by min(max_res / H, max_res / W) when below 1."""
+    scale = min(max_res / x.shape[-2], max_res / x.shape[-1]) if max_res else 1.0
+    if scale >= 1:
+        return x
+    src = x.float() if x.dtype == torch.bool else x
+    return F.interpolate(src[None, None], scale_factor=scale, mode="nearest")[0, 0].to(x.dtype)
+
+
+def align(pred, gt, valid, space="depth", max_res=0):
+    """pred (H, W) affine-invariant -> depth (H, W) by Marigold's least squares against gt over valid pixels, in
+    depth or in disparity (1 / gt; pixels where pred <= 0 sit out, the fitted disparity is floored at 1e-3).
+    The fit runs in float64; the result has pred's dtype (an ETH3D frame has 24M pixels)."""
+    target = gt
+    if space == "disparity":
+        valid = valid & (pred > 0)
+        target = torch.where(valid, 1 / torch.where(valid, gt, torch.ones_like(gt)), torch.zeros_like(gt))
+    elif space != "depth":
+        raise ValueError(f"align: space must be 'depth' or 'disparity', got {space!r}")
+    small = [_downsized(x, max_res) for x in (pred, target, valid)]
+    s, t = metrics.fit_scale_shift(small[0][None].double(), small[1][None].double(), small[2][None])  # (1, 1, 1)
+    fitted = s[0].to(pred.dtype) * pred + t[0].to(pred.dtype)
+    return fitted if space == "depth" else 1 / fitted.clamp_min(MIN_DISPARITY)
+
+
+def resize_to(x, size, mode="bilinear"):
+    """(C, R, R) -> (C, H, W): a prediction back at the ground truth's size."""
+    return F.interpolate(x[None].float(), size=tuple(size), mode=mode, align_corners=False)[0]
+
+
+def score_depth(merged, frame, bench):
+    """merged (R, R) in [0, 1] -> {absrel, delta1..3, rmse} of the frame, by Marigold's evaluation."""
+    depth, valid = frame["depth"][None], frame["valid"][None]  # (1, H, W)
+    pred = resize_to(merged[None], depth.shape[-2:])[0]
+    aligned = align(pred, depth[0], valid[0], bench.align, bench.align_max_res)
+    aligned = aligned.clamp(*bench.depth_range).clamp_min(MIN_PRED)[None]  # (1, H, W)
+    return {"absrel": metrics.absrel(aligned, depth, valid).item(),
+            **{f"delta{k}": metrics.delta(aligned, depth, valid, k).item() for k in (1, 2, 3)},
+            "rmse": metrics.rmse(aligned, depth, valid).item()}
+
+
+def score_flow(merged, frame, bench):
+    """merged (2, R, R) pixels at R -> {epe}: over all pixels at the ground truth's size (Table 4)."""
+    height, width = frame["flow"].shape[-2:]
+    R = merged.shape[-1]
+    scale = torch.tensor([width / R, height / R])[:, None, None]  # (2, 1, 1): displacements grow with the image
+    pred = resize_to(merged, (height, width)) * scale
+    return {"epe": metrics.epe(pred[None], frame["flow"][None].float()).item()}
+
+
+def score_amodal(merged, frame, bench):
+    """merged (3, R, R) whole-object image -> {miou}: this sample's IoU of the read-back mask (its mean is mIoU)."""
+    image = resize_to(merged, frame["amodal"].shape[-2:])
+    return {"miou": metrics.iou(tasks.amodal_mask(image[None]), frame["amodal"]).item()}
+
+
+def _square(img, R):
+    return F.interpolate(img[None].float(), size=(R, R), mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+def _square_mask(mask, R):
+    return F.interpolate(mask[None, None].float(), size=(R, R), mode="nearest-exact")[0, 0] > 0.5
+
+
+# task -> (condition images (3, R, R) of a frame, merge of members (M, b, 3, R, R), per-frame score)
+TASK_RULES = {
+    "depth": (lambda f, R: [_square(f["rgb"], R)],
+              lambda m, cfg: tasks.get("depth").merge(m, cfg), score_depth),
+    "flow": (lambda f, R: [_square(f["rgb"], R), _square(f["rgb2"], R)], lambda m, cfg: tasks.get("flow").merge(m, cfg),
+             score_flow),
+    "amodal": (lambda f, R: [_square(f["rgb"], R), tasks.mask_image(_square_mask(f["ids"] == 1, R)[None])[0]],
+               lambda m, cfg: tasks.get("amodal").merge(m, cfg)["painting"], score_amodal),
+}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Evaluation
+# ----------------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def predict(model, cfg, k, cond, device, codec, generator):
+    """cond: K condition batches (b, 3, R, R) of the run's task k -> members (M, b, 3, R, R), decoded, on the CPU
+    (evaluate.Evaluation.predict's chain, for images that are not the run's validation scenes)."""
+    M, b = cfg.sample.ensemble, len(cond[0])
+    latents = {"cond": [codec.encode(c.to(device)) for c in cond]}
+    fn = sampling.conditioned_fn(model, cfg, k, latents, M)
+    z0 = sampling.generate(fn, cfg, (M * b, *latents["cond"][0].shape[1:]), generator, device)
+    x = codec.decode(z0.float()).float()
+    return x.view(M, b, *x.shape[1:]).cpu()
+
+
+def with_intervals(values):
+    """{metric: per-frame values} -> {k: mean, k_ci: [lo, hi]} + n (95 % percentile bootstrap over frames)."""
+    out = {}
+    for k, v in values.items():
+        v = np.asarray(v, dtype=np.float64)
+        out[k], out[f"{k}_ci"] = float(v.mean()), list(stats.bootstrap_ci(v, stat=np.mean, n_boot=2000, level=0.95,
+                                                                          seed=0))
+    out["n"] = len(next(iter(values.values())))
+    return out
+
+
+def evaluate_benchmark(model, cfg, k, bench, frames, device, codec):
+    """Every frame of `frames` through the model (the run's task k) at the run's resolution, scored by the
+    protocol: the eval dict."""
+    conditions, merge, score = TASK_RULES[bench.task]
+    R, s = cfg.data.resolution, cfg.sample
+    generator = torch.Generator().manual_seed(s.seed)
+    values = {}
+    for start in range(0, len(frames), s.batch):
+        batch = [frames[i] for i in range(start, min(start + s.batch, len(frames)))]
+        cond = [torch.stack(images) for images in zip(*(conditions(f, R) for f in batch))]  # K x (b, 3, R, R)
+        merged = merge(predict(model, cfg, k, cond, device, codec, generator), cfg)
+        for frame, m in zip(batch, merged):
+            for k, v in score(m, frame, bench).items():
+                values.setdefault(k, []).append(v)
+    result = {"benchmark": bench.name, "task": bench.task, **with_intervals(values), "official_n": bench.frames or None,
+              "depth_range": list(bench.depth_range) if bench.task == "depth" else None,
+              "align": bench.align if bench.task == "depth" else None, "resolution": R,
+              "steps": s.steps, "ensemble": s.ensemble, "schedule": s.schedule or cfg.diffusion.schedule}
+    return result, values
+
+
+def run_benchmarks(model, cfg, name, root, out_dir, device, codec):
+    """--benchmark NAME --root DIR: every frame list and file checked first, then each benchmark evaluated into
+    out_dir/eval_<benchmark>.json (+ eval_<benchmark>_frames.npz, the per-frame values) and benchmarks.md."""
+    run_tasks = [task.name for task in tasks.run_tasks(cfg)]
+    names = benchmark_names(name, run_tasks)
+    opened = [(BENCHMARKS[n], open_frames(BENCHMARKS[n], root)) for n in names]  # bad input fails here, before work
+    results = {}
+    for bench, frames in opened:
+        k = run_tasks.index(bench.task)  # its router entry and label row
+        result, values = evaluate_benchmark(model, cfg, k, bench, frames, device, codec)
+        (Path(out_dir) / f"eval_{bench.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        np.savez(Path(out_dir) / f"eval_{bench.name}_frames.npz", **{k: np.asarray(v) for k, v in values.items()})
+        shown = " | ".join(f"{k} {result[k]:.4f} [{result[k + '_ci'][0]:.4f}, {result[k + '_ci'][1]:.4f}]"
+                           for k in values)
+        print(f"benchmark {bench.name} | {shown} | n {result['n']}", flush=True)
+        results[bench.name] = result
+    table = write_table(out_dir)
+    print(f"table: {table}")
+    return results
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The paper's tables, generated from eval_<benchmark>.json
+# ----------------------------------------------------------------------------------------------------------
+
+def _cell(result, key, factor):
+    if result is None:
+        return "—"
+    lo, hi = (factor * x for x in result[f"{key}_ci"])
+    return f"{factor * result[key]:.1f} [{lo:.1f}, {hi:.1f}]" if factor == 100 else \
+        f"{result[key]:.2f} [{lo:.2f}, {hi:.2f}]"
+
+
+def table_markdown(results, task):
+    """The paper's table for `task` (Table 3, 4 or 5 layout) with a row for this run: results {benchmark: eval}."""
+    benches = [b for b in BENCHMARKS.values() if b.task == task]
+    columns = TABLE_COLUMNS[task]
+    header = ["Method"] + [f"{b.title} {title}" for b in benches for _, title, _ in columns]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, row in PAPER_ROWS[task].items():
+        cells = [f"{row[b.name][j]:.1f}" if b.name in row and columns[j][2] == 100 else
+                 f"{row[b.name][j]:.2f}" if b.name in row else "—" for b in benches for j in range(len(columns))]
+        lines.append("| " + " | ".join([method] + cells) + " |")
+    ours = [_cell(results.get(b.name), key, factor) for b in benches for key, _, factor in columns]
+    lines.append("| " + " | ".join(["this run (95 % interval)"] + ours) + " |")
+    counts = [f"{b.title} {results[b.name]['n']}" + (f" of {b.frames}" if b.frames else "") for b in benches
+              if b.name in results]
+    return "\n".join(lines) + f"\n\nFrames evaluated: {', '.join(counts)}.\n"
+
+
+def write_table(out_dir):
+    """benchmarks.md: one table per task with results among out_dir/eval_<benchmark>.json; its path."""
+    results = {}
+    for bench in BENCHMARKS.values():
+        path = Path(out_dir) / f"eval_{bench.name}.json"
+        if path.is_file():
+            results[bench.name] = json.loads(path.read_text())
+    sections = []
+    for task, title in (("depth", "Table 3: depth, Marigold's protocol (AbsRel and δ1 in %)"),
+                        ("flow", "Table 4: FlyingChairs validation EPE (pixels, all pixels)"),
+                        ("amodal", "Table 5: pix2gestalt held-out mIoU (%)")):
+        if any(BENCHMARKS[n].task == task for n in results):
+            sections.append(f"## {title}\n\n" + table_markdown(results, task))
+    path = Path(out_dir) / "benchmarks.md"
+    path.write_text("# The paper's benchmarks\n\nGenerated by `python sample.py RUN --benchmark ...` from "
+                    "eval_<benchmark>.json; the papers' rows are their published numbers.\n\n" + "\n".join(sections))
+    return path
