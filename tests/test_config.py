@@ -207,7 +207,7 @@ FIELD_CASES = [
     ("data.tasks={depht: 1}", "data.tasks = {'depht': 1.0}"),
     ("diffusion.task_timestep_weights={flow: [0, 0]}", "diffusion.task_timestep_weights = {'flow': [0.0, 0.0]}"),
     ("train.task_loss={amodal: l2}", "train.task_loss = {'amodal': 'l2'}"),
-    ("sample.task=normals", "sample.task = 'normals'"),
+    ("sample.task=stereo", "sample.task = 'stereo'"),
 ]
 
 
