@@ -24,9 +24,9 @@ Letters: M members, B batch, C channels, H, W image size, S recorded steps, N sa
 """
 
 import json
-import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from minidp import data, sampling, schedules, tasks, viz
@@ -93,6 +93,7 @@ class Evaluation:
     def __init__(self, model, cfg, k, task, out_dir, device, n, codec, recorder=None):
         self.model, self.cfg, self.k, self.task, self.out_dir = model, cfg, k, task, out_dir
         self.device, self.n, self.codec, self.recorder = device, n, codec, recorder
+        self.scores = None  # {metric: per-scene values (n,)}, set by the task's evaluate
 
     def batches(self):
         """Yields (scene indices, batch in pixels, batch in latents) over the n validation scenes."""
@@ -179,15 +180,21 @@ def evaluate(model, cfg, out_dir, device, quick=False, codec=None):
     codec = codec or data.make_codec(cfg.data, device)
     run = tasks.run_tasks(cfg)
     chosen = [task for task in run if task.name == cfg.sample.task] if cfg.sample.task else run
-    results, multitask = {}, cfg.train.mode == "multitask"
+    results, scenes, multitask = {}, {}, cfg.train.mode == "multitask"
     for task in chosen:
         n = min(cfg.sample.num_images, 20 if task.pretraining else 8) if quick else cfg.sample.num_images
         recorder = StepRecorder(cfg, task) if cfg.sample.intermediates and not quick and task.metric else None
-        results[task.name] = task.evaluate(Evaluation(model, cfg, run.index(task), task, out_dir, device, n, codec,
-                                                      recorder))
+        ev = Evaluation(model, cfg, run.index(task), task, out_dir, device, n, codec, recorder)
+        results[task.name] = task.evaluate(ev)
+        if ev.scores is not None:  # per scene, under "<task>/" in a generalist's file
+            prefix = f"{task.name}/" if multitask else ""
+            scenes[f"{prefix}scenes"] = np.arange(cfg.data.val_offset, cfg.data.val_offset + n)
+            scenes.update({prefix + k: v.double().numpy() for k, v in ev.scores.items()})
         if recorder is not None:  # single-task runs only (a config rule)
             recorder.write(out_dir)
-        values = (f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in results[task.name].items())
+        r = results[task.name]
+        values = (f"{k} {v:.4f}" + (" [{:.4f}, {:.4f}]".format(*r[k + "_ci"]) if k + "_ci" in r else "")
+                  if isinstance(v, float) else f"{k} {v}" for k, v in r.items() if not k.endswith("_ci"))
         print(f"eval {task.name + ' ' if multitask else ''}| " + " | ".join(values), flush=True)
     if multitask:
         generalist_figure([Evaluation(model, cfg, run.index(t), t, out_dir, device, 1, codec) for t in chosen],
@@ -195,6 +202,8 @@ def evaluate(model, cfg, out_dir, device, quick=False, codec=None):
     result = results if multitask else results[chosen[0].name]
     if not quick:
         (Path(out_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+        if scenes:
+            np.savez(Path(out_dir) / "eval_scenes.npz", **scenes)
     return result
 
 

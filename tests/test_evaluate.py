@@ -6,6 +6,7 @@ Run: pytest -q tests/test_evaluate.py     (a few seconds: untrained micro models
 
 import json
 
+import numpy
 import pytest
 import torch
 
@@ -30,6 +31,16 @@ def test_each_task_writes_its_metrics_baseline_and_figure(task, keys, tmp_path):
     assert json.loads((tmp_path / "eval.json").read_text()) == pytest.approx(result)
     assert all(0 <= result[k] < float("inf") for k in keys)
     assert (tmp_path / "figures" / f"{task}_grid.png").stat().st_size > 0
+    # every metric with its interval over scenes, and the per-scene values behind it (compare.py reads them)
+    assert all(result[f"{k}_ci"][0] <= result[k] <= result[f"{k}_ci"][1] for k in keys)
+    assert result["n"] == cfg.sample.num_images
+    with numpy.load(tmp_path / "eval_scenes.npz") as npz:
+        assert npz["scenes"].tolist() == list(range(cfg.data.val_offset, cfg.data.val_offset + result["n"]))
+        for k in keys:
+            if k.endswith("oiou"):
+                assert numpy.sum(npz[k + ":num"]) / numpy.sum(npz[k + ":den"]) == pytest.approx(result[k])
+            else:
+                assert numpy.nanmean(npz[k]) == pytest.approx(result[k], rel=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -8,7 +8,10 @@ everything that differs between tasks; the rest of minidp asks it and never bran
 Evaluation (what `Task.evaluate` does for every perception task): for each validation batch the M ensemble members
 are merged by the task's rule (`merge`), scored per scene against the ground truth (`scores`: one value per scene
 and metric, the baseline's as prior_*), and summarised: a metric is the mean over the scenes that have it (NaN =
-the scene has no pixel the metric counts) or, for the names in `ratio_metrics`, a ratio of sums over scenes (oIoU).
+the scene has no pixel the metric counts) or, for the names in `ratio_metrics`, a ratio of sums over scenes (oIoU),
+each with its 95 % interval over scenes (`k_ci`, a percentile bootstrap; a ratio metric as a ratio of resampled
+sums) and the number of scenes `n`; the per-scene values go to eval_scenes.npz, so two runs evaluated on the same
+scenes compare paired (`python sample.py compare RUN_A RUN_B`).
 `ev`, the evaluation context (minidp/evaluate.py), runs the sampler and knows where figures go.
 Letters: M members, B / b batch, C channels, H, W image size.
 """
@@ -16,6 +19,8 @@ Letters: M members, B / b batch, C channels, H, W image size.
 import time
 
 import torch
+
+from minidp import stats
 
 
 def to_255(x):
@@ -53,6 +58,22 @@ def summarize(scores, ratio_metrics=()):
         else:
             result[key] = v[~v.isnan()].mean().item()
     return result
+
+
+def intervals(scores):
+    """{k_ci: [lo, hi]}: the 95 % percentile-bootstrap interval over scenes of each metric of `scores` (a ratio
+    metric, k:num and k:den, as a ratio of resampled sums; minidp/stats.py)."""
+    out = {}
+    for key, v in scores.items():
+        name, _, part = key.partition(":")
+        if part == "num":
+            _, lo, hi = stats.ratio_ci(v.double().numpy(), scores[name + ":den"].double().numpy())
+        elif not part:
+            lo, hi = stats.bootstrap_ci(v.double().numpy())
+        else:
+            continue
+        out[f"{name}_ci"] = [float(lo), float(hi)]
+    return out
 
 
 class Task:
@@ -126,6 +147,7 @@ class Task:
             shown = shown or (to_cpu(batch), pred)
         scores = {k: torch.cat(v) for k, v in parts.items()}
         result = summarize(scores, self.ratio_metrics)
-        result.update(ev.run_info(time.time() - t0, **self.info(ev.cfg)))
+        result.update(ev.run_info(time.time() - t0, **self.info(ev.cfg)), **intervals(scores), n=ev.n)
+        ev.scores = scores  # per scene: eval_scenes.npz
         self.figure(ev, *shown, scores)
         return result
