@@ -467,9 +467,9 @@ def with_intervals(values):
     return out
 
 
-def evaluate_benchmark(model, cfg, k, bench, frames, device, codec):
-    """Every frame of `frames` through the model (the run's task k) at the run's resolution, scored by the
-    protocol: the eval dict."""
+def evaluate_benchmark(model, cfg, task_index, bench, frames, device, codec):
+    """Every frame of `frames` through the model (the run's task `task_index`) at the run's resolution, scored by
+    the protocol: the eval dict."""
     conditions, merge, score = TASK_RULES[bench.task]
     R, s = cfg.data.resolution, cfg.sample
     generator = torch.Generator().manual_seed(s.seed)
@@ -477,7 +477,7 @@ def evaluate_benchmark(model, cfg, k, bench, frames, device, codec):
     for start in range(0, len(frames), s.batch):
         batch = [frames[i] for i in range(start, min(start + s.batch, len(frames)))]
         cond = [torch.stack(images) for images in zip(*(conditions(f, R) for f in batch))]  # K x (b, 3, R, R)
-        merged = merge(predict(model, cfg, k, cond, device, codec, generator), cfg)
+        merged = merge(predict(model, cfg, task_index, cond, device, codec, generator), cfg)
         for frame, m in zip(batch, merged):
             for k, v in score(m, frame, bench).items():
                 values.setdefault(k, []).append(v)

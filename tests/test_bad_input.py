@@ -57,7 +57,7 @@ TRAIN_CASES = [
     (["diffusion.zero_terminal_snr=true", "diffusion.prediction=eps"], "diffusion.zero_terminal_snr"),
     (["train.mode=pretrain"], "data.task"),                   # depth.yaml's task cannot be pre-trained
     (["data.num_classes=0"], "data.num_classes"),
-    (["sample.num_images=100"], "sample.num_images"),         # data.val_size is 64
+    (["sample.num_images=2000"], "sample.num_images"),        # data.val_size is 1024
     (["train.device=tpu"], "train.device"),
     (["diffusion.beta_start=0.5"], "diffusion.beta_start"),   # above scaled_linear's beta_end 0.012
     (["sample.eta=-1"], "sample.eta"),

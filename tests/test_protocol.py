@@ -225,7 +225,7 @@ def make_run(out, config_name, *extra):
     out.mkdir(parents=True, exist_ok=True)
     checkpoint.save_checkpoint(out / "ckpt.pt", {"model": state, "ema": state, "step": 0,
                                                  "config": config.to_dict(cfg), "model_config": dict(model.config),
-                                                 "tasks": tasks.run_tasks(cfg)})
+                                                 "tasks": [task.name for task in tasks.run_tasks(cfg)]})
     return out
 
 

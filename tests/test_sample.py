@@ -103,7 +103,7 @@ def test_mean_depth_prior_is_the_mean_of_training_depths():
 
     cfg = Config()
     cfg.data = DataConfig(task="depth", resolution=16, train_size=5)
-    s = world.render(range(5), resolution=16)
+    s = world.render(range(512), resolution=16)  # the prior's 512 training scenes (train_size does not cap the world)
     expected = (s["depth"] * s["valid"]).sum(0) / s["valid"].sum(0).clamp_min(1)
     ev = evaluate.Evaluation(None, cfg, 0, tasks.get("depth"), None, "cpu", 0, None)
     assert torch.allclose(tasks.get("depth").prior(ev), expected)
