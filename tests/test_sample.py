@@ -112,6 +112,8 @@ def test_mean_depth_prior_is_the_mean_of_training_depths():
 def test_class_report_and_figure(class_run):
     report = json.loads((class_run / "eval.json").read_text())
     assert 0 <= report["class_accuracy"] <= 1 and report["chance"] == pytest.approx(0.1)
+    lo, hi = report["class_accuracy_ci"]
+    assert lo <= report["class_accuracy"] <= hi and report["n"] == report["num_samples"]
     # the classifier itself must work on real images, or class_accuracy would mean nothing
     assert report["real_class_accuracy"] > 0.5
     assert (class_run / "figures" / "class_samples.png").stat().st_size > 0
