@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from helpers import MICRO, run_inprocess  # noqa: E402
-from minidp import checkpoint  # noqa: E402
+from minidp import checkpoint, config, data  # noqa: E402
 
 DEPTH = str(ROOT / "configs" / "depth.yaml")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -75,3 +75,36 @@ def test_a_checkpoint_write_past_the_file_size_limit_is_one_line_keeps_the_previ
     assert run_inprocess(out, "train.steps=4") == 0
     assert torch.load(out / "ckpt.pt", weights_only=True)["step"] == 4
     assert sorted(steps_logged(out)) == [1, 2, 3, 4]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A latent-cache shard changed on disk
+# ----------------------------------------------------------------------------------------------------------
+
+def test_a_truncated_or_flipped_cache_shard_is_one_line_naming_it_and_verify_encodes_only_it_again(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["cache", DEPTH, *MICRO, f"train.out_dir={out}"]
+    assert data.main([*args, "--shard-size=16"]) == 0  # the 64 training scenes in 4 shards
+    shards = sorted((out / "latents").glob("shard_*.pt"))
+    original = [p.read_bytes() for p in shards]
+    flipped = bytearray(original[2])
+    flipped[len(flipped) // 2] ^= 0x01  # one bit of a tensor's bytes: torch.load would read it without a word
+    damage = {1: original[1][:-1], 2: bytes(flipped)}  # shard 1 one byte short, shard 2 with a flipped bit
+    for i, damaged in damage.items():
+        shards[i].write_bytes(damaged)
+        capsys.readouterr()
+        assert run_inprocess(out) == 2
+        line = one_line(capsys.readouterr().err)
+        assert str(shards[i]) in line and "--verify" in line
+        assert not (out / "ckpt.pt").exists()  # refused before anything ran
+        shards[i].write_bytes(original[i])
+    # both damaged: --verify encodes shards 1 and 2 again, byte for byte as they were, and leaves 0 and 3 alone
+    for i, damaged in damage.items():
+        shards[i].write_bytes(damaged)
+    untouched = {i: shards[i].stat().st_mtime_ns for i in (0, 3)}
+    time.sleep(0.01)
+    assert data.main([*args, "--verify"]) == 0
+    assert "2 shard(s) encoded" in capsys.readouterr().out
+    assert [p.read_bytes() for p in shards] == original
+    assert {i: shards[i].stat().st_mtime_ns for i in (0, 3)} == untouched
+    assert data.LatentCache(out / "latents", config.load_config(DEPTH, MICRO).data).size == 64
