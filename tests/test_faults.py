@@ -21,6 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from helpers import MICRO, run_inprocess  # noqa: E402
+import fit_scaling  # noqa: E402
 from minidp import checkpoint, config, data  # noqa: E402
 
 DEPTH = str(ROOT / "configs" / "depth.yaml")
@@ -108,3 +109,23 @@ def test_a_truncated_or_flipped_cache_shard_is_one_line_naming_it_and_verify_enc
     assert [p.read_bytes() for p in shards] == original
     assert {i: shards[i].stat().st_mtime_ns for i in (0, 3)} == untouched
     assert data.LatentCache(out / "latents", config.load_config(DEPTH, MICRO).data).size == 64
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A log line torn by a crash
+# ----------------------------------------------------------------------------------------------------------
+
+def test_a_torn_last_log_line_is_cut_off_on_resume_and_skipped_with_one_warning_by_fit(tmp_path, capsys):
+    out, log = tmp_path / "run", tmp_path / "run" / "log.jsonl"
+    assert run_inprocess(out, "train.steps=4") == 0
+    with open(log, "a") as f:  # the process died while writing step 5's record
+        f.write('{"step": 5, "loss": 0.4')
+    capsys.readouterr()
+    assert fit_scaling.main(["fit", str(out), "--out", str(tmp_path / "fit")]) == 0
+    warning = one_line(capsys.readouterr().err)
+    assert warning.startswith("warning:") and str(log) in warning
+    # resuming cuts the torn line off (saying so once) and logs steps 5, 6 on lines of their own
+    assert run_inprocess(out, "train.steps=6") == 0
+    warning = one_line(capsys.readouterr().err)
+    assert warning.startswith("warning:") and "cut off" in warning
+    assert sorted(steps_logged(out)) == [1, 2, 3, 4, 5, 6]
