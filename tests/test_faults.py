@@ -10,6 +10,7 @@ import json
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -22,10 +23,21 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from helpers import MICRO, run_inprocess  # noqa: E402
 import fit_scaling  # noqa: E402
+from test_data import hypersim_tree  # noqa: E402
 from minidp import checkpoint, config, data  # noqa: E402
 
 DEPTH = str(ROOT / "configs" / "depth.yaml")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The in-process runs on one thread, as the child processes (OMP_NUM_THREADS=1): a micro model gains nothing
+    from a second one, and on a shared 2-core machine its spin-waits made a run 6x slower (23 s vs 3.8 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def train_cmd(out_dir, *extra):
@@ -129,3 +141,97 @@ def test_a_torn_last_log_line_is_cut_off_on_resume_and_skipped_with_one_warning_
     warning = one_line(capsys.readouterr().err)
     assert warning.startswith("warning:") and "cut off" in warning
     assert sorted(steps_logged(out)) == [1, 2, 3, 4, 5, 6]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A process the run depends on killed: a DataLoader worker, a rank
+# ----------------------------------------------------------------------------------------------------------
+
+def children(pid):
+    """The pids whose parent is `pid` (Linux: /proc/<pid>/stat's fourth field)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended while we looked
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def wait_for_checkpoint(out_dir, proc, deadline=60):
+    start = time.time()
+    while not (Path(out_dir) / "ckpt.pt").is_file():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.time() - start < deadline, "no checkpoint written"
+        time.sleep(0.02)
+
+
+REFERENCE_STEPS = 24  # within warm-up (100 steps), where nothing depends on train.steps: a run killed on its way
+#                      to 100 steps and resumed to 24 must log what an uninterrupted 24-step run logs
+
+
+@pytest.fixture(scope="module")
+def hypersim(tmp_path_factory):
+    """A tiny Hypersim (6 training frames, 2 validation) and an uninterrupted run of REFERENCE_STEPS on it."""
+    tmp = tmp_path_factory.mktemp("hypersim")
+    real = ["data.dataset=hypersim", f"data.root={hypersim_tree(tmp / 'data', n_train=6, n_val=2)}",
+            "data.train_size=6", "data.val_size=2", "data.workers=1", "train.ckpt_every=2"]
+    assert run_inprocess(tmp / "uninterrupted", *real, f"train.steps={REFERENCE_STEPS}") == 0
+    return real, steps_logged(tmp / "uninterrupted")
+
+
+def assert_resuming_reproduces(out, real, reference):
+    """Resume `out` in this process to REFERENCE_STEPS; every step's loss must be the uninterrupted run's."""
+    assert run_inprocess(out, *real, f"train.steps={REFERENCE_STEPS}") == 0
+    resumed = steps_logged(out)
+    assert sorted(resumed) == sorted(reference)
+    assert [resumed[s] for s in reference] == pytest.approx([reference[s] for s in reference], rel=1e-5, abs=0)
+
+
+def test_a_loader_worker_killed_mid_run_ends_it_in_one_line_and_resuming_reproduces_the_losses(tmp_path, hypersim):
+    real, reference = hypersim
+    out = tmp_path / "run"
+    proc = subprocess.Popen(train_cmd(out, *real, "train.steps=100"), env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    wait_for_checkpoint(out, proc)
+    [worker] = children(proc.pid)  # the one DataLoader worker (data.workers=1), as the OOM killer would pick it
+    os.kill(worker, signal.SIGKILL)
+    killed = time.time()
+    assert proc.wait(timeout=60) == 3
+    assert time.time() - killed < 60
+    assert "data loader worker died" in one_line(proc.stderr.read())
+    assert 2 <= checkpoint.load_checkpoint(out, "test")["step"] < REFERENCE_STEPS  # intact, and mid-run
+    assert_resuming_reproduces(out, real, reference)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_one_of_two_gloo_ranks_killed_ends_the_other_in_one_line_and_resuming_reproduces_the_losses(tmp_path,
+                                                                                                   hypersim):
+    # two ranks started as a cluster scheduler (srun) starts them: no torchrun agent to stop the survivor
+    real, reference = hypersim
+    out = tmp_path / "run"
+    rendezvous = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2",
+                  "LOCAL_WORLD_SIZE": "2"}
+    ranks = [subprocess.Popen(train_cmd(out, *real, "train.steps=100", "train.rank_timeout_s=30"),
+                              env={**ENV, **rendezvous, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    try:
+        wait_for_checkpoint(out, ranks[0])
+        ranks[1].kill()  # SIGKILL
+        killed = time.time()
+        assert ranks[0].wait(timeout=60) == 3
+    finally:
+        for proc in ranks:
+            proc.kill()
+            proc.wait()
+    assert time.time() - killed < 60
+    assert "another rank stopped answering" in one_line(ranks[0].stderr.read())
+    assert 2 <= checkpoint.load_checkpoint(out, "test")["step"] < REFERENCE_STEPS
+    assert_resuming_reproduces(out, real, reference)
