@@ -298,6 +298,7 @@ def main(argv=None):
         fault = e if isinstance(e, FaultError) else fault_of(e)
         if fault is None:
             raise
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's handler would name a dead worker again at exit
         print(f"error: {fault}", file=sys.stderr, flush=True)
         return 3
 

@@ -26,6 +26,8 @@ Notable choices:
   task's label row instead), and pix2gestalt's one object per sample as slot 0 (ref_masks = its visible mask).
 - A file that cannot be read inside a DataLoader worker comes back as data ({"error": message}) and is raised in
   the training process, so the user sees the reader's one line naming the file, not a worker's traceback.
+- A worker that dies (the OOM killer) ends the run in one line, exit status 3 (errors.FaultError): torch's SIGCHLD
+  handler raises it wherever the loop is (errors.fault_of reads it), or the batch it was handing over breaks off.
 - Masks follow the latents: a latent pixel counts in the loss only if all its downsample x downsample pixels are
   valid (Marigold's valid_mask_down).
 - The latent cache stores float32 (the cached and uncached runs' losses agree to float rounding, a test checks it)
@@ -46,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from minidp import files, parallel, readers, recipe, tasks, vae, world
-from minidp.errors import ArgumentParser, FaultError, InputError, choose_device, int_in, one_line
+from minidp.errors import RESUME, ArgumentParser, FaultError, InputError, choose_device, int_in, one_line
 
 DataError = (readers.DatasetError, vae.VAEWeightsError)  # bad data or weights: one line, exit status 2
 VALIDATION_SPLIT = {"hypersim": "val", "flyingchairs": "val", "imagenet": "val"}  # datasets with a validation split
@@ -268,7 +270,11 @@ class RealLoader:
         self.batches = iter(self.loader)
 
     def next(self, indices):
-        scenes = raise_error(next(self.batches))
+        try:
+            scenes = raise_error(next(self.batches))
+        except (EOFError, ConnectionError) as e:  # a worker that died while handing a batch's shared memory over
+            raise FaultError(f"a data loader worker died while handing over a batch ({type(e).__name__}); "
+                             f"{RESUME}") from None
         if not torch.equal(scenes.pop("index"), indices):  # the sampler and the loop disagree: a bug, not input
             raise RuntimeError("RealLoader: the fetched batch is not the one the training loop asked for")
         return scenes

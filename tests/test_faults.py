@@ -24,7 +24,8 @@ sys.path.insert(0, str(ROOT))
 from helpers import MICRO, run_inprocess  # noqa: E402
 import fit_scaling  # noqa: E402
 from test_data import hypersim_tree  # noqa: E402
-from minidp import checkpoint, config, data  # noqa: E402
+from minidp import checkpoint, config, data, files  # noqa: E402
+from minidp.errors import InputError  # noqa: E402
 
 DEPTH = str(ROOT / "configs" / "depth.yaml")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -199,7 +200,7 @@ def test_a_loader_worker_killed_mid_run_ends_it_in_one_line_and_resuming_reprodu
     [worker] = children(proc.pid)  # the one DataLoader worker (data.workers=1), as the OOM killer would pick it
     os.kill(worker, signal.SIGKILL)
     killed = time.time()
-    assert proc.wait(timeout=60) == 3
+    assert proc.wait(timeout=60) == 3, proc.stderr.read()[-3000:]
     assert time.time() - killed < 60
     assert "data loader worker died" in one_line(proc.stderr.read())
     assert 2 <= checkpoint.load_checkpoint(out, "test")["step"] < REFERENCE_STEPS  # intact, and mid-run
@@ -226,7 +227,7 @@ def test_one_of_two_gloo_ranks_killed_ends_the_other_in_one_line_and_resuming_re
         wait_for_checkpoint(out, ranks[0])
         ranks[1].kill()  # SIGKILL
         killed = time.time()
-        assert ranks[0].wait(timeout=60) == 3
+        assert ranks[0].wait(timeout=60) == 3, ranks[0].stderr.read()[-3000:]
     finally:
         for proc in ranks:
             proc.kill()
@@ -235,3 +236,52 @@ def test_one_of_two_gloo_ranks_killed_ends_the_other_in_one_line_and_resuming_re
     assert "another rank stopped answering" in one_line(ranks[0].stderr.read())
     assert 2 <= checkpoint.load_checkpoint(out, "test")["step"] < REFERENCE_STEPS
     assert_resuming_reproduces(out, real, reference)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A sweep killed mid-run, and a second sweep on its folder
+# ----------------------------------------------------------------------------------------------------------
+
+def wait_unlocked(run_dir, deadline=60):
+    """Wait until no process holds run_dir's lock (train.py's flock, dropped when its process ends)."""
+    start = time.time()
+    while True:
+        try:
+            files.lock_folder(run_dir, "test").close()
+            return
+        except InputError:
+            assert time.time() - start < deadline, f"{run_dir} still locked"
+            time.sleep(0.05)
+
+
+def test_a_sweep_killed_mid_run_resumes_it_and_a_second_sweep_on_its_folder_is_refused(tmp_path, monkeypatch,
+                                                                                          capfd):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the children of the sweep run in this process below
+    out, sweep = tmp_path / "out", tmp_path / "sweep.yaml"
+    sweep.write_text(f"""
+config: {DEPTH}
+out: {out}
+common: [{", ".join(MICRO)}, train.ckpt_every=2, sample.ensemble=1]
+variants:
+  short: [train.steps=4]
+  long: [train.steps=100]
+fit: {{y: [loss]}}
+""")
+    first = subprocess.Popen([sys.executable, str(ROOT / "fit_scaling.py"), "sweep", str(sweep)], env=ENV,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for_checkpoint(out / "long", first)  # the sweep is in its second run
+    capfd.readouterr()
+    assert fit_scaling.main(["sweep", str(sweep)]) == 2
+    assert "in use by a running fit_scaling.py sweep" in one_line(capfd.readouterr().err)
+    first.kill()  # SIGKILL: the sweep cannot pass anything on to its child
+    first.wait()
+    wait_unlocked(out / "long")  # its train.py got SIGTERM, saved and stopped, instead of training on as an orphan
+    stopped = checkpoint.load_checkpoint(out / "long", "test")["step"]
+    assert stopped < 100 and not (out / "long" / "eval.json").exists()
+    # the same command again: the finished run is skipped, the one it was in resumes where it stopped
+    assert fit_scaling.main(["sweep", str(sweep)]) == 0
+    printed = capfd.readouterr().out
+    assert "short: finished, skipped" in printed
+    assert f"resuming {out / 'long' / 'ckpt.pt'} at step {stopped}" in printed
+    assert sorted(steps_logged(out / "long")) == list(range(1, 101))
+    assert (out / "long" / "eval.json").is_file() and (out / "scaling_loss.json").is_file()
