@@ -6,8 +6,10 @@ command then resumes. Nothing of minidp is mocked.
 Run: pytest -q tests/test_faults.py     (about a minute: several train.py processes of the micro depth run)
 """
 
+import fcntl
 import json
 import os
+import pickle
 import resource
 import signal
 import socket
@@ -23,9 +25,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from helpers import MICRO, run_inprocess  # noqa: E402
 import fit_scaling  # noqa: E402
+import sample  # noqa: E402
 from test_data import hypersim_tree  # noqa: E402
-from minidp import checkpoint, config, data, files  # noqa: E402
-from minidp.errors import InputError  # noqa: E402
+from minidp import checkpoint, config, data  # noqa: E402
 
 DEPTH = str(ROOT / "configs" / "depth.yaml")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -83,7 +85,7 @@ def test_a_checkpoint_write_past_the_file_size_limit_is_one_line_keeps_the_previ
     assert str(out / "ckpt.pt") in line and "File too large" in line
     assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == []
     kept = torch.load(out / "ckpt.pt", weights_only=True)
-    assert kept["step"] == 2
+    assert kept["step"] == 2 and kept["format"] == checkpoint.FORMAT
     assert all(torch.equal(kept["model"][k], before["model"][k]) for k in before["model"])
     # the limit lifted, the same command resumes from step 2 and finishes
     assert run_inprocess(out, "train.steps=4") == 0
@@ -243,15 +245,16 @@ def test_one_of_two_gloo_ranks_killed_ends_the_other_in_one_line_and_resuming_re
 # ----------------------------------------------------------------------------------------------------------
 
 def wait_unlocked(run_dir, deadline=60):
-    """Wait until no process holds run_dir's lock (train.py's flock, dropped when its process ends)."""
+    """Wait until no process holds run_dir's lock (train.py's flock, which the kernel drops when its process ends)."""
     start = time.time()
-    while True:
-        try:
-            files.lock_folder(run_dir, "test").close()
-            return
-        except InputError:
-            assert time.time() - start < deadline, f"{run_dir} still locked"
-            time.sleep(0.05)
+    with open(Path(run_dir) / ".lock") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except OSError:
+                assert time.time() - start < deadline, f"{run_dir} still locked"
+                time.sleep(0.05)
 
 
 def test_a_sweep_killed_mid_run_resumes_it_and_a_second_sweep_on_its_folder_is_refused(tmp_path, monkeypatch,
@@ -285,3 +288,27 @@ fit: {{y: [loss]}}
     assert f"resuming {out / 'long' / 'ckpt.pt'} at step {stopped}" in printed
     assert sorted(steps_logged(out / "long")) == list(range(1, 101))
     assert (out / "long" / "eval.json").is_file() and (out / "scaling_loss.json").is_file()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loading a checkpoint: torch's warnings, a newer format
+# ----------------------------------------------------------------------------------------------------------
+
+def test_a_raw_pickle_given_as_a_checkpoint_is_one_line_without_torchs_warning(tmp_path):
+    raw = tmp_path / "raw.pt"
+    with open(raw, "wb") as f:  # protocol 3+ makes torch's weights_only unpickler warn before it refuses
+        pickle.dump({"model": {}, "ema": {}, "model_config": {}}, f, protocol=4)
+    proc = subprocess.run([sys.executable, str(ROOT / "sample.py"), str(raw)], env=ENV, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2
+    assert str(raw) in one_line(proc.stderr)  # torch's UserWarning added two lines before
+
+
+def test_a_checkpoint_of_a_newer_format_is_refused_in_one_line(tmp_path, capsys):
+    newer = tmp_path / "newer.pt"
+    torch.save({"format": 99, "model": {}, "ema": {}, "model_config": {}, "step": 1}, newer)
+    assert sample.main([str(newer)]) == 2
+    line = one_line(capsys.readouterr().err)
+    assert str(newer) in line and "checkpoint format 99" in line
+    assert run_inprocess(tmp_path / "run", f"train.init_from={newer}") == 2
+    assert "newer than this minidp reads" in one_line(capsys.readouterr().err)
