@@ -27,7 +27,8 @@ from helpers import MICRO, run_inprocess  # noqa: E402
 import fit_scaling  # noqa: E402
 import sample  # noqa: E402
 from test_data import hypersim_tree  # noqa: E402
-from minidp import checkpoint, config, data  # noqa: E402
+from test_readers import _chairs  # noqa: E402
+from minidp import checkpoint, config, data, readers, recipe  # noqa: E402
 
 DEPTH = str(ROOT / "configs" / "depth.yaml")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -312,3 +313,19 @@ def test_a_checkpoint_of_a_newer_format_is_refused_in_one_line(tmp_path, capsys)
     assert str(newer) in line and "checkpoint format 99" in line
     assert run_inprocess(tmp_path / "run", f"train.init_from={newer}") == 2
     assert "newer than this minidp reads" in one_line(capsys.readouterr().err)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A NaN or inf in a real dataset's file
+# ----------------------------------------------------------------------------------------------------------
+
+def test_a_nan_or_inf_in_a_flow_file_is_masked_out_and_never_reaches_the_loss(tmp_path):
+    _chairs(tmp_path)
+    flow = readers.read_flo(tmp_path / "data" / "00001_flow.flo")
+    flow[0, 1, 2], flow[1, 3, 4] = float("nan"), float("inf")  # (u at row 1, col 2), (v at row 3, col 4)
+    readers.write_flo(tmp_path / "data" / "00001_flow.flo", flow)
+    item = readers.FlyingChairs(tmp_path, "train")[0]
+    assert torch.isfinite(item["flow"]).all()
+    assert not item["flow_valid"][1, 2] and not item["flow_valid"][3, 4] and item["flow_valid"].sum() == 6 * 8 - 2
+    loss = recipe.masked_loss(torch.zeros(1, 2, 6, 8), item["flow"][None], item["flow_valid"][None])
+    assert torch.isfinite(loss)  # NaN x 0 = NaN: masking the loss alone would not keep it out
