@@ -89,5 +89,6 @@ def fault_of(error):
         return FaultError(f"a data loader worker died ({one_line(error)}); {RESUME}")
     if "/gloo/" in text.split("]", 1)[0] or type(error).__name__ == "DistBackendError":
         reason = text.split("] ", 1)[-1] if text.startswith("[") else text  # drop gloo's source path
+        reason = reason.split(". ", 1)[0]  # gloo goes on with advice to read the other rank's log
         return FaultError(f"another rank stopped answering ({one_line(reason, 120)}); {RESUME}")
     return None
