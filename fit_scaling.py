@@ -260,8 +260,12 @@ def main(argv=None):
             fit_and_draw(find_runs(args.paths), args.x, args.y, out, args.smooth, args.n_max, args.max_iter)
         else:
             spec = read_sweep(args.sweep)
-            lock = lock_sweep(spec)  # noqa: F841 (held until the sweep returns)
-            run_sweep(spec)
+            lock = lock_sweep(spec)
+            try:
+                run_sweep(spec)
+            finally:  # explicitly: a frame kept alive by a reference cycle would hold it past the sweep
+                if lock:
+                    lock.close()
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -103,15 +103,28 @@ def open_log(path, warn=None):
     """`path` (a JSON-lines log) opened to append, its torn last line, if any, cut off first and reported once
     through warn(text) (default: a warning line on stderr)."""
     path = Path(path)
-    if path.is_file() and path.stat().st_size > 0:
+    size = path.stat().st_size if path.is_file() else 0
+    if size > 0:
         with open(path, "rb+") as f:
-            data = f.read()
-            if not data.endswith(b"\n"):
-                keep = data.rfind(b"\n") + 1  # 0 when the torn line is the only one
-                f.truncate(keep)
-                (warn or _warn)(f"{path}: its last line was cut off by a crash ({len(data) - keep} bytes, not a "
-                                "whole record); removed it, the resumed run logs those steps again")
+            torn = _after_last_newline(f, size)
+            if torn:
+                f.truncate(size - torn)
+                (warn or _warn)(f"{path}: its last line was cut off by a crash ({torn} bytes, not a whole record); "
+                                "removed it, the resumed run logs those steps again")
     return open(path, "a")
+
+
+def _after_last_newline(f, size, block=1 << 16):
+    """How many bytes of the binary file f (of `size` bytes) follow its last newline, reading from the end."""
+    end = size
+    while end > 0:
+        start = max(0, end - block)
+        f.seek(start)
+        newline = f.read(end - start).rfind(b"\n")
+        if newline >= 0:
+            return size - (start + newline + 1)
+        end = start
+    return size  # no newline at all: the torn line is the only one
 
 
 def _warn(text):
