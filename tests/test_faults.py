@@ -137,14 +137,21 @@ def test_a_torn_last_log_line_is_cut_off_on_resume_and_skipped_with_one_warning_
     with open(log, "a") as f:  # the process died while writing step 5's record
         f.write('{"step": 5, "loss": 0.4')
     capsys.readouterr()
-    assert fit_scaling.main(["fit", str(out), "--out", str(tmp_path / "fit")]) == 0
-    warning = one_line(capsys.readouterr().err)
-    assert warning.startswith("warning:") and str(log) in warning
     # resuming cuts the torn line off (saying so once) and logs steps 5, 6 on lines of their own
     assert run_inprocess(out, "train.steps=6") == 0
     warning = one_line(capsys.readouterr().err)
     assert warning.startswith("warning:") and "cut off" in warning
     assert sorted(steps_logged(out)) == [1, 2, 3, 4, 5, 6]
+    # fit over a log on the law L = 2 C^-0.1 (a micro run's 6 losses do not fall) whose last line is torn
+    law = tmp_path / "law"
+    law.mkdir()
+    macs = [10.0 ** k for k in range(8, 14)]
+    records = [{"step": i + 1, "loss": 2 * c ** -0.1, "train_macs": c} for i, c in enumerate(macs)]
+    (law / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + '{"step": 7, "lo')
+    assert fit_scaling.main(["fit", str(law), "--smooth", "1"]) == 0
+    warning = one_line(capsys.readouterr().err)
+    assert warning.startswith("warning:") and str(law / "log.jsonl") in warning
+    assert json.loads((law / "scaling_loss.json").read_text())["b"] == pytest.approx(-0.1, rel=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------------------
