@@ -294,7 +294,7 @@ def main(argv=None):
     except (cfglib.ConfigError, InputError, *data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except (FaultError, RuntimeError) as e:  # a failed write, a dead loader worker or rank: the checkpoint is kept
+    except (FaultError, OSError, RuntimeError) as e:  # a failed write, a dead worker or rank: the checkpoint is kept
         fault = e if isinstance(e, FaultError) else fault_of(e)
         if fault is None:
             raise

@@ -77,13 +77,17 @@ RESUME = "the last checkpoint is kept; run the same command to resume"
 
 
 def fault_of(error):
-    """The FaultError for a RuntimeError torch raises when a process the run depends on died, else None.
+    """The FaultError for an OSError during a run, or for a RuntimeError torch raises when a process the run
+    depends on died; None for anything else.
 
     torch has no exception type for either case on the CPU: a DataLoader worker killed (by the OOM killer, say)
     is "DataLoader worker (pid N) is killed by signal: Killed." raised from its SIGCHLD handler, wherever the
     main thread is; a rank that died closes its gloo connections ("Connection closed by peer") and one that
     hangs makes the process group's timeout expire ("Timed out waiting ..."), both from gloo's sources, which
     the message names. nccl's errors are DistBackendError."""
+    if isinstance(error, OSError):  # a write the OS refused (a full disk) outside files.atomic_write: log.jsonl
+        where = f" ({error.filename})" if error.filename else ""
+        return FaultError(f"the OS refused a file operation{where}: {error.strerror or one_line(error)}; {RESUME}")
     text = str(error)
     if text.startswith("DataLoader worker"):
         return FaultError(f"a data loader worker died ({one_line(error)}); {RESUME}")

@@ -336,3 +336,17 @@ def test_a_nan_or_inf_in_a_flow_file_is_masked_out_and_never_reaches_the_loss(tm
     assert not item["flow_valid"][1, 2] and not item["flow_valid"][3, 4] and item["flow_valid"].sum() == 6 * 8 - 2
     loss = recipe.masked_loss(torch.zeros(1, 2, 6, 8), item["flow"][None], item["flow_valid"][None])
     assert torch.isfinite(loss)  # NaN x 0 = NaN: masking the loss alone would not keep it out
+
+
+def test_a_log_write_past_the_file_size_limit_is_one_line_too_and_the_torn_line_it_leaves_is_cut(tmp_path, capsys):
+    # no checkpoint is due (ckpt_every 100): the first write to fail is log.jsonl's, a plain append that stops
+    # part-way through a record
+    out = tmp_path / "run"
+    proc = subprocess.run(train_cmd(out, "train.steps=20", "train.ckpt_every=100"), env=ENV, capture_output=True,
+                          text=True, timeout=120, preexec_fn=file_size_limit(2048))  # config.yaml: 1.4 KB
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "File too large" in one_line(proc.stderr)
+    assert not (out / "ckpt.pt").exists() and not (out / "log.jsonl").read_text().endswith("\n")
+    assert run_inprocess(out, "train.steps=20", "train.ckpt_every=100") == 0  # the limit lifted
+    assert "cut off" in one_line(capsys.readouterr().err)
+    assert sorted(steps_logged(out)) == list(range(1, 21))
