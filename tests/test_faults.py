@@ -3,7 +3,7 @@ rank, a torn log line, a killed sweep. Each fault is made real (a file-size limi
 disk, SIGKILL) on a real train.py / sweep process; each ends in one line, keeps the last checkpoint, and the same
 command then resumes. Nothing of minidp is mocked.
 
-Run: pytest -q tests/test_faults.py     (about a minute: several train.py processes of the micro depth run)
+Run: pytest -q tests/test_faults.py     (70 s on 2 cores shared at load 3: eight python processes, micro runs)
 """
 
 import fcntl
