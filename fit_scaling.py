@@ -27,6 +27,9 @@ per-variant means.
 Notable choices:
 - Each run is a child process (`python train.py ...`). Under torchrun every rank of this script starts its
   own child with the same environment, so the children form the DDP group; nothing here joins it.
+- A sweep killed half-way is started again with the same command: finished runs are skipped, the one it was in
+  resumes from its checkpoint (its train.py got SIGTERM when the sweep died, so it saved one and stopped). A second
+  sweep on the same out folder is refused in one line (a flock, dropped by the kernel when the first one ends).
 - The sweep file is read by config.read_mapping (yaml.safe_load); every variant's config is checked through
   config.py before anything runs.
 - The verdict over seeds pairs seed j of a variant with seed j of the baseline (both trained with train.seed=j:
@@ -42,6 +45,7 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -49,9 +53,9 @@ from pathlib import Path
 import numpy as np
 
 from minidp import config as cfglib
-from minidp import scaling, stats, viz
+from minidp import files, scaling, stats, viz
 from minidp.compare import better_direction
-from minidp.errors import ArgumentParser, InputError, one_line
+from minidp.errors import ArgumentParser, FaultError, InputError, one_line
 
 HERE = Path(__file__).resolve().parent
 SEED_DIR = re.compile(r"seed\d+")  # a variant trained with several seeds keeps them in <variant>/seed<k>
@@ -122,7 +126,7 @@ def fit_and_draw(groups, x, y, out, window=5, n_max=1, max_iter=20):
               "iterations": fit["iterations"], "points_used": [[C[i], L[i]] for i in fit["used"]],
               "hull": [[C[i], L[i]] for i in fit["hull"]], "runs": sorted(curves), "n_points": int(C.size)}
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"scaling_{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    files.write_text(out / f"scaling_{name}.json", json.dumps(result, indent=2) + "\n")  # atomic
     line = np.array([C.min(), C.max()])
     plotted = {**curves, "envelope": (C[fit["hull"]], L[fit["hull"]]),
                f"{law} (R^2 {fit['r2']:.3f})": (line, scaling.power_law(line, fit["a"], fit["b"]))}
@@ -185,8 +189,27 @@ def read_sweep(path):
     return spec
 
 
+def die_with_parent():
+    """preexec_fn of a sweep's child: Linux sends it SIGTERM when the sweep dies, however it dies (SIGKILL, the OOM
+    killer), so train.py saves a checkpoint and stops instead of training on as an orphan that holds its run's
+    lock against the sweep started again. Elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def lock_sweep(spec):
+    """The sweep's lock on its out folder (rank 0 takes it; keep the handle while the sweep runs): a second sweep
+    on the same folder stops here, in one line, before it starts any run."""
+    if int(os.environ.get("RANK", 0)) != 0:
+        return None
+    Path(spec["out"]).mkdir(parents=True, exist_ok=True)
+    return files.lock_folder(spec["out"], "fit_scaling.py sweep")
+
+
 def run_child(argv, what):
-    rc = subprocess.run([sys.executable, *argv]).returncode
+    rc = subprocess.run([sys.executable, *argv], preexec_fn=die_with_parent).returncode
     if rc != 0:
         raise RuntimeError(f"{what} failed with exit status {rc}")
 
@@ -326,10 +349,19 @@ def main(argv=None):
             out = Path(args.out) if args.out else (Path(args.paths[0]) if len(args.paths) == 1 else Path("."))
             fit_and_draw(find_runs(args.paths), args.x, args.y, out, args.smooth, args.n_max, args.max_iter)
         else:
-            run_sweep(read_sweep(args.sweep))
+            spec = read_sweep(args.sweep)
+            lock = lock_sweep(spec)
+            try:
+                run_sweep(spec)
+            finally:  # explicitly: a frame kept alive by a reference cycle would hold it past the sweep
+                if lock:
+                    lock.close()
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except FaultError as e:  # a results file the OS refused to write half-way
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     except OSError as e:  # a folder or file the OS refused (permissions, a file where a folder should be)
         print(f"error: {e.filename or 'a file'}: {e.strerror or one_line(e)}", file=sys.stderr)
         return 2

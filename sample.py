@@ -32,7 +32,7 @@ from minidp import checkpoint as ckptlib
 from minidp import config as cfglib
 from minidp import data, evaluate, protocol, tasks
 from minidp.compare import compare_main
-from minidp.errors import ArgumentParser, InputError, choose_device, one_line
+from minidp.errors import ArgumentParser, FaultError, InputError, choose_device, one_line
 
 # What may change at test time: the whole sample section, and the data keys that choose the validation set.
 # Everything else (the model, the training recipe) is what the checkpoint was trained with.
@@ -105,6 +105,9 @@ def main(argv=None):
     except (*data.DataError, InputError) as e:  # a validation file that cannot be read, a benchmark's bad input
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except FaultError as e:  # eval.json could not be written (a full disk): exit status 3
+        print(f"error: {e}", file=sys.stderr)
+        return 3
     return 0
 
 

@@ -20,7 +20,8 @@ Notable choices:
   between one process, DDP and FSDP (and CPU and GPU: fused AdamW, TF32, compile) is in minidp/parallel.py.
 - Bad input (unknown key, wrong type, a mistyped flag, missing or corrupt checkpoint, an architecture that does
   not match, unwritable run directory, a batch the ranks cannot split) is one line on stderr and exit status 2,
-  found before anything is written.
+  found before anything is written. A fault during the run (a write the OS refuses, a dead loader worker or
+  rank) is one line and exit status 3 (minidp/errors.py); the last checkpoint is kept and the same command resumes.
 """
 
 import copy
@@ -36,8 +37,8 @@ import torch.distributed as dist
 
 from minidp import checkpoint as ckptlib
 from minidp import config as cfglib
-from minidp import compute, data, evaluate, parallel, recipe, schedules, tasks
-from minidp.errors import ArgumentParser, InputError
+from minidp import compute, data, evaluate, files, parallel, recipe, schedules, tasks
+from minidp.errors import ArgumentParser, FaultError, InputError, fault_of
 
 
 # The recipe's pieces live in minidp/recipe.py, checkpoints (and the run directory's checks) in minidp/checkpoint.py.
@@ -96,7 +97,7 @@ def train(argv=None):
     if master:
         ckptlib.check_writable(out_dir)
         lock = ckptlib.lock_run(out_dir)  # a second train.py on this directory stops here
-    parallel.init(env)  # the process group under torchrun; TF32 on CUDA
+    parallel.init(env, tc.rank_timeout_s)  # the process group under torchrun; TF32 on CUDA
 
     schedule = schedules.NoiseSchedule.from_config(cfg.diffusion).to(device)
     model = model.to(device).train()  # explicit: evaluation switches its own copy to eval()
@@ -148,7 +149,7 @@ def train(argv=None):
     cache, about = data.training_source(cfg, step, rank, accum, micro, device)
     if master:
         print(f"data: {about} in {time.time() - t_render:.1f}s", flush=True)
-    log_file = open(out_dir / "log.jsonl", "a") if master else None
+    log_file = files.open_log(out_dir / "log.jsonl") if master else None  # a torn last line is cut off
     # bf16 autocast on CUDA (DESIGN.md); float32 on CPU, where bf16 matmuls are slow.
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     samples_seen = step * tc.global_batch
@@ -267,6 +268,13 @@ def main(argv=None):
     except (cfglib.ConfigError, InputError, *data.DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (FaultError, OSError, RuntimeError) as e:  # a failed write, a dead worker or rank: the checkpoint is kept
+        fault = e if isinstance(e, FaultError) else fault_of(e)
+        if fault is None:
+            raise
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # torch's handler would name a dead worker again at exit
+        print(f"error: {fault}", file=sys.stderr, flush=True)
+        return 3
 
 
 if __name__ == "__main__":

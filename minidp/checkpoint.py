@@ -1,7 +1,7 @@
 """Checkpoints: atomic save, weights_only load, and the model a run starts from or a checkpoint describes.
 
 A minidp checkpoint is one dict (DESIGN.md): {"model", "ema", "opt", "step", "config", "model_config", "tasks",
-"rng"}. The state dicts keep DiT's key names, so a released DiT checkpoint's weights load into the same model;
+"rng", "format"}. The state dicts keep DiT's key names, so a released DiT checkpoint's weights load into the same model;
 `model_config` holds every constructor argument, so `architecture(model_config)` rebuilds a dense or MoE model
 with no other information.
 
@@ -9,8 +9,9 @@ Notable choices:
 - `torch.load(..., weights_only=True)` always: a checkpoint is data, never code. A pickle that would run code is
   refused, and the refusal is one line naming the file (torch's own message spans several).
 - A path naming a run directory means that run's ckpt.pt, wherever a checkpoint is accepted.
-- Writes go to a temporary file and are renamed over the old one (`os.replace`, atomic on POSIX), so a crash or a
-  SIGKILL mid-write leaves the previous checkpoint intact.
+- Writes go through files.atomic_write (temporary file, fsync, rename, fsync of the directory), so a crash, a
+  SIGKILL or a full disk mid-write leaves the previous checkpoint intact; a failed write is one line, exit status 3.
+- Every checkpoint records its layout's `format`; one from a newer minidp is refused in one line, not misread.
 - Every failure a user can fix is an `InputError` (minidp/errors.py): one line naming the file.
 - One training process per run directory: `lock_run` takes an exclusive `flock` on `<run>/.lock`. The kernel
   drops the lock when its process ends, however it ends (SIGKILL, a crash, a power cut of the node), so a dead
@@ -20,13 +21,15 @@ Notable choices:
 import fcntl
 import os
 import socket
+import warnings
 from pathlib import Path
 
 import torch
 
-from minidp import config, dit, moe, tasks, upcycle
+from minidp import config, dit, files, moe, tasks, upcycle
 from minidp.errors import InputError, one_line
 
+FORMAT = 1  # the checkpoint layout above; saved in every checkpoint as "format", bumped when the layout changes
 
 # ----------------------------------------------------------------------------------------------------------
 # Reading and writing
@@ -44,13 +47,16 @@ def load_checkpoint(path, what):
     if not path.is_file():
         raise InputError(f"{what}: checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about a raw pickle's protocol before refusing it
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a truncated file, another format, a pickle with code in it, an unreadable file
         # torch puts the cause after its advice on loading the file unsafely: keep the cause only
         reason = str(e).split("WeightsUnpickler error:", 1)[-1]
         raise InputError(f"{what}: {path} is not a readable minidp/DiT checkpoint ({one_line(reason)})") from None
     if not isinstance(ckpt, dict):
         raise InputError(f"{what}: {path} holds a {type(ckpt).__name__}, not a checkpoint dict")
+    check_format(ckpt, path, what)
     return ckpt
 
 
@@ -61,12 +67,17 @@ def training_state(model_state, ema_state, opt_state, step, cfg, model, rng):
             "model_config": dict(model.config), "tasks": [task.name for task in tasks.run_tasks(cfg)], "rng": rng}
 
 
+def check_format(ckpt, path, what):
+    """InputError (one line) for a checkpoint written in a format newer than this code reads."""
+    version = ckpt.get("format", 1)  # checkpoints from before the field existed are format 1
+    if not isinstance(version, int) or version > FORMAT:
+        raise InputError(f"{what}: {path} is in checkpoint format {version!r}, newer than this minidp reads "
+                         f"(up to {FORMAT}); update minidp to load it")
+
+
 def save_checkpoint(path, state):
-    """Write to a temporary file, then rename: a crash mid-write leaves the previous checkpoint intact."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """files.atomic_write: a crash or a failed write (FaultError, one line) leaves the previous checkpoint intact."""
+    files.atomic_write(path, lambda f: torch.save({**state, "format": FORMAT}, f))
 
 
 def architecture(model_config):

@@ -223,6 +223,8 @@ class TrainConfig:
     eval_every: int = non_negative(0)  # steps between evaluations (0 = only at the end)
     device: str = one_of("auto", ("auto", "cpu", "cuda"))  # auto (cuda if available, else cpu) | cpu | cuda
     parallel: str = one_of("ddp", ("ddp", "fsdp"))  # under torchrun: ddp (replicas) | fsdp (shards; minidp/parallel.py)
+    rank_timeout_s: int = positive(1800)  # a collective waits this long for a rank that hangs, then the run stops
+    #                                   (one line, exit 3); longer than rank 0's evaluation, which the others wait for
     compile: bool = False            # torch.compile the model (issue 14, CPU: +7 % for ~40 s of compiling; so off)
     checkpoint_activations: bool = False  # recompute each block in backward: less memory, a larger micro-batch
     augment: float = between(0.0, 0.0, 2.0)  # ADDP's target augmentation intensity (0 off, 0.5, 1, 2; x0 only)

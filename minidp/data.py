@@ -25,15 +25,20 @@ Notable choices:
   task's label row instead), and pix2gestalt's one object per sample as slot 0 (ref_masks = its visible mask).
 - A file that cannot be read inside a DataLoader worker comes back as data ({"error": message}) and is raised in
   the training process, so the user sees the reader's one line naming the file, not a worker's traceback.
+- A worker that dies (the OOM killer) ends the run in one line, exit status 3 (errors.FaultError): torch's SIGCHLD
+  handler raises it wherever the loop is (errors.fault_of reads it), or the batch it was handing over breaks off.
 - Masks follow the latents: a latent pixel counts in the loss only if all its downsample x downsample pixels are
   valid (Marigold's valid_mask_down).
 - The latent cache stores float32 (the cached and uncached runs' losses agree to float rounding, a test checks it)
-  and is refused, in one line, when built from another dataset, task, resolution or codec. Tasks whose target
+  and is refused, in one line, when built from another dataset, task, resolution or codec, or when a shard's
+  size or sha256 differs from what index.json recorded when it was written (a truncated or changed file); `cache
+  --verify` then encodes only those shards again. Tasks whose target
   depends on the object picked at each step (world amodal and referring) are not cached.
 Letters: B batch, K condition images, C latent channels, H, W image size, h, w latent size.
 """
 
 import functools
+import hashlib
 import json
 import sys
 import time
@@ -43,12 +48,12 @@ import torch
 import torch.nn.functional as F
 
 from minidp import config as cfglib
-from minidp import parallel, readers, recipe, tasks, vae, world
-from minidp.errors import ArgumentParser, InputError, choose_device, int_in, one_line
+from minidp import files, parallel, readers, recipe, tasks, vae, world
+from minidp.errors import RESUME, ArgumentParser, FaultError, InputError, choose_device, int_in, one_line
 
 DataError = (readers.DatasetError, vae.VAEWeightsError)  # bad data or weights: one line, exit status 2
 VALIDATION_SPLIT = {"hypersim": "val", "flyingchairs": "val", "imagenet": "val", "pix2gestalt": "val"}
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: index.json records each shard's size and sha256 ("checks")
 CACHE_IDENTITY = ("dataset", "root", "task", "resolution", "codec", "vae_weights", "seed", "num_classes", "split_file")
 
 
@@ -275,7 +280,11 @@ class RealLoader:
         self.batches = iter(self.loader)
 
     def next(self, indices):
-        scenes = raise_error(next(self.batches))
+        try:
+            scenes = raise_error(next(self.batches))
+        except (EOFError, ConnectionError) as e:  # a worker that died while handing a batch's shared memory over
+            raise FaultError(f"a data loader worker died while handing over a batch ({type(e).__name__}); "
+                             f"{RESUME}") from None
         if not torch.equal(scenes.pop("index"), indices):  # the sampler and the loop disagree: a bug, not input
             raise RuntimeError("RealLoader: the fetched batch is not the one the training loop asked for")
         return scenes
@@ -315,6 +324,11 @@ class LatentCache:
             raise readers.DatasetError(f"latent cache {self.folder} holds {index['size']} samples, fewer than "
                                        f"data.train_size = {data_cfg.train_size}; rebuild it")
         self.size, self.shard_size = index["size"], index["shard_size"]
+        for name in index["shards"]:  # a shard truncated or changed on disk is named, never read
+            problem = verify_shard(self.folder / name, index.get("checks", {}).get(name))
+            if problem:
+                raise readers.DatasetError(f"latent cache shard {self.folder / name}: {problem}; re-encode the bad "
+                                           "shards with python -m minidp.data cache CONFIG --verify")
         self.shards = [torch.load(self.folder / name, map_location="cpu", weights_only=True, mmap=True)
                        for name in index["shards"]]
 
@@ -358,32 +372,89 @@ def training_source(cfg, start, rank, accum, micro, device):
 # Building the latent cache: python -m minidp.data cache CONFIG [overrides]
 # ----------------------------------------------------------------------------------------------------------
 
-def build_cache(cfg, device, batch=64, shard_size=4096, log=print):
+def encode_shard(data_cfg, codec, first, last, batch, device):
+    """Training samples first..last-1 through the codec: {target (n, C, h, w), cond (n, K, C, h, w), mask, label}."""
+    parts = {"target": [], "cond": [], "mask": [], "label": []}
+    for start in range(first, last, batch):
+        lat = to_latents(make_batch(data_cfg, list(range(start, min(start + batch, last))), device), codec)
+        for key in ("target", "mask", "label"):
+            parts[key].append(lat[key].cpu())
+        parts["cond"].append(torch.stack(lat["cond"], 1).cpu() if lat["cond"] else
+                             lat["target"].cpu()[:, :0, None])  # (B, K, C, h, w); K = 0 for class
+    return {k: torch.cat(v) for k, v in parts.items()}
+
+
+def build_cache(cfg, device, batch=64, shard_size=4096, log=print, verify=False):
     """Encode training samples 0..train_size-1 through the codec into cache_dir(cfg); index.json is written last,
-    so a cache interrupted half-way is never read."""
+    so a cache interrupted half-way is never read. verify: keep the shards that match index.json (verify_shard)
+    and re-encode only the others; a cache of another config, or none, is built whole. Returns the shards rebuilt."""
     dc, folder = cfg.data, cache_dir(cfg)
     if not tasks.get(dc.task).cacheable(dc.dataset):
         raise readers.DatasetError(f"data.task = {dc.task!r} on data.dataset = {dc.dataset!r} cannot be cached: its "
                                    "target depends on the object each step picks")
     codec = make_codec(dc, device)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "index.json").unlink(missing_ok=True)
-    n, names, t0 = dc.train_size, [], time.time()
+    old = reusable_index(folder, dc) if verify else None
+    if old is None:
+        (folder / "index.json").unlink(missing_ok=True)
+    else:
+        shard_size = old["shard_size"]  # the shards kept fix the layout
+    n, names, checks, rebuilt, t0 = dc.train_size, [], {}, [], time.time()
     for first in range(0, n, shard_size):
-        parts = {"target": [], "cond": [], "mask": [], "label": []}
-        for start in range(first, min(first + shard_size, n), batch):
-            idx = list(range(start, min(start + batch, first + shard_size, n)))
-            lat = to_latents(make_batch(dc, idx, device), codec)
-            for key in ("target", "mask", "label"):
-                parts[key].append(lat[key].cpu())
-            parts["cond"].append(torch.stack(lat["cond"], 1).cpu() if lat["cond"] else
-                                 lat["target"].cpu()[:, :0, None])  # (B, K, C, h, w); K = 0 for class
         names.append(f"shard_{len(names):05d}.pt")
-        torch.save({k: torch.cat(v) for k, v in parts.items()}, folder / names[-1])
+        path = folder / names[-1]
+        if old is not None:
+            problem = verify_shard(path, old.get("checks", {}).get(names[-1]))
+            if problem is None:
+                checks[names[-1]] = old["checks"][names[-1]]
+                continue
+            log(f"{path}: {problem}; encoding it again")
+        shard = encode_shard(dc, codec, first, min(first + shard_size, n), batch, device)
+        files.atomic_write(path, lambda f: torch.save(shard, f))
+        checks[names[-1]] = shard_checks(path)
+        rebuilt.append(names[-1])
         log(f"encoded {min(first + shard_size, n)}/{n} samples ({time.time() - t0:.0f}s)")
-    index = {"format": CACHE_FORMAT, **cache_identity(dc), "size": n, "shard_size": shard_size, "shards": names}
-    (folder / "index.json").write_text(json.dumps(index, indent=1) + "\n")
-    return folder
+    index = {"format": CACHE_FORMAT, **cache_identity(dc), "size": n, "shard_size": shard_size, "shards": names,
+             "checks": checks}
+    files.write_text(folder / "index.json", json.dumps(index, indent=1) + "\n")
+    return rebuilt
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Checking a cache's shards: each one's size and sha256, as index.json records them
+# ----------------------------------------------------------------------------------------------------------
+
+def shard_checks(path):
+    """{"bytes", "sha256"} of a shard file as it is on disk (sha256 reads ~1 GB/s on one core)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 24):  # 16 MB at a time (hashlib.file_digest is Python 3.11+)
+            digest.update(chunk)
+    return {"bytes": Path(path).stat().st_size, "sha256": digest.hexdigest()}
+
+
+def verify_shard(path, checks):
+    """What is wrong with the shard at `path` against its index.json record `checks`, or None if nothing."""
+    if not Path(path).is_file():
+        return "missing"
+    if not isinstance(checks, dict):
+        return "index.json records no size or checksum for it (a cache from before minidp recorded them)"
+    size = Path(path).stat().st_size
+    if size != checks.get("bytes"):
+        return f"{size} bytes, index.json records {checks.get('bytes')}"
+    if shard_checks(path)["sha256"] != checks.get("sha256"):
+        return "its bytes differ from the sha256 index.json records (changed on disk after it was written)"
+    return None
+
+
+def reusable_index(folder, data_cfg):
+    """index.json of a cache built for this config (whose good shards --verify keeps), or None."""
+    try:
+        index = json.loads((folder / "index.json").read_text())
+    except (OSError, ValueError):
+        return None
+    same = all(index.get(k) == v for k, v in cache_identity(data_cfg).items())
+    return index if same and index.get("size") == data_cfg.train_size and index.get("shard_size") else None
 
 
 def main(argv=None):
@@ -393,19 +464,25 @@ def main(argv=None):
     p.add_argument("overrides", nargs="*", help="section.key=value, as train.py takes them")
     p.add_argument("--batch", type=int_in(1, 1 << 16), default=64, help="images per encoder forward")
     p.add_argument("--shard-size", type=int_in(1, 1 << 24), default=4096, help="samples per shard file")
+    p.add_argument("--verify", action="store_true", help="check every shard against index.json's size and sha256 "
+                   "and encode only the bad ones again")
     args = p.parse_args(argv)
     try:
         cfg = cfglib.load_config(args.config, args.overrides)
         tasks.check_dataset_task(cfg.data.dataset, cfg.data.task)
         device = choose_device(cfg.train.device)
-        folder = build_cache(cfg, device, args.batch, args.shard_size)
+        rebuilt = build_cache(cfg, device, args.batch, args.shard_size, verify=args.verify)
     except (cfglib.ConfigError, InputError, ValueError) as e:  # DatasetError, VAEWeightsError are too
         print(f"error: {e}", file=sys.stderr)
         return 2
     except OSError as e:
         print(f"error: cannot write the latent cache ({e.strerror or one_line(e)})", file=sys.stderr)
         return 2
-    print(f"latent cache written to {folder}; train.py {args.config} reads it from there")
+    except FaultError as e:  # a write the OS refused half-way: the shard or index before it is unchanged
+        print(f"error: {e}", file=sys.stderr)
+        return 3
+    what = "every shard matches index.json" if args.verify and not rebuilt else f"{len(rebuilt)} shard(s) encoded"
+    print(f"latent cache {cache_dir(cfg)}: {what}; train.py {args.config} reads it from there")
     return 0
 
 

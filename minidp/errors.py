@@ -10,6 +10,10 @@ Notable choices:
   and module CLI uses it, so a mistyped flag reads like any other bad input.
 - `choose_device` is the one rule for `train.device`, used by train.py (per local rank), sample.py and the
   latent-cache CLI alike.
+- A fault is not bad input: a write the OS refused half-way (a full disk, a file-size limit), a DataLoader worker
+  or another rank that died. It is a `FaultError`, one line with exit status 3: nothing the user typed was wrong,
+  the last checkpoint is intact, and the same command resumes once the cause is gone. torch reports a dead worker
+  or rank as a RuntimeError whose text is all there is to tell it by (`fault_of` reads it).
 """
 
 import argparse
@@ -20,6 +24,10 @@ import torch
 
 class InputError(Exception):
     """Bad input the user can fix: printed as one line, exit status 2."""
+
+
+class FaultError(Exception):
+    """A fault of the machine during a run (a failed write, a dead worker or rank): one line, exit status 3."""
 
 
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")  # torch bolds part of its weights_only message
@@ -63,3 +71,28 @@ def choose_device(pref, local_rank=0, local_world_size=1):
     if pref == "cuda" or (pref == "auto" and gpus >= local_world_size >= 1 and gpus > 0):
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
+
+
+RESUME = "the last checkpoint is kept; run the same command to resume"
+
+
+def fault_of(error):
+    """The FaultError for an OSError during a run, or for a RuntimeError torch raises when a process the run
+    depends on died; None for anything else.
+
+    torch has no exception type for either case on the CPU: a DataLoader worker killed (by the OOM killer, say)
+    is "DataLoader worker (pid N) is killed by signal: Killed." raised from its SIGCHLD handler, wherever the
+    main thread is; a rank that died closes its gloo connections ("Connection closed by peer") and one that
+    hangs makes the process group's timeout expire ("Timed out waiting ..."), both from gloo's sources, which
+    the message names. nccl's errors are DistBackendError."""
+    if isinstance(error, OSError):  # a write the OS refused (a full disk) outside files.atomic_write: log.jsonl
+        where = f" ({error.filename})" if error.filename else ""
+        return FaultError(f"the OS refused a file operation{where}: {error.strerror or one_line(error)}; {RESUME}")
+    text = str(error)
+    if text.startswith("DataLoader worker"):
+        return FaultError(f"a data loader worker died ({one_line(error)}); {RESUME}")
+    if "/gloo/" in text.split("]", 1)[0] or type(error).__name__ == "DistBackendError":
+        reason = text.split("] ", 1)[-1] if text.startswith("[") else text  # drop gloo's source path
+        reason = reason.split(". ", 1)[0]  # gloo goes on with advice to read the other rank's log
+        return FaultError(f"another rank stopped answering ({one_line(reason, 120)}); {RESUME}")
+    return None

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minidp import data, sampling, schedules, tasks, viz
+from minidp import data, files, sampling, schedules, tasks, viz
 
 # ----------------------------------------------------------------------------------------------------------
 # Per-step metrics: ADDP's Fig. 1a and the table of its Algorithm A (sample.intermediates)
@@ -201,7 +201,7 @@ def evaluate(model, cfg, out_dir, device, quick=False, codec=None):
                           figures_dir(out_dir) / "generalist.png")
     result = results if multitask else results[chosen[0].name]
     if not quick:
-        (Path(out_dir) / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+        files.write_text(Path(out_dir) / "eval.json", json.dumps(result, indent=2) + "\n")  # atomic
         if scenes:
             np.savez(Path(out_dir) / "eval_scenes.npz", **scenes)
     return result

@@ -33,6 +33,7 @@ Notable choices:
 """
 
 import contextlib
+import datetime
 import os
 from dataclasses import dataclass
 
@@ -78,14 +79,15 @@ def from_torchrun(device_pref, environ=None):
                choose_device(device_pref, local_rank, local_world_size))
 
 
-def init(env):
-    """Start the process group (when under torchrun) and the fast-math settings of this device."""
+def init(env, timeout_s=1800):
+    """Start the process group (when under torchrun) and the fast-math settings of this device. A collective that
+    waits `timeout_s` seconds for a rank raises (errors.fault_of: one line); a rank that died is seen at once."""
     if env.device.type == "cuda":
         torch.cuda.set_device(env.device)
         torch.backends.cuda.matmul.allow_tf32 = True  # float32 matmuls outside autocast: TF32 tensor cores
         torch.backends.cudnn.allow_tf32 = True
     if env.distributed:
-        dist.init_process_group(backend=env.backend)
+        dist.init_process_group(backend=env.backend, timeout=datetime.timedelta(seconds=timeout_s))
 
 
 def destroy(env):

@@ -416,7 +416,8 @@ class FlyingChairs(torch.utils.data.Dataset):
     def __getitem__(self, i):
         img1, img2, flo = self.samples[i]
         flow = read_flo(flo)  # (2, H, W)
-        valid = (flow.abs() < FLOW_SANITY).all(dim=0)  # (H, W)
+        valid = (flow.abs() < FLOW_SANITY).all(dim=0)  # (H, W); False where NaN or inf
+        flow = torch.where(valid, flow, 0.0)  # a masked-out NaN would still make the masked loss NaN (NaN x 0)
         R = self.resolution
         return {"rgb": resize_image(to_unit_range(read_image(img1)), R),
                 "rgb2": resize_image(to_unit_range(read_image(img2)), R),

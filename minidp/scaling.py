@@ -39,7 +39,7 @@ Notable choices
   log interval, so a small window (5 records) is enough.
 - Reading a log: train.py appends to log.jsonl and a resumed run re-logs the steps after its checkpoint, so
   records are keyed by step and the last record of a step wins. Lines that are not JSON (a line cut off
-  by a kill) are skipped and counted.
+  by a kill) are skipped and counted, with one warning per file.
 
 Letter legend: n points, C compute in MACs, L loss or error.
 """
@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minidp import config
+from minidp import config, files
 
 BELOW_TOL = 1e-9  # in log L: a point must be this far below the curve to count as below
 
@@ -205,6 +205,8 @@ def read_log(path):
             bad += 1
             continue
         by_step[record["step"]] = record  # a resumed run re-logs steps after its checkpoint: keep the latest
+    if bad:
+        files.warn_once(f"{path}: skipped {bad} line(s) that are not whole JSON records (cut off by a crash?)")
     return [by_step[s] for s in sorted(by_step)], bad
 
 

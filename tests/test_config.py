@@ -151,6 +151,7 @@ FIELD_CASES = [
     ("data.val_offset=-1", "data.val_offset = -1"),
     ("data.codec=sdvae", "data.codec = 'sdvae'"),
     ("data.workers=-1", "data.workers = -1"),
+    ("train.rank_timeout_s=0", "train.rank_timeout_s = 0"),
     ("diffusion.schedule=cosin", "diffusion.schedule = 'cosin'"),
     ("diffusion.beta_start=0", "diffusion.beta_start = 0.0"),
     ("diffusion.beta_end=1", "diffusion.beta_end = 1.0"),
