@@ -43,6 +43,10 @@ from minidp.errors import ArgumentParser, FaultError, InputError, fault_of
 
 # The recipe's pieces live in minidp/recipe.py, checkpoints (and the run directory's checks) in minidp/checkpoint.py.
 
+class EvaluationInterrupted(Exception):
+    """SIGINT / SIGTERM during the final evaluation (the checkpoint is already complete)."""
+
+
 def fmt_time(seconds):
     seconds = int(seconds)
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
@@ -133,6 +137,8 @@ def train(argv=None):
 
     def request_stop(signum, frame):
         stop_requested["flag"] = True
+        if stop_requested.get("evaluating"):  # the checkpoint is complete: stop evaluating at once
+            raise EvaluationInterrupted
 
     previous_handlers = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
 
@@ -251,7 +257,13 @@ def train(argv=None):
         eval_model = parallel.evaluation_copy(ema, env)
         if master:
             print(f"training done in {fmt_time(time.time() - run_start)}; evaluating", flush=True)
-            evaluate.evaluate(eval_model, cfg, out_dir, device, codec=codec)
+            stop_requested["evaluating"] = True
+            try:
+                evaluate.evaluate(eval_model, cfg, out_dir, device, codec=codec)
+            except EvaluationInterrupted:
+                print(f"interrupted during evaluation: the checkpoint at step {step} in {ckpt_path} is complete; "
+                      f"evaluate it with python sample.py {out_dir}", flush=True)
+            stop_requested["evaluating"] = False
     if log_file:
         log_file.close()
     if lock:

@@ -355,3 +355,23 @@ def test_a_log_write_past_the_file_size_limit_is_one_line_too_and_the_torn_line_
     assert run_inprocess(out, "train.steps=20", "train.ckpt_every=100") == 0  # the limit lifted
     assert "cut off" in one_line(capsys.readouterr().err)
     assert sorted(steps_logged(out)) == list(range(1, 21))
+
+
+def test_sigterm_during_the_final_evaluation_stops_it_at_once_and_keeps_the_finished_checkpoint(tmp_path):
+    # 1024 validation scenes x 5 members: seconds of evaluation, long enough to be interrupted in the middle of it
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(train_cmd(out, "train.steps=2", "sample.num_images=1024", "sample.ensemble=5",
+                                      "sample.steps=4"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    for line in proc.stdout:  # training is over when train.py says it evaluates
+        if "evaluating" in line:
+            break
+    time.sleep(1.0)
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    rest, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and time.time() - sent < 10, (proc.returncode, err[-2000:])
+    assert "interrupted during evaluation: the checkpoint at step 2" in rest and "Traceback" not in err
+    assert checkpoint.load_checkpoint(out, "test")["step"] == 2
+    assert not (out / "eval.json").exists()  # never a half-written report
