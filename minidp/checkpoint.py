@@ -18,9 +18,7 @@ Notable choices:
   run never leaves a stale lock behind; the file itself stays and only records who held it last.
 """
 
-import fcntl
 import os
-import socket
 import warnings
 from pathlib import Path
 
@@ -171,22 +169,9 @@ def checkpoint_tasks(ckpt, path, task):
 
 def lock_run(out_dir):
     """Take `out_dir`'s run lock for this process (keep the returned file open while training), or raise
-    InputError naming the process that holds it."""
-    path = Path(out_dir) / ".lock"
-    handle = open(path, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise InputError(f"train.out_dir: {out_dir} is in use by a running train.py ({holder}); wait for it or "
-                         "choose another train.out_dir") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
-    handle.flush()
-    return handle
+    InputError naming the process that holds it (files.lock_folder)."""
+    return files.lock_folder(out_dir, "train.py", label=f"train.out_dir: {out_dir}",
+                             advice="wait for it or choose another train.out_dir")
 
 
 # ----------------------------------------------------------------------------------------------------------

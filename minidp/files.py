@@ -141,9 +141,10 @@ def warn_once(text):
 # One writer per folder
 # ----------------------------------------------------------------------------------------------------------
 
-def lock_folder(folder, who, name=".lock"):
+def lock_folder(folder, who, name=".lock", label=None, advice="wait for it to end"):
     """Take an exclusive lock on folder/name for this process (keep the returned file open while it works), or
-    raise InputError naming the process that holds it. `who` names this kind of owner in the message."""
+    raise InputError naming the process that holds it. `who` names this kind of owner in the message, `label`
+    what the folder is (default: its path), `advice` what to do."""
     path = Path(folder) / name
     handle = open(path, "a+")
     try:
@@ -152,7 +153,7 @@ def lock_folder(folder, who, name=".lock"):
         handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
-        raise InputError(f"{folder} is in use by a running {who} ({holder}); wait for it to end") from None
+        raise InputError(f"{label or folder} is in use by a running {who} ({holder}); {advice}") from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
