@@ -1,6 +1,6 @@
 """Checkpoints: run directories stand for their ckpt.pt, every failure is one line naming the file, and a
 pickle that would run code is refused before any of it runs; messages from torch or the OS keep their first
-line, and the scripts' ArgumentParser reports a bad flag on one line too.
+line (minidp/errors.py's one_line and ArgumentParser: tests/test_errors.py).
 
 Run: pytest -q tests/test_checkpoint.py
 """
@@ -56,22 +56,3 @@ def test_a_task_the_checkpoint_was_not_trained_on_is_named():
     with pytest.raises(errors.InputError, match="trained on depth, not 'flow'"):
         checkpoint.checkpoint_tasks({"tasks": ["depth"]}, "runs/depth/ckpt.pt", "flow")
     assert checkpoint.checkpoint_tasks({"tasks": ["depth"]}, "p", "depth") == ["depth"]
-
-
-def test_one_line_keeps_the_first_line_of_an_os_or_torch_message_without_escapes_and_at_most_200_chars():
-    assert errors.one_line(OSError("\n  \x1b[1mfirst\x1b[0m line  \n\tsecond line")) == "first line"
-    long = errors.one_line(RuntimeError("x" * 500 + "\nadvice"))
-    assert len(long) == 200 and long == "x" * 197 + "..."
-    assert errors.one_line(KeyError()) == "KeyError"  # an exception with no text: its type
-
-
-def test_argument_parser_errors_are_one_line_with_exit_status_2(capsys):
-    parser = errors.ArgumentParser(prog="prog")
-    parser.add_argument("--n", type=errors.int_in(1, 9))
-    for argv, named in ((["--n", "0"], "argument --n: must be an integer in 1..9, got '0'"),
-                        (["--n", "one"], "--n"), (["--bogus"], "unrecognized arguments: --bogus")):
-        with pytest.raises(SystemExit) as info:
-            parser.parse_args(argv)
-        err = capsys.readouterr().err
-        assert info.value.code == 2 and err.count("\n") == 1 and err.startswith("error: ") and named in err, err
-    assert parser.parse_args(["--n", "9"]).n == 9

@@ -58,15 +58,14 @@ class Classes(Task):
         feats, labels = class_features(train["rgb"]), train["label"]
         means = torch.stack([feats[labels == k].mean(0) for k in range(K)])  # (K, F)
         real = ev.scenes(range(min(REAL_SCENES, cfg.data.val_size) if cfg.data.dataset != "world" else REAL_SCENES))
-        hits = (nearest_class(means, samples) == y.cpu()).double().numpy()  # (K*n,) per generated sample
-        real_hits = (nearest_class(means, real["rgb"]) == real["label"]).double().numpy()
+        hits = (nearest_class(means, samples) == y.cpu()).float()  # (K*n,) per generated sample
+        real_hits = (nearest_class(means, real["rgb"]) == real["label"]).float()  # per real scene
         result = {
-            "class_accuracy": (nearest_class(means, samples) == y.cpu()).float().mean().item(),
-            "real_class_accuracy": (nearest_class(means, real["rgb"]) == real["label"]).float().mean().item(),
+            "class_accuracy": hits.mean().item(), "real_class_accuracy": real_hits.mean().item(),
             "chance": 1 / K, "num_samples": len(y), "steps": s.steps, "cfg_scale": s.cfg_scale, "seconds": seconds,
             # 95 % intervals over the generated samples and the real scenes (percentile bootstrap)
-            "class_accuracy_ci": list(stats.bootstrap_ci(hits)), "real_class_accuracy_ci": list(stats.bootstrap_ci(real_hits)),
-            "n": len(y),
+            "class_accuracy_ci": list(stats.bootstrap_ci(hits.double().numpy())),
+            "real_class_accuracy_ci": list(stats.bootstrap_ci(real_hits.double().numpy())), "n": len(y),
         }
         rows = [[viz.to_image(img) for img in samples[y.cpu() == k][:8]] for k in range(K)]
         viz.save_grid(rows, [[f"class {k}"] + [""] * (len(r) - 1) for k, r in enumerate(rows)],
