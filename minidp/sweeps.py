@@ -1,0 +1,131 @@
+"""A sweep and its runs: the sweep file read and checked, each variant's run folders (one per seed), their points
+and final values, and the verdict of a variant against the baseline over seeds.
+
+fit_scaling.py runs sweeps (child processes, the lock, resuming) and fits and draws their laws; what it reads and
+decides about a sweep's files is here, so a test or a notebook can use it without the script. A sweep file:
+
+    kind: train | test_time        config: the base YAML (relative to the sweep file)     out: the runs' folder
+    common: [overrides for every run]   variants: {name: [overrides] or {overrides, parent, parent_key}}
+    fit: {x: train | inference, y: [loss | eval.<key>], include: [glob]}   seeds: k   baseline: <variant>
+
+With seeds: k every variant's runs are <out>/<variant>/seed<j>, trained with train.seed = j.
+"""
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from minidp import config as cfglib
+from minidp import scaling, stats
+from minidp.compare import better_direction
+from minidp.errors import InputError
+
+SEED_DIR = re.compile(r"seed\d+")  # a variant trained with several seeds keeps them in <variant>/seed<k>
+
+
+def find_runs(paths):
+    """{name: [run directories]}: each path that is a run, else each sub-directory of it (sorted); a directory
+    whose sub-directories are seed<k> runs (a sweep with seeds) is one entry holding all of them."""
+    groups = {}
+    for p in map(Path, paths):
+        if not p.is_dir():
+            raise InputError(f"not a directory: {p}")
+        for run in [p] if is_run(p) else sorted(d for d in p.iterdir() if d.is_dir()):
+            seeds = sorted(d for d in run.iterdir() if d.is_dir() and SEED_DIR.fullmatch(d.name))
+            groups[run.name] = seeds if seeds and not is_run(run) else [run]
+    return groups
+
+
+def is_run(path):
+    return any((path / f).exists() for f in ("log.jsonl", "eval.json", "config.yaml"))
+
+
+def variant_points(runs, x, y, window):
+    """(xs, ys) of one variant: its run's points, or the mean over its seeds' runs (the same steps, so the same
+    compute; ValueError if their logs differ in length, e.g. one seed is unfinished)."""
+    points = [scaling.run_points(run, x, y, window) for run in runs]
+    if len({xs.size for xs, _ in points}) > 1:
+        raise ValueError(f"its {len(runs)} seeds logged different numbers of points (unfinished?)")
+    return np.mean([xs for xs, _ in points], axis=0), np.mean([ys for _, ys in points], axis=0)
+
+
+def read_sweep(path):
+    """The sweep file as a dict, every variant's config checked through config.py before anything runs."""
+    path = Path(path)
+    try:
+        spec = cfglib.read_mapping(path, "sweep file")
+    except cfglib.ConfigError as e:
+        raise InputError(str(e)) from None
+    valid = ("kind", "config", "out", "common", "variants", "fit", "seeds", "baseline")
+    unknown = set(spec) - set(valid)
+    if unknown:
+        raise InputError(f"{path}: unknown key '{sorted(unknown)[0]}' (valid: {', '.join(valid)})")
+    for key in ("config", "out", "variants"):
+        if key not in spec:
+            raise InputError(f"{path}: missing '{key}'")
+    if spec.get("kind", "train") not in ("train", "test_time"):
+        raise InputError(f"{path}: kind must be train or test_time, got {spec['kind']!r}")
+    spec.setdefault("kind", "train")
+    spec["config"] = str(path.parent / spec["config"])
+    spec["common"] = list(spec.get("common") or [])
+    fit = spec.setdefault("fit", {}) or {}
+    spec["fit"] = {"x": fit.get("x", "train"), "y": list(fit.get("y", ["loss"])), "include": fit.get("include", ["*"])}
+    if spec["fit"]["x"] not in ("train", "inference"):
+        raise InputError(f"{path}: fit.x must be train or inference, got {spec['fit']['x']!r}")
+    bad_y = [y for y in spec["fit"]["y"] if not isinstance(y, str) or not (y == "loss" or y.startswith("eval."))]
+    if bad_y:
+        raise InputError(f"{path}: fit.y entries must be loss or eval.<key>, got {bad_y[0]!r}")
+    if not isinstance(spec["variants"], dict) or not spec["variants"]:
+        raise InputError(f"{path}: variants must be a non-empty mapping of name -> overrides")
+    spec.setdefault("seeds", 1)
+    if not isinstance(spec["seeds"], int) or isinstance(spec["seeds"], bool) or spec["seeds"] < 1:
+        raise InputError(f"{path}: seeds must be a positive integer, got {spec['seeds']!r}")
+    spec.setdefault("baseline", next(iter(spec["variants"])))
+    if spec["baseline"] not in spec["variants"]:
+        raise InputError(f"{path}: baseline {spec['baseline']!r} is not a variant")
+    for name, v in list(spec["variants"].items()):
+        v = {"overrides": v} if isinstance(v, list) else (v or {})
+        if not isinstance(v, dict) or set(v) - {"overrides", "parent", "parent_key"}:
+            raise InputError(f"{path}: variant {name}: a list of overrides or {{overrides, parent, parent_key}}")
+        if v.get("parent") is not None and v["parent"] not in spec["variants"]:
+            raise InputError(f"{path}: variant {name}: parent {v['parent']!r} is not a variant")
+        spec["variants"][name] = v
+        try:
+            cfglib.load_config(spec["config"], spec["common"] + list(v.get("overrides") or []))
+        except cfglib.ConfigError as e:
+            raise InputError(f"{path}: variant {name}: {e}") from None
+    return spec
+
+
+def seed_dirs(out, name, seeds):
+    """[(run directory, train.seed override)] of a variant: out/name with the config's seed for one seed,
+    out/name/seed<k> with train.seed=k for k = 0..seeds-1 otherwise."""
+    if seeds == 1:
+        return [(out / name, [])]
+    return [(out / name / f"seed{k}", [f"train.seed={k}"]) for k in range(seeds)]
+
+
+def final_values(runs, x, y, window=5):
+    """(compute, [each seed's final y]) of a variant: the last point of each run (the loss smoothed)."""
+    points = [scaling.run_points(run, x, y, window) for run in runs]
+    return float(points[0][0][-1]), [float(ys[-1]) for _, ys in points]
+
+
+def direction(y):
+    """'lower' or 'higher': which values of a sweep's y are better (a loss and an <k>_err are errors)."""
+    if y == "loss" or y.endswith("_err"):
+        return "lower"
+    return better_direction(y.removeprefix("eval."))
+
+
+def seed_verdict(values, reference, better):
+    """The verdict word of variant (A) - baseline (B) over seeds: a t-interval of the per-seed differences (seed k
+    of both was trained with train.seed = k, so each seed's difference is paired)."""
+    if len(values) != len(reference):
+        return "-"
+    diff, half = stats.seed_interval(np.subtract(values, reference))
+    if not math.isfinite(half):
+        return "1 seed"  # no interval over seeds: no verdict either way
+    return stats.verdict(diff - half, diff + half, better)
