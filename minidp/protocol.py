@@ -42,7 +42,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from minidp import metrics, sampling, stats, tasks
+from minidp import metrics, sampling, tasks
 from minidp.benchmark_sets import BENCHMARKS, open_frames
 from minidp.errors import InputError
 
@@ -182,14 +182,11 @@ def predict(model, cfg, k, cond, device, codec, generator):
 
 
 def with_intervals(values):
-    """{metric: per-frame values} -> {k: mean, k_ci: [lo, hi]} + n (95 % percentile bootstrap over frames)."""
-    out = {}
-    for k, v in values.items():
-        v = np.asarray(v, dtype=np.float64)
-        out[k], out[f"{k}_ci"] = float(v.mean()), list(stats.bootstrap_ci(v, stat=np.mean, n_boot=2000, level=0.95,
-                                                                          seed=0))
-    out["n"] = len(next(iter(values.values())))
-    return out
+    """{metric: per-frame values} -> {k: mean, k_ci: [lo, hi]} + n (95 % percentile bootstrap over frames, the
+    intervals eval.json gets: tasks.base.intervals)."""
+    means = {k: float(np.mean(v)) for k, v in values.items()}
+    return {**means, **tasks.base.intervals({k: torch.tensor(v, dtype=torch.float64) for k, v in values.items()}),
+            "n": len(next(iter(values.values())))}
 
 
 def evaluate_benchmark(model, cfg, task_index, bench, frames, device, codec):

@@ -62,11 +62,11 @@ class Flow(Task):
         ok = valid.flatten(1).any(1)  # a scene with no pixel visible in frame 2 has no EPE
         out = {"epe": per_scene(metrics.epe(pred[ok], gt[ok], valid[ok]), ok)}
         if prior is not None:
-            out["prior_epe"] = per_scene(metrics.epe(torch.zeros_like(gt[ok]), gt[ok], valid[ok]), ok)
+            out["prior_epe"] = per_scene(metrics.epe(torch.full_like(gt[ok], prior), gt[ok], valid[ok]), ok)
         return out
 
     def prior(self, ev):
-        return "zero flow"  # the baseline needs nothing beyond the batch
+        return 0.0  # the baseline's flow, in pixels, everywhere
 
     def figure(self, ev, b, pred, scores):
         gt, valid, rows = b["flow"], b["flow_valid"], []

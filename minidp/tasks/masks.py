@@ -130,11 +130,11 @@ class MaskTask(Task):
         gt = batch["gt_mask"].cpu()
         out = {"miou": metrics.iou(pred["mask"], gt)}
         if prior is not None:
-            out["prior_miou"] = metrics.iou(batch["prior_mask"].cpu(), gt)
+            out["prior_miou"] = metrics.iou(batch[prior].cpu(), gt)
         return out
 
     def prior(self, ev):
-        return "prior_mask"  # the baseline's mask is in the batch
+        return "prior_mask"  # the batch key of the baseline's answer (Task.make_sample puts it there)
 
 
 class Amodal(MaskTask):
@@ -205,7 +205,7 @@ class Referring(MaskTask):
     def scores(self, pred, batch, prior):
         gt = batch["gt_mask"].cpu()
         out = {}
-        for name, mask in [("", pred["mask"])] + ([("prior_", batch["prior_mask"].cpu())] if prior else []) \
+        for name, mask in [("", pred["mask"])] + ([("prior_", batch[prior].cpu())] if prior is not None else []) \
                 + ([("plain_", pred["plain"])] if "corrected" in pred else []):
             inter, union = metrics.intersection_union(mask, gt)
             out.update({f"{name}oiou:num": inter, f"{name}oiou:den": union, f"{name}miou": metrics.iou(mask, gt)})
