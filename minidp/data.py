@@ -52,7 +52,6 @@ from minidp import files, parallel, readers, recipe, tasks, vae, world
 from minidp.errors import RESUME, ArgumentParser, FaultError, InputError, choose_device, int_in, one_line
 
 DataError = (readers.DatasetError, vae.VAEWeightsError)  # bad data or weights: one line, exit status 2
-VALIDATION_SPLIT = {"hypersim": "val", "flyingchairs": "val", "imagenet": "val", "pix2gestalt": "val"}
 CACHE_FORMAT = 2  # 2: index.json records each shard's size and sha256 ("checks")
 CACHE_IDENTITY = ("dataset", "root", "task", "resolution", "codec", "vae_weights", "seed", "num_classes", "split_file")
 
@@ -67,9 +66,7 @@ def _reader(dataset, root, split, resolution, classes=None, split_file=""):
         return cls(Path(root) / split, resolution=resolution, classes=classes)
     if split_file and (dataset == "flyingchairs" or split == "train"):  # data.split_file (Hypersim: training list)
         return cls(root, split=split, resolution=resolution, split_file=split_file)
-    if dataset in VALIDATION_SPLIT:
-        return cls(root, split=split, resolution=resolution)
-    return cls(root, resolution=resolution)
+    return cls(root, split=split, resolution=resolution)
 
 
 class RealScenes(torch.utils.data.Dataset):
@@ -77,15 +74,12 @@ class RealScenes(torch.utils.data.Dataset):
 
     def __init__(self, dataset, root, task, resolution, train_size, val_size, val_offset, num_classes, split_file=""):
         self.train = _reader(dataset, root, "train", resolution, split_file=split_file)
-        self.val = _reader(dataset, root, VALIDATION_SPLIT[dataset], resolution, getattr(self.train, "classes", None),
-                           split_file) if dataset in VALIDATION_SPLIT else None
-        held_out = 0 if self.val is not None else val_size  # the validation samples taken from the training split
-        if len(self.train) < train_size + held_out:
-            raise readers.DatasetError(
-                f"{root}: {len(self.train)} training samples, fewer than data.train_size = {train_size}"
-                + (f" + data.val_size = {val_size} held out for validation" if held_out else "")
-                + f"; set data.train_size={len(self.train) - held_out}")
-        if self.val is not None and len(self.val) < val_size:
+        # every reader has a validation split (pix2gestalt's: the official last 1 %, readers.Pix2Gestalt)
+        self.val = _reader(dataset, root, "val", resolution, getattr(self.train, "classes", None), split_file)
+        if len(self.train) < train_size:
+            raise readers.DatasetError(f"{root}: {len(self.train)} training samples, fewer than data.train_size = "
+                                       f"{train_size}; set data.train_size={len(self.train)}")
+        if len(self.val) < val_size:
             raise readers.DatasetError(f"{root}: {len(self.val)} validation samples, fewer than data.val_size = "
                                        f"{val_size}; set data.val_size={len(self.val)}")
         if len(getattr(self.train, "classes", ())) > num_classes:
@@ -97,11 +91,8 @@ class RealScenes(torch.utils.data.Dataset):
         return self.train_size
 
     def __getitem__(self, index):
-        if index >= self.val_offset:  # validation sample j
-            j = index - self.val_offset
-            source, i = (self.val, j) if self.val is not None else (self.train, self.train_size + j)
-        else:
-            source, i = self.train, index
+        # validation sample j is index val_offset + j
+        source, i = (self.val, index - self.val_offset) if index >= self.val_offset else (self.train, index)
         try:
             item = source[i]
         except readers.DatasetError as e:

@@ -10,6 +10,7 @@ validation batch, minidp/sampling.py) and the task object (minidp/tasks/) merges
     flow       epe (pixels, non-occluded pixels)    mean                     zero flow
     amodal     miou of the read-back mask           pixel-wise median        the visible mask as the whole object
     referring  oiou, miou of the red read-back      pixel-wise median        the largest visible object
+    normals    angle_mean, angle_median, within_*   normalised mean          the training set's mean normal map
     class      class_accuracy (nearest class mean)  -                        chance
 
 A generalist's eval.json has one section per task, and figures/generalist.png draws the scaling paper's Fig. 11
