@@ -56,6 +56,7 @@ from pathlib import Path
 
 import torch
 
+from minidp import viz
 from minidp.errors import ArgumentParser, one_line
 from minidp.ddim import timesteps as ddim_timesteps
 from minidp.schedules import SCHEDULES, NoiseSchedule
@@ -259,8 +260,6 @@ def read_intermediates(path):
 
 def plot_weights(curves, path, T=1000):
     """ADDP's Fig. A: weight per timestep group for each named (G,) vector in `curves`, to a PNG."""
-    from minidp import viz  # lazily: viz imports matplotlib, which only the figure needs
-
     G = len(next(iter(curves.values())))
     centres = [(g + 0.5) * T / G for g in range(G)]  # x axis: the middle timestep of each group
     curves = {name: (centres, w) for name, w in curves.items()}

@@ -210,9 +210,12 @@ class PatchEmbedRouter(nn.Module):
             raise ValueError("this model routes its patch embedding by task: pass task=(B,) long task ids")
         if task.shape != (x.shape[0],):
             raise ValueError(f"task must have shape ({x.shape[0]},), got {tuple(task.shape)}")
-        bad = task[(task < 0) | (task >= num_tasks)]
-        if bad.numel():
-            raise ValueError(f"task id {bad[0].item()} has no router entry; valid ids are 0..{num_tasks - 1}")
+        if not torch.compiler.is_compiling():  # data-dependent, so a graph break: compiled code trusts the ids
+            bad = task[(task < 0) | (task >= num_tasks)]
+            if bad.numel():
+                raise ValueError(f"task id {bad[0].item()} has no router entry; valid ids are 0..{num_tasks - 1}")
+        if num_tasks == 1:  # a one-task model (every fine-tune): nothing to group
+            return self.embedders[0](x)
         order = torch.argsort(task, stable=True)  # (B,) samples grouped by task
         counts = torch.bincount(task, minlength=num_tasks).tolist()
         pieces = x[order].split(counts)  # K pieces of (B_k, C, H, W)

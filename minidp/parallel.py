@@ -35,14 +35,11 @@ Notable choices:
 import contextlib
 import datetime
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                     get_optimizer_state_dict, set_optimizer_state_dict)
-from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.fsdp import FSDPModule, fully_shard
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from minidp.checkpoint import architecture
@@ -103,6 +100,11 @@ def destroy(env):
 def shard(module, env):
     """FSDP2 in place: each transformer block, then the root. `module` becomes an FSDPModule; its parameters
     are DTensors holding this rank's 1/world_size of each."""
+    # imported here, not at the top: FSDP and its state-dict helpers cost ~1.5 s of every process's start-up,
+    # and only a train.parallel=fsdp run under torchrun uses them
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
     mesh = init_device_mesh(env.device.type, (env.world_size,))  # explicit: the default mesh prefers CUDA
     for block in module.blocks:
         fully_shard(block, mesh=mesh)
@@ -133,7 +135,7 @@ def gradient_sync(train_model, last):
     """Context for one micro-step's backward: gradients are reduced across ranks only on the last one."""
     if isinstance(train_model, DDP) and not last:
         return train_model.no_sync()
-    if isinstance(train_model, FSDPModule):
+    if is_sharded(train_model):
         train_model.set_requires_gradient_sync(last)  # FSDP2's no_sync: keep unsharded grads until the last
     return contextlib.nullcontext()
 
@@ -148,17 +150,25 @@ def make_optimizer(model, lr, weight_decay, device):
 # Full state dicts: one checkpoint format for one process, DDP and FSDP
 # ----------------------------------------------------------------------------------------------------------
 
-_FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)  # gathered on rank 0, on the CPU
-
-
 def is_sharded(module):
-    return isinstance(module, FSDPModule)
+    """Whether shard() made `module` an FSDPModule. A process that never imported FSDP has sharded nothing."""
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    return fsdp is not None and isinstance(module, fsdp.FSDPModule)
+
+
+def _full_state():
+    """torch.distributed.checkpoint's state-dict helpers (imported with FSDP, see shard) and the options that
+    gather the full state on rank 0, on the CPU."""
+    from torch.distributed.checkpoint import state_dict
+
+    return state_dict, state_dict.StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 def full_state_dict(module):
     """The module's full state dict (a collective under FSDP: every rank calls it; rank 0 gets the tensors)."""
     if is_sharded(module):
-        return get_model_state_dict(module, options=_FULL)
+        helpers, full = _full_state()
+        return helpers.get_model_state_dict(module, options=full)
     return module.state_dict()
 
 
@@ -166,7 +176,8 @@ def optimizer_state_dict(model, opt):
     """torch.optim's state dict (state keyed by parameter index), gathered on rank 0 under FSDP."""
     if not is_sharded(model):
         return opt.state_dict()
-    by_name = get_optimizer_state_dict(model, opt, options=_FULL)  # {"state": {fqn: ...}, "param_groups"}
+    helpers, full = _full_state()
+    by_name = helpers.get_optimizer_state_dict(model, opt, options=full)  # {"state": {fqn: ...}, "param_groups"}
     if not by_name:  # other ranks get nothing (cpu_offload + full_state_dict)
         return {}
     index = {name: i for i, (name, _) in enumerate(model.named_parameters())}
@@ -182,7 +193,8 @@ def load_optimizer_state_dict(model, opt, state):
     names = [name for name, _ in model.named_parameters()]
     groups = [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]
     by_name = {"state": {names[i]: s for i, s in state["state"].items()}, "param_groups": groups}
-    set_optimizer_state_dict(model, opt, by_name, options=StateDictOptions(full_state_dict=True))
+    helpers, _ = _full_state()
+    helpers.set_optimizer_state_dict(model, opt, by_name, options=helpers.StateDictOptions(full_state_dict=True))
 
 
 def to_device(tensors, device):

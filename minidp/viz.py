@@ -15,13 +15,20 @@ never shown, so this works on a headless machine and inside the tests).
 Letter legend for shape comments: H, W rows and columns, C = 3 colour channels.
 """
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")  # files only: no display on servers, CI or in the tests
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+def pyplot():
+    """matplotlib.pyplot with the Agg backend (files only: no display on servers, CI or in the tests). Imported
+    on the first figure, not with this module: it costs ~1 s of the start-up of every process that imports
+    minidp, and most never draw."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 # Categorical colours for instance ids (id 0, the background, is dark grey).
 _ID_COLOURS = np.array([[60, 60, 60], [31, 119, 180], [255, 127, 14], [44, 160, 44], [214, 39, 40],
@@ -63,7 +70,7 @@ def depth_to_rgb(depth, valid=None, near=None, far=None):
     near = d[ok].min() if near is None else near
     far = d[ok].max() if far is None else far
     x = np.clip((d - near) / max(far - near, 1e-12), 0, 1)
-    rgb = plt.get_cmap("magma")(1 - x)[..., :3]  # (H, W, C); 1 - x puts near at the bright end
+    rgb = pyplot().get_cmap("magma")(1 - x)[..., :3]  # (H, W, C); 1 - x puts near at the bright end
     rgb[~ok] = 1.0
     return (rgb * 255).round().astype(np.uint8)
 
@@ -155,6 +162,7 @@ def save_grid(rows, titles, path, cell=128):
     band = 14 if titles is not None else 0
     dpi = 100
     height = nrows * (cell + band)
+    plt = pyplot()
     fig = plt.figure(figsize=(ncols * cell / dpi, height / dpi), dpi=dpi)
     for r, row in enumerate(rows):
         for c, image in enumerate(row):
@@ -170,6 +178,7 @@ def save_grid(rows, titles, path, cell=128):
 
 def plot_curves(curves, path, xlabel="", ylabel="", title=None, logx=False, logy=False):
     """Line plot of curves {name: (xs, ys)} to a PNG, with a legend; log axes on request."""
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.5), dpi=100)
     for name, (xs, ys) in curves.items():
         ax.plot(_numpy(xs), _numpy(ys), marker="o", markersize=4, label=name)

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from minidp.errors import ArgumentParser, int_in, one_line
+from minidp import viz
 from minidp.render import SHAPES, focal_fraction, pack, project, render_scenes
 
 # Ordered name -> RGB albedo in [0, 1]. The first NUM_CLASS_COLOURS are the class colours: the 8 corners of the
@@ -450,8 +451,6 @@ def preview(batch, path):
     """A grid, one row per scene: rgb, frame 2, depth, flow, visible ids, the most occluded object's amodal mask
     over its visible mask (blue visible, orange hidden), and a referring example (the referred object's visible
     mask in a spotlight) titled with its expression."""
-    from minidp import viz  # matplotlib is imported only when a figure is drawn
-
     rows, titles = [], []
     for b in range(batch["rgb"].shape[0]):
         n = int(batch["num_objects"][b])

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "minidp"
-LAZY_FOR_MATPLOTLIB = {"viz"}  # the one module a function may import lazily: it loads matplotlib
 
 
 def module_name(path):
@@ -63,18 +62,20 @@ def test_the_import_graph_of_minidp_has_no_circle():
     assert len(edges) > 25  # the walk saw the package
 
 
-def test_no_function_level_import_of_minidp_but_the_plotting_one():
-    lazy = {m: [d for d in inner if d.rsplit(".", 1)[-1] not in LAZY_FOR_MATPLOTLIB] for m, (_, inner) in graph().items()}
-    assert {m: d for m, d in lazy.items() if d} == {}
+def test_no_function_level_import_of_minidp():
+    assert {m: inner for m, (_, inner) in graph().items() if inner} == {}
 
 
 def test_the_bottom_module_imports_nothing_of_minidp():
     assert graph()["minidp.errors"] == ([], [])
 
 
-def loaded_by(module):
-    code = f"import sys, {module}; print(' '.join(sorted(m for m in sys.modules if m.startswith('minidp'))))"
-    return set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+def loaded_by(modules, prefix="minidp"):
+    """The modules under `prefix` that importing `modules` (comma-separated) loads, in a fresh interpreter started in
+    the repository root (so the scripts import too)."""
+    code = f"import sys, {modules}; print(' '.join(sorted(m for m in sys.modules if m.startswith('{prefix}'))))"
+    return set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              cwd=PACKAGE.parent).stdout.split())
 
 
 def test_ct_estimation_loads_no_model_or_data_module_and_recipe_no_renderer():
@@ -82,3 +83,10 @@ def test_ct_estimation_loads_no_model_or_data_module_and_recipe_no_renderer():
              "minidp.data", "minidp.vae", "minidp.readers", "minidp.checkpoint"}
     assert not loaded_by("minidp.ct_estimation") & heavy
     assert not loaded_by("minidp.recipe") & {"minidp.world", "minidp.render", "minidp.data", "minidp.readers"}
+
+
+def test_the_scripts_start_without_matplotlib_or_fsdp():
+    # each costs ~1 s of the start-up of every train.py / sample.py process (the suite starts about a hundred):
+    # viz imports pyplot on the first figure, parallel imports FSDP in shard() and the full-state helpers
+    assert not loaded_by("train, sample, fit_scaling", prefix="matplotlib")
+    assert not loaded_by("train, sample, fit_scaling", prefix="torch.distributed.fsdp")
