@@ -13,7 +13,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from minidp import ddim, stats, viz
+from minidp import ddim, sampling, stats, viz
 from minidp.tasks.base import Task
 
 CLASS_MEAN_SCENES = 2000  # training scenes the class means are taken over
@@ -40,7 +40,6 @@ class Classes(Task):
         return {"label": scenes["label"].to(device), "cond": [], "target": rgb,
                 "mask": torch.ones_like(rgb[:, 0], dtype=torch.bool)}
 
-    @torch.no_grad()
     def evaluate(self, ev):
         cfg, model = ev.cfg, ev.model
         s, K = cfg.sample, cfg.data.num_classes
@@ -51,7 +50,8 @@ class Classes(Task):
         for start in range(0, len(y), s.batch):
             yb = y[start:start + s.batch]
             fn = ddim.guided_model_fn_cfg(model, yb, torch.full_like(yb, model.num_classes), s.cfg_scale)
-            samples.append(ev.generate(fn, (len(yb), model.in_channels, model.input_size, model.input_size), gen))
+            shape = (len(yb), model.in_channels, model.input_size, model.input_size)
+            samples.append(ev.decode(sampling.generate(fn, cfg, shape, gen, ev.device)))
         samples = torch.cat(samples).clamp(-1, 1)
         seconds = time.time() - t0
         train = ev.train_scenes(CLASS_MEAN_SCENES)

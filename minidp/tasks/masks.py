@@ -195,13 +195,6 @@ class Referring(MaskTask):
                 "mask": torch.ones_like(rgb[:, 0], dtype=torch.bool), "gt_mask": visible,
                 "prior_mask": scenes["ref_masks"][rows, largest].to(device), "tokens": scenes["tokens"][rows, k].to(device)}
 
-    def predictions(self, ev):
-        if not ev.cfg.sample.correctional:
-            yield from super().predictions(ev)
-            return
-        for batch, (painting, plain, mask) in ev.corrected():  # ADDP's correctional guidance (minidp/sampling.py)
-            yield batch, {"painting": painting, "mask": mask, "plain": plain, "corrected": True}
-
     def scores(self, pred, batch, prior):
         gt = batch["gt_mask"].cpu()
         out = {}
