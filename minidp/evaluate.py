@@ -48,7 +48,8 @@ class StepRecorder:
         """steps: [(t, members (M, b, C, H, W))] in sampling order. Scenes without a score (flow: no valid pixel)
         are left out."""
         self.timesteps = [t for t, _ in steps]
-        Q = torch.stack([self.task.step_scores(m, batch, self.cfg).double() for _, m in steps])  # (S, b)
+        score = lambda m: self.task.scores(self.task.merge(m, self.cfg), batch, None)[self.task.metric]  # noqa: E731
+        Q = torch.stack([score(m).double() for _, m in steps])  # (S, b): the merged members' metric at each step
         self.columns.append(Q[:, ~Q[-1].isnan()])
 
     def write(self, out_dir):

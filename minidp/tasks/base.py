@@ -111,10 +111,6 @@ class Task:
         """{metric: (b,) per-scene values} of a prediction against the batch's truth, the baseline's as prior_*."""
         raise NotImplementedError
 
-    def step_scores(self, members, batch, cfg):
-        """The per-scene metric (b,) of members (M, b, C, H, W) at one DDIM step (ADDP's Fig. 1a)."""
-        return self.scores(self.merge(members, cfg), batch, None)[self.metric]
-
     def prior(self, ev):
         """What the baseline needs beyond the batch (e.g. the training set's mean map), or None."""
         return None
