@@ -93,6 +93,8 @@ class Evaluation:
     """One task of a run on n validation scenes: the model, the data and the figure folder the task object asks
     for. k is the task's index in the run (its router entry and label row)."""
 
+    generate = staticmethod(sampling.generate)  # the sampler, for task objects (minidp.sampling imports tasks)
+
     def __init__(self, model, cfg, k, task, out_dir, device, n, codec):
         self.model, self.cfg, self.k, self.task, self.out_dir = model, cfg, k, task, out_dir
         self.device, self.n, self.codec = device, n, codec

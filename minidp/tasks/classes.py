@@ -13,7 +13,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from minidp import ddim, sampling, stats, viz
+from minidp import ddim, stats, viz
 from minidp.tasks.base import Task
 
 CLASS_MEAN_SCENES = 2000  # training scenes the class means are taken over
@@ -51,7 +51,7 @@ class Classes(Task):
             yb = y[start:start + s.batch]
             fn = ddim.guided_model_fn_cfg(model, yb, torch.full_like(yb, model.num_classes), s.cfg_scale)
             shape = (len(yb), model.in_channels, model.input_size, model.input_size)
-            samples.append(ev.decode(sampling.generate(fn, cfg, shape, gen, ev.device)))
+            samples.append(ev.decode(ev.generate(fn, cfg, shape, gen, ev.device)))
         samples = torch.cat(samples).clamp(-1, 1)
         seconds = time.time() - t0
         train = ev.train_scenes(CLASS_MEAN_SCENES)
