@@ -56,15 +56,11 @@ def fmt_time(seconds):
 # The training loop
 # ----------------------------------------------------------------------------------------------------------
 
-def parse_args(argv):
+def train(argv=None):
     p = ArgumentParser(description="Train a minidp diffusion model (see the module docstring).")
     p.add_argument("config", help="YAML config, e.g. configs/depth.yaml")
     p.add_argument("overrides", nargs="*", help="section.key=value, e.g. train.steps=100 sample.steps=10")
-    return p.parse_args(argv)
-
-
-def train(argv=None):
-    args = parse_args(argv)
+    args = p.parse_args(argv)
     cfg = cfglib.load_config(args.config, args.overrides)
     tc, dc = cfg.train, cfg.data
 

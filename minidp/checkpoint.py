@@ -18,7 +18,6 @@ Notable choices:
   run never leaves a stale lock behind; the file itself stays and only records who held it last.
 """
 
-import os
 import warnings
 from pathlib import Path
 
@@ -54,7 +53,10 @@ def load_checkpoint(path, what):
         raise InputError(f"{what}: {path} is not a readable minidp/DiT checkpoint ({one_line(reason)})") from None
     if not isinstance(ckpt, dict):
         raise InputError(f"{what}: {path} holds a {type(ckpt).__name__}, not a checkpoint dict")
-    check_format(ckpt, path, what)
+    version = ckpt.get("format", 1)  # checkpoints from before the field existed are format 1
+    if not isinstance(version, int) or version > FORMAT:
+        raise InputError(f"{what}: {path} is in checkpoint format {version!r}, newer than this minidp reads "
+                         f"(up to {FORMAT}); update minidp to load it")
     return ckpt
 
 
@@ -63,14 +65,6 @@ def training_state(model_state, ema_state, opt_state, step, cfg, model, rng):
     optimiser, the step, the resolved config, the model's constructor arguments, the run's task names, the RNG."""
     return {"model": model_state, "ema": ema_state, "opt": opt_state, "step": step, "config": config.to_dict(cfg),
             "model_config": dict(model.config), "tasks": [task.name for task in tasks.run_tasks(cfg)], "rng": rng}
-
-
-def check_format(ckpt, path, what):
-    """InputError (one line) for a checkpoint written in a format newer than this code reads."""
-    version = ckpt.get("format", 1)  # checkpoints from before the field existed are format 1
-    if not isinstance(version, int) or version > FORMAT:
-        raise InputError(f"{what}: {path} is in checkpoint format {version!r}, newer than this minidp reads "
-                         f"(up to {FORMAT}); update minidp to load it")
 
 
 def save_checkpoint(path, state):

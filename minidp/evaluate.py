@@ -25,6 +25,7 @@ Letters: M members, B batch, C channels, H, W image size, S recorded steps, N sa
 """
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +48,8 @@ class StepRecorder:
         """steps: [(t, members (M, b, C, H, W))] in sampling order. Scenes without a score (flow: no valid pixel)
         are left out."""
         self.timesteps = [t for t, _ in steps]
-        Q = torch.stack([self.task.step_scores(m, batch, self.cfg).double() for _, m in steps])  # (S, b)
+        score = lambda m: self.task.scores(self.task.merge(m, self.cfg), batch, None)[self.task.metric]  # noqa: E731
+        Q = torch.stack([score(m).double() for _, m in steps])  # (S, b): the merged members' metric at each step
         self.columns.append(Q[:, ~Q[-1].isnan()])
 
     def write(self, out_dir):
@@ -88,13 +90,14 @@ def figures_dir(out_dir):
 # ----------------------------------------------------------------------------------------------------------
 
 class Evaluation:
-    """One task of a run on n validation scenes: the sampler, the data and the figure folder the task object asks
+    """One task of a run on n validation scenes: the model, the data and the figure folder the task object asks
     for. k is the task's index in the run (its router entry and label row)."""
 
-    def __init__(self, model, cfg, k, task, out_dir, device, n, codec, recorder=None):
+    generate = staticmethod(sampling.generate)  # the sampler, for task objects (minidp.sampling imports tasks)
+
+    def __init__(self, model, cfg, k, task, out_dir, device, n, codec):
         self.model, self.cfg, self.k, self.task, self.out_dir = model, cfg, k, task, out_dir
-        self.device, self.n, self.codec, self.recorder = device, n, codec, recorder
-        self.scores = None  # {metric: per-scene values (n,)}, set by the task's evaluate
+        self.device, self.n, self.codec = device, n, codec
 
     def batches(self):
         """Yields (scene indices, batch in pixels, batch in latents) over the n validation scenes."""
@@ -108,30 +111,6 @@ class Evaluation:
         """Latents -> images in [-1, 1] on the CPU."""
         return self.codec.decode(z.float()).float().cpu()
 
-    @torch.no_grad()
-    def predict(self):
-        """Yields (batch, members (M, b, 3, H, W)): M members x DDIM per validation batch, decoded; the recorder (if
-        any) also scores every step's x0_hat."""
-        gen, M = torch.Generator().manual_seed(self.cfg.sample.seed), self.cfg.sample.ensemble
-        for idx, batch, latents in self.batches():
-            members = lambda z: self.decode(z).unflatten(0, (M, len(idx)))  # noqa: E731 (M * b, ...) -> (M, b, ...)
-            fn = sampling.conditioned_fn(self.model, self.cfg, self.k, latents, M)
-            z0 = sampling.generate(fn, self.cfg, (M * len(idx), *latents["target"].shape[1:]), gen, self.device,
-                                   return_intermediates=self.recorder is not None)
-            if self.recorder is not None:
-                z0, steps = z0
-                self.recorder.add(batch, [(t, members(z)) for t, _, z in steps])
-            yield batch, members(z0)
-
-    def corrected(self):
-        """Yields (batch, (painting, plain mask, corrected mask)) with ADDP's correctional guidance (referring)."""
-        gen = torch.Generator().manual_seed(self.cfg.sample.seed)
-        for idx, batch, latents in self.batches():
-            scenes = data.render_scenes(self.cfg.data, idx)
-            yield batch, sampling.corrected_batch(self.model, self.cfg, self.k, self.task, latents, scenes, gen,
-                                                  self.device, self.codec)
-
-    @torch.no_grad()
     def chain(self, scenes, steps=None, spacing=None, intermediates=False):
         """One member's DDIM chain on validation scenes `scenes` (positions 0..): (batch in pixels, z0 or (z0,
         intermediates))."""
@@ -142,10 +121,6 @@ class Evaluation:
         return batch, sampling.generate(fn, self.cfg, latents["target"].shape,
                                         torch.Generator().manual_seed(self.cfg.sample.seed), self.device, steps,
                                         spacing, return_intermediates=intermediates)
-
-    def generate(self, model_fn, shape, generator):
-        """Decoded DDIM samples (CPU) of model_fn from noise of `shape`."""
-        return self.codec.decode(sampling.generate(model_fn, self.cfg, shape, generator, self.device).float()).cpu()
 
     def train_scenes(self, n):
         """The first n training scenes (a real dataset: at most data.train_size), the task's keys."""
@@ -160,43 +135,65 @@ class Evaluation:
     def figure_path(self, name):
         return figures_dir(self.out_dir) / name
 
-    def run_info(self, seconds, **extra):
-        s = self.cfg.sample
-        return dict(num_images=self.n, steps=s.steps, ensemble=s.ensemble,
-                    schedule=s.schedule or self.cfg.diffusion.schedule, spacing=s.spacing, seconds=seconds, **extra)
-
 
 # ----------------------------------------------------------------------------------------------------------
 # Entry point
 # ----------------------------------------------------------------------------------------------------------
 
+@torch.no_grad()
 def evaluate(model, cfg, out_dir, device, quick=False, codec=None):
     """Evaluate `model` (EMA weights) as `cfg` says; write eval.json and figures into out_dir; return metrics.
 
+    For each validation batch: M members x DDIM, merged by the task (`merge`), scored per scene (`scores`, the
+    baseline's as prior_*), summarised with intervals (tasks/base.py), drawn from the first batch (`figure`).
+    Class-conditional pre-training scores generated images instead (its task's own `evaluate`).
     A generalist (train.mode multitask) is evaluated on every task it was trained on, or on sample.task only:
     eval.json holds one section per task, each with a single-task run's keys, and figures/generalist.png one row
     per task. quick (train.eval_every): at most 8 images (20 class samples), and eval.json is left alone. codec: the
     one the model was trained with (default: built from cfg.data, as the checkpoint's config records it)."""
     model.eval()  # no label dropout, whatever the caller did before
     codec = codec or data.make_codec(cfg.data, device)
-    run = tasks.run_tasks(cfg)
-    chosen = [task for task in run if task.name == cfg.sample.task] if cfg.sample.task else run
+    run, s = tasks.run_tasks(cfg), cfg.sample
+    chosen = [task for task in run if task.name == s.task] if s.task else run
     results, scenes, multitask = {}, {}, cfg.train.mode == "multitask"
     for task in chosen:
-        n = min(cfg.sample.num_images, 20 if task.pretraining else 8) if quick else cfg.sample.num_images
-        recorder = StepRecorder(cfg, task) if cfg.sample.intermediates and not quick and task.metric else None
-        ev = Evaluation(model, cfg, run.index(task), task, out_dir, device, n, codec, recorder)
-        results[task.name] = task.evaluate(ev)
-        if ev.scores is not None:  # per scene, under "<task>/" in a generalist's file
-            prefix = f"{task.name}/" if multitask else ""
-            scenes[f"{prefix}scenes"] = np.arange(cfg.data.val_offset, cfg.data.val_offset + n)
-            scenes.update({prefix + k: v.double().numpy() for k, v in ev.scores.items()})
+        n = min(s.num_images, 20 if task.pretraining else 8) if quick else s.num_images
+        ev = Evaluation(model, cfg, run.index(task), task, out_dir, device, n, codec)
+        if task.pretraining:
+            results[task.name] = task.evaluate(ev)
+            print_result(task.name if multitask else "", results[task.name])
+            continue
+        recorder = StepRecorder(cfg, task) if s.intermediates and not quick and task.metric else None
+        t0, parts, shown, prior = time.time(), {}, None, task.prior(ev)
+        gen, M = torch.Generator().manual_seed(s.seed), s.ensemble
+        for idx, batch, latents in ev.batches():
+            if task.text and s.correctional:  # ADDP's correctional guidance: several chains (minidp/sampling.py)
+                pred = sampling.corrected_batch(model, cfg, ev.k, task, latents, data.render_scenes(cfg.data, idx),
+                                                gen, device, codec)
+            else:
+                members = lambda z: ev.decode(z).unflatten(0, (M, len(idx)))  # noqa: E731 (M * b, ...) -> (M, b, ...)
+                z0 = sampling.generate(sampling.conditioned_fn(model, cfg, ev.k, latents, M), cfg,
+                                       (M * len(idx), *latents["target"].shape[1:]), gen, device,
+                                       return_intermediates=recorder is not None)
+                if recorder is not None:
+                    z0, steps = z0
+                    recorder.add(batch, [(t, members(z)) for t, _, z in steps])
+                pred = task.merge(members(z0), cfg)
+            for key, v in task.scores(pred, batch, prior).items():
+                parts.setdefault(key, []).append(v)
+            shown = shown or (tasks.base.to_cpu(batch), pred)
+        per_scene = {k: torch.cat(v) for k, v in parts.items()}
+        results[task.name] = {**tasks.base.summarize(per_scene, task.ratio_metrics),
+                              "num_images": n, "steps": s.steps, "ensemble": s.ensemble,
+                              "schedule": s.schedule or cfg.diffusion.schedule, "spacing": s.spacing,
+                              "seconds": time.time() - t0, **task.info(cfg), **tasks.base.intervals(per_scene), "n": n}
+        task.figure(ev, *shown, per_scene)
+        prefix = f"{task.name}/" if multitask else ""  # eval_scenes.npz: per scene, under "<task>/" in a generalist's
+        scenes[f"{prefix}scenes"] = np.arange(cfg.data.val_offset, cfg.data.val_offset + n)
+        scenes.update({prefix + k: v.double().numpy() for k, v in per_scene.items()})
         if recorder is not None:  # single-task runs only (a config rule)
             recorder.write(out_dir)
-        r = results[task.name]
-        values = (f"{k} {v:.4f}" + (" [{:.4f}, {:.4f}]".format(*r[k + "_ci"]) if k + "_ci" in r else "")
-                  if isinstance(v, float) else f"{k} {v}" for k, v in r.items() if not k.endswith("_ci"))
-        print(f"eval {task.name + ' ' if multitask else ''}| " + " | ".join(values), flush=True)
+        print_result(task.name if multitask else "", results[task.name])
     if multitask:
         generalist_figure([Evaluation(model, cfg, run.index(t), t, out_dir, device, 1, codec) for t in chosen],
                           figures_dir(out_dir) / "generalist.png")
@@ -206,6 +203,13 @@ def evaluate(model, cfg, out_dir, device, quick=False, codec=None):
         if scenes:
             np.savez(Path(out_dir) / "eval_scenes.npz", **scenes)
     return result
+
+
+def print_result(name, r):
+    """One line: each metric with its interval, e.g. `eval depth | absrel 0.0712 [0.0650, 0.0781] | ...`."""
+    values = (f"{k} {v:.4f}" + (" [{:.4f}, {:.4f}]".format(*r[k + "_ci"]) if k + "_ci" in r else "")
+              if isinstance(v, float) else f"{k} {v}" for k, v in r.items() if not k.endswith("_ci"))
+    print(f"eval {name + ' ' if name else ''}| " + " | ".join(values), flush=True)
 
 
 def generalist_figure(evaluations, path):
@@ -233,9 +237,9 @@ def paint_expression(model, cfg, device, scene, expression, path, codec):
     batch = data.make_batch(cfg.data, idx, device, task=task)
     batch["tokens"] = tokens.to(device)
     gen = torch.Generator().manual_seed(cfg.sample.seed)
-    painting, plain, mask = sampling.corrected_batch(model, cfg, run.index(task), task, data.to_latents(batch, codec),
-                                                     data.render_scenes(cfg.data, idx), gen, device, codec)
-    painting, mask = painting[0], (mask if cfg.sample.correctional else plain)[0]
+    pred = sampling.corrected_batch(model, cfg, run.index(task), task, data.to_latents(batch, codec),
+                                    data.render_scenes(cfg.data, idx), gen, device, codec)
+    painting, mask = pred["painting"][0], pred["mask"][0]
     rgb = batch["cond"][0][0].cpu()
     viz.save_grid([[viz.to_image(rgb), viz.to_image(painting), viz.overlay_mask(rgb, mask)]],
                   [[f'scene {scene}: "{expression}"', "predicted painting", "predicted mask"]], path)

@@ -172,7 +172,7 @@ TASK_RULES = {
 @torch.no_grad()
 def predict(model, cfg, k, cond, device, codec, generator):
     """cond: K condition batches (b, 3, R, R) of the run's task k -> members (M, b, 3, R, R), decoded, on the CPU
-    (evaluate.Evaluation.predict's chain, for images that are not the run's validation scenes)."""
+    (evaluate.evaluate's chain, for images that are not the run's validation scenes)."""
     M, b = cfg.sample.ensemble, len(cond[0])
     latents = {"cond": [codec.encode(c.to(device)) for c in cond]}
     fn = sampling.conditioned_fn(model, cfg, k, latents, M)

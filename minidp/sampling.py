@@ -94,28 +94,25 @@ def correctional_prompts(cfg, scenes, tokens):
     return prompts, valid
 
 
-@torch.no_grad()
 def corrected_batch(model, cfg, k, task, batch, scenes, gen, device, codec):
-    """(painting (b, 3, H, W), plain mask, corrected mask (b, H, W)) of one referring batch (in latents) of the
-    run's task k: the two-scale chain, then one correctional chain per prompt (scenes: the batch's rendered
-    scenes), every chain from the same noise, merged by the task's rule and then by a strict majority."""
+    """The prediction of one referring batch (in latents) of the run's task k, as the task's merge gives it:
+    the two-scale chain, then with sample.correctional one correctional chain per prompt (scenes: the batch's
+    rendered scenes), every chain from the same noise, merged by the task's rule and then by a strict majority
+    ("mask"; "plain": the two-scale chain's mask)."""
     M, b = cfg.sample.ensemble, len(batch["target"])
-    shape, state = (M * b, *batch["target"].shape[1:]), gen.get_state()
-
-    def run(neg=None):
+    shape, state, query = (M * b, *batch["target"].shape[1:]), gen.get_state(), batch["tokens"].cpu()
+    prompts, valid = correctional_prompts(cfg, scenes, query) if cfg.sample.correctional else ([], [])
+    # samples without a j-th prompt run with D- = D and do not vote; a prompt no sample has is not run
+    preds = []
+    for neg in [None] + [torch.where(v[:, None], p, query) for p, v in zip(prompts, valid) if v.any()]:
         gen.set_state(state)  # the same x_T for every chain
         x0 = codec.decode(generate(conditioned_fn(model, cfg, k, batch, M, neg), cfg, shape, gen, device).float())
-        return task.merge(x0.float().view(M, b, *x0.shape[1:]).cpu(), cfg)
-
-    plain = run()
+        preds.append(task.merge(x0.float().view(M, b, *x0.shape[1:]).cpu(), cfg))
     if not cfg.sample.correctional:
-        return plain["painting"], plain["mask"], plain["mask"]
-    query = batch["tokens"].cpu()
-    prompts, valid = correctional_prompts(cfg, scenes, query)
-    # samples without a j-th prompt run with D- = D and do not vote
-    masks = torch.stack([run(torch.where(valid[j][:, None], prompts[j], query))["mask"] if valid[j].any()
-                         else plain["mask"] for j in range(len(prompts))])  # (k, b, H, W)
-    return plain["painting"], plain["mask"], majority(masks, valid, plain["mask"])
+        return preds[0]
+    masks = torch.stack([pred["mask"] for pred in preds])  # (1 + k, b, H, W): the plain chain's, then each prompt's
+    return {"painting": preds[0]["painting"], "mask": majority(masks[1:], valid[valid.any(dim=1)], masks[0]),
+            "plain": masks[0], "corrected": True}
 
 
 def majority(masks, valid, fallback):

@@ -5,18 +5,17 @@ Every task is conditional image generation (the scaling paper's unified view, it
 turns the generated image into the answer (a depth map, a flow field, a mask, a normal map). A task object holds
 everything that differs between tasks; the rest of minidp asks it and never branches on a task's name.
 
-Evaluation (what `Task.evaluate` does for every perception task): for each validation batch the M ensemble members
+Evaluation (what evaluate.evaluate does for every perception task): for each validation batch the M ensemble members
 are merged by the task's rule (`merge`), scored per scene against the ground truth (`scores`: one value per scene
 and metric, the baseline's as prior_*), and summarised: a metric is the mean over the scenes that have it (NaN =
 the scene has no pixel the metric counts) or, for the names in `ratio_metrics`, a ratio of sums over scenes (oIoU),
 each with its 95 % interval over scenes (`k_ci`, a percentile bootstrap; a ratio metric as a ratio of resampled
 sums) and the number of scenes `n`; the per-scene values go to eval_scenes.npz, so two runs evaluated on the same
 scenes compare paired (`python sample.py compare RUN_A RUN_B`).
-`ev`, the evaluation context (minidp/evaluate.py), runs the sampler and knows where figures go.
+`ev`, the evaluation context (minidp/evaluate.py), holds the model and the data and knows where figures go. A
+pre-training task scores generated images instead, in its own `evaluate(ev)`.
 Letters: M members, B / b batch, C channels, H, W image size.
 """
-
-import time
 
 import torch
 
@@ -112,10 +111,6 @@ class Task:
         """{metric: (b,) per-scene values} of a prediction against the batch's truth, the baseline's as prior_*."""
         raise NotImplementedError
 
-    def step_scores(self, members, batch, cfg):
-        """The per-scene metric (b,) of members (M, b, C, H, W) at one DDIM step (ADDP's Fig. 1a)."""
-        return self.scores(self.merge(members, cfg), batch, None)[self.metric]
-
     def prior(self, ev):
         """What the baseline needs beyond the batch (e.g. the training set's mean map), or None."""
         return None
@@ -124,11 +119,6 @@ class Task:
         """Extra run information for eval.json."""
         return {}
 
-    def predictions(self, ev):
-        """Yields (batch, prediction) over the validation scenes."""
-        for batch, members in ev.predict():
-            yield batch, self.merge(members, ev.cfg)
-
     def figure(self, ev, batch, pred, scores):
         """Draws the task's figure(s) from the first validation batch (CPU) and its prediction."""
 
@@ -136,18 +126,3 @@ class Task:
         """(condition picture, its title, truth picture, prediction picture) of scene 0 for the generalist's
         figure (the scaling paper's Fig. 11), from the decoded target x0 (1, 3, H, W)."""
         raise NotImplementedError
-
-    def evaluate(self, ev):
-        """Metrics (eval.json's keys) over ev's validation scenes, and the figure."""
-        t0, parts, shown = time.time(), {}, None
-        prior = self.prior(ev)
-        for batch, pred in self.predictions(ev):
-            for key, v in self.scores(pred, batch, prior).items():
-                parts.setdefault(key, []).append(v)
-            shown = shown or (to_cpu(batch), pred)
-        scores = {k: torch.cat(v) for k, v in parts.items()}
-        result = summarize(scores, self.ratio_metrics)
-        result.update(ev.run_info(time.time() - t0, **self.info(ev.cfg)), **intervals(scores), n=ev.n)
-        ev.scores = scores  # per scene: eval_scenes.npz
-        self.figure(ev, *shown, scores)
-        return result

@@ -40,7 +40,6 @@ class Classes(Task):
         return {"label": scenes["label"].to(device), "cond": [], "target": rgb,
                 "mask": torch.ones_like(rgb[:, 0], dtype=torch.bool)}
 
-    @torch.no_grad()
     def evaluate(self, ev):
         cfg, model = ev.cfg, ev.model
         s, K = cfg.sample, cfg.data.num_classes
@@ -51,7 +50,8 @@ class Classes(Task):
         for start in range(0, len(y), s.batch):
             yb = y[start:start + s.batch]
             fn = ddim.guided_model_fn_cfg(model, yb, torch.full_like(yb, model.num_classes), s.cfg_scale)
-            samples.append(ev.generate(fn, (len(yb), model.in_channels, model.input_size, model.input_size), gen))
+            shape = (len(yb), model.in_channels, model.input_size, model.input_size)
+            samples.append(ev.decode(ev.generate(fn, cfg, shape, gen, ev.device)))
         samples = torch.cat(samples).clamp(-1, 1)
         seconds = time.time() - t0
         train = ev.train_scenes(CLASS_MEAN_SCENES)

@@ -114,9 +114,7 @@ class MaskTask(Task):
     augmentation = "mask"
     metric, higher_is_better = "miou", True
     step_metric_name = "iou"  # intermediates.json's name of the per-scene IoU
-
-    def read_back(self, images):
-        raise NotImplementedError
+    read_back = None  # (B, 3, H, W) generated target -> (B, H, W) bool mask: each task's read-back rule
 
     def cacheable(self, dataset):
         return dataset == "pix2gestalt"  # one object per sample; the world's depend on the step's pick
@@ -143,8 +141,7 @@ class Amodal(MaskTask):
     scene_keys = ("rgb", "amodal", "ref_masks", "alone", "num_objects", "label")
     datasets = ("world", "pix2gestalt")
 
-    def read_back(self, images):
-        return amodal_mask(images)
+    read_back = staticmethod(amodal_mask)
 
     def augment_background(self, rgb):
         return torch.full_like(rgb, AMODAL_WHITE)
@@ -179,8 +176,7 @@ class Referring(MaskTask):
     text = True
     ratio_metrics = ("oiou",)
 
-    def read_back(self, images):
-        return red_mask(images)
+    read_back = staticmethod(red_mask)
 
     def augment_background(self, rgb):
         return (rgb + 1) * REFERRING_DIM - 1
@@ -194,13 +190,6 @@ class Referring(MaskTask):
         return {"label": scenes["label"].to(device), "cond": [rgb], "target": paint_red(rgb, visible),
                 "mask": torch.ones_like(rgb[:, 0], dtype=torch.bool), "gt_mask": visible,
                 "prior_mask": scenes["ref_masks"][rows, largest].to(device), "tokens": scenes["tokens"][rows, k].to(device)}
-
-    def predictions(self, ev):
-        if not ev.cfg.sample.correctional:
-            yield from super().predictions(ev)
-            return
-        for batch, (painting, plain, mask) in ev.corrected():  # ADDP's correctional guidance (minidp/sampling.py)
-            yield batch, {"painting": painting, "mask": mask, "plain": plain, "corrected": True}
 
     def scores(self, pred, batch, prior):
         gt = batch["gt_mask"].cpu()
