@@ -14,6 +14,7 @@ import concurrent.futures
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -82,10 +83,11 @@ def snapshot(directory):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A small real run (config.yaml, log.jsonl, ckpt.pt, eval.json, figures) and its snapshot."""
+def run(tmp_path_factory, micro_run):
+    """A small real run (config.yaml, log.jsonl, ckpt.pt, eval.json, figures: a copy of the suite's micro_run,
+    tests/conftest.py) and its snapshot."""
     out = tmp_path_factory.mktemp("bad_input") / "run"
-    assert train.main([DEPTH, *MICRO, f"train.out_dir={out}"]) == 0
+    shutil.copytree(micro_run, out)
     files = snapshot(out)
     assert {"ckpt.pt", "config.yaml", "log.jsonl", "eval.json"} <= set(files)
     return out, files

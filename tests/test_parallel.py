@@ -1,9 +1,9 @@
 """minidp/parallel.py: device and backend choice, FSDP equals one process and its checkpoints resume anywhere,
 train.compile equals eager, activation checkpointing equals the plain backward, the fast optimizer.
 
-Run: pytest -q tests/test_parallel.py      (about a minute: torchrun twice, train.py in-process a few times,
-one torch.compile of the micro DiT: ~100 s more the first time, while inductor fills its cache). The CUDA-only
-tests skip without a GPU.
+Run: pytest -q tests/test_parallel.py      (about a minute: torchrun twice, train.py in-process a few times, one
+torch.compile of the micro DiT in a train.py child started at collection (tests/conftest.py), ~40 s while inductor's
+cache is cold). The CUDA-only tests skip without a GPU.
 """
 
 import json
@@ -88,10 +88,11 @@ def test_one_process_without_torchrun_variables_is_not_distributed():
 # FSDP through train.py: equal to one process, and one checkpoint format for all three
 # ----------------------------------------------------------------------------------------------------------
 
-def test_fsdp_two_gloo_ranks_equal_one_process_and_its_checkpoint_resumes_under_ddp_and_one_process(tmp_path):
+def test_fsdp_two_gloo_ranks_equal_one_process_and_its_checkpoint_resumes_under_ddp_and_one_process(tmp_path,
+                                                                                                   micro_run):
     # FSDP: 2 ranks x micro-batch 1 x 2 accumulation steps (so FSDP's gradient-sync switch is exercised too)
-    # against 1 process x batch 4, same initialisation and batch plan, 3 steps.
-    assert run_inprocess(tmp_path / "one") == 0
+    # against 1 process x batch 4 (micro_run, tests/conftest.py), same initialisation and batch plan, 3 steps.
+    shutil.copytree(micro_run, tmp_path / "one")
     out = run_torchrun(tmp_path / "fsdp", "train.parallel=fsdp", "train.micro_batch=1")
     assert "2 fsdp rank(s) on cpu" in out
     assert losses(tmp_path / "fsdp") == pytest.approx(losses(tmp_path / "one"), rel=1e-5, abs=0)
@@ -124,15 +125,15 @@ def test_fsdp_two_gloo_ranks_equal_one_process_and_its_checkpoint_resumes_under_
 
 @pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
                     reason="torch.compile's CPU backend needs a C++ compiler")
-def test_compiled_training_matches_eager_losses(tmp_path):
+def test_compiled_training_matches_eager_losses(micro_run, compiled_run):
     # Inductor fuses and reorders float32 reductions, so the two agree to rounding, not bit for bit:
     # 1e-4 relative over 3 steps at lr 1e-3 (measured here, torch 2.13 CPU: the losses came out identical).
-    assert run_inprocess(tmp_path / "eager") == 0
-    assert run_inprocess(tmp_path / "compiled", "train.compile=true") == 0
-    eager, compiled = losses(tmp_path / "eager"), losses(tmp_path / "compiled")
+    # The compiled run is train.py with train.compile=true, started when the suite starts; the eager one is
+    # micro_run (tests/conftest.py).
+    eager, compiled = losses(micro_run), losses(compiled_run)
     assert len(compiled) == 3
     assert compiled == pytest.approx(eager, rel=1e-4)
-    assert_same_state(ckpt(tmp_path / "eager")["model"], ckpt(tmp_path / "compiled")["model"], atol=1e-4)
+    assert_same_state(ckpt(micro_run)["model"], ckpt(compiled_run)["model"], atol=1e-4)
 
 
 def test_activation_checkpointing_gives_the_plain_backward_gradients():

@@ -42,13 +42,13 @@ def test_resume_is_exact(tmp_path):
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
-def test_accumulation_equals_one_big_batch(tmp_path):
-    assert run_inprocess(tmp_path / "big") == 0
-    # 4 micro-steps of 1; a mid-run evaluation (eval_every) must not change the training either
+def test_accumulation_equals_one_big_batch(tmp_path, micro_run):
+    # micro_run: one step of batch 4 (tests/conftest.py). Here 4 micro-steps of 1; a mid-run evaluation
+    # (eval_every) must not change the training either
     assert run_inprocess(tmp_path / "acc", "train.micro_batch=1", "train.eval_every=2") == 0
-    a, b = params(tmp_path / "big"), params(tmp_path / "acc")
+    a, b = params(micro_run), params(tmp_path / "acc")
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
-    assert losses(tmp_path / "big") == pytest.approx(losses(tmp_path / "acc"), rel=1e-5)
+    assert losses(micro_run) == pytest.approx(losses(tmp_path / "acc"), rel=1e-5)
 
 
 @pytest.mark.parametrize("task", ["depth", "referring"])

@@ -55,14 +55,15 @@ def sd_vae(path):
 # ----------------------------------------------------------------------------------------------------------
 
 def test_pixel_and_sd_vae_codecs_both_train_and_evaluate_depth(tmp_path, vae_file, capsys):
-    # 2 steps of the world's depth task with each codec at 64 px; the model's input follows the codec
-    for name, extra in (("pixel", ["data.resolution=64"]), ("sd-vae", sd_vae(vae_file))):
+    # 2 steps of the world's depth task with each codec (pixels at 32 px, the VAE's 64 px as 8 x 8 latents); the
+    # model's input follows the codec
+    for name, extra in (("pixel", ["data.resolution=32"]), ("sd-vae", sd_vae(vae_file))):
         out = tmp_path / name
         assert run_inprocess(out, "train.steps=2", *extra) == 0, capsys.readouterr().err
         saved = ckpt(out)
         assert saved["config"]["data"]["codec"] == name
         assert (saved["model_config"]["in_channels"], saved["model_config"]["input_size"]) == \
-            ((3, 64) if name == "pixel" else (4, 8))
+            ((3, 32) if name == "pixel" else (4, 8))
         assert all(map(lambda x: x == x, losses(out))) and len(losses(out)) == 2  # finite
         result = json.loads((out / "eval.json").read_text())  # decoded back to pixels and read as depth
         assert 0 < result["absrel"] < float("inf")
@@ -73,7 +74,7 @@ def test_pixel_and_sd_vae_codecs_both_train_and_evaluate_depth(tmp_path, vae_fil
     assert json.loads((tmp_path / "again" / "eval.json").read_text())["num_images"] == 1
     # resuming a run with the other codec is refused before anything is written
     capsys.readouterr()
-    assert run_inprocess(tmp_path / "pixel", "train.steps=3", *sd_vae(vae_file)) == 2
+    assert run_inprocess(tmp_path / "pixel", "train.steps=3", *sd_vae(vae_file), "data.resolution=32") == 2
     assert "was trained with data.codec = 'pixel'" in capsys.readouterr().err
 
 
