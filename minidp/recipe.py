@@ -157,9 +157,9 @@ def lr_at(step, tc):
 
 @torch.no_grad()
 def update_ema(ema, model, decay):
-    """ema <- decay * ema + (1 - decay) * model, parameter by parameter (DiT's 10-line helper)."""
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+    """ema <- decay * ema + (1 - decay) * model = ema + (1 - decay) (model - ema), DiT's update, for every parameter
+    in one foreach call (one kernel launch per step on a GPU instead of two per parameter)."""
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - decay)
 
 
 def masked_loss(pred, target, mask, kind="mse", weights=None):
