@@ -89,6 +89,9 @@ def figures_dir(out_dir):
 # The evaluation context a task's `evaluate` works with
 # ----------------------------------------------------------------------------------------------------------
 
+_world_train_scenes = {}  # the last train_scenes of the world: {"key": (data config, n, task), "scenes": ...}
+
+
 class Evaluation:
     """One task of a run on n validation scenes: the model, the data and the figure folder the task object asks
     for. k is the task's index in the run (its router entry and label row)."""
@@ -123,9 +126,16 @@ class Evaluation:
                                         spacing, return_intermediates=intermediates)
 
     def train_scenes(self, n):
-        """The first n training scenes (a real dataset: at most data.train_size), the task's keys."""
+        """The first n training scenes (a real dataset: at most data.train_size), the task's keys. The world's are
+        kept for the next call with the same data config, n and task: a process that evaluates again (train.eval_every,
+        a sweep's runs, the tests) renders the baselines' 512 scenes once."""
         dc = self.cfg.data
-        return data.render_cache(dc, n if dc.dataset == "world" else min(n, dc.train_size), run=[self.task])
+        if dc.dataset != "world":
+            return data.render_cache(dc, min(n, dc.train_size), run=[self.task])
+        key = (repr(dc), n, self.task.name)
+        if _world_train_scenes.get("key") != key:
+            _world_train_scenes.update(key=key, scenes=data.render_cache(dc, n, run=[self.task]))
+        return _world_train_scenes["scenes"]
 
     def scenes(self, positions):
         """Validation scenes at `positions` (0..), rendered or read."""
