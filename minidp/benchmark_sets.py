@@ -128,24 +128,9 @@ def read_frame_list(root, bench, store):
     if not path.is_file():
         raise DatasetError(f"{path}: no frame list; copy prs-eth/Marigold's data_split/ folder into {root}")
     columns = 3 if bench.name == "diode" else 2  # DIODE's third path is its mask; NYUv2's (filled depth) is unused
-    frames = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        names = line.split()
-        if not names:
-            continue
-        if len(names) < columns:
-            raise DatasetError(f"{path}: line {number} has {len(names)} path(s); {bench.name} lists {columns} "
-                               "per frame")
-        if bench.name == "kitti" and names[1] == "None":
-            continue  # 45 of the 697 Eigen test frames have no ground truth
-        names = names[:columns]
-        for rel in names:
-            if not store.has(rel):
-                raise DatasetError(f"{path}: line {number} names {rel}, which {store.path} does not hold")
-        frames.append(names)
-    if not frames:
-        raise DatasetError(f"{path}: no frames listed")
-    return frames
+    # KITTI: 45 of the 697 Eigen test frames have no ground truth ("None" for the depth), dropped
+    return readers.read_split_list(path, columns, store.has, store.path,
+                                   skip=lambda names: bench.name == "kitti" and names[1] == "None")
 
 
 # ----------------------------------------------------------------------------------------------------------
