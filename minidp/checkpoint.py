@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from minidp import config, dit, files, moe, tasks, upcycle
+from minidp import config, dit, files, moe, tasks, upcycle, vae
 from minidp.errors import InputError, one_line
 
 FORMAT = 1  # the checkpoint layout above; saved in every checkpoint as "format", bumped when the layout changes
@@ -89,14 +89,8 @@ def load_dit_state_dict(model, state_dict):
     """
     if "model" in state_dict and "ema" in state_dict:
         raise ValueError("this looks like a training checkpoint {'model', 'ema', ...}: pass ckpt['ema'] or ckpt['model']")
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state_dict and state_dict[k].shape != own[k].shape
-    ]
+    missing, unexpected, shapes = vae.key_diff(model.state_dict(), state_dict)
+    shapes = [f"{k}: checkpoint {got} vs model {want}" for k, got, want in shapes]
     if missing or unexpected or shapes:
         lines = [f"state dict does not match this {type(model).__name__} (config {getattr(model, 'config', {})}):"]
         for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
