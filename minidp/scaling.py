@@ -199,8 +199,7 @@ def read_log(path):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            bad += 1
-            continue
+            record = None
         if not isinstance(record, dict) or "step" not in record:
             bad += 1
             continue
@@ -285,9 +284,7 @@ def forward_macs(run, evaluation):
 
 def run_points(run, x, y, window):
     """(xs, ys) arrays of one run, or ValueError saying why the run cannot be used."""
-    parent = 0.0
-    if (run / "sweep.json").is_file():
-        parent = float(read_json(run / "sweep.json").get("parent_macs", 0.0))
+    parent = float(read_json(run / "sweep.json").get("parent_macs", 0.0)) if (run / "sweep.json").is_file() else 0.0
     if y == "loss":
         macs, loss = loss_curve(run_log(run), window)
         return macs + parent, loss
