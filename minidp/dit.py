@@ -225,13 +225,10 @@ class DiT(nn.Module):
             self.text_embedder.reset_parameters()  # undo the xavier of the loop above: its proj starts at zero
         # adaLN-Zero: zero gates make every residual block the identity at init, and the zero head makes the
         # whole model output 0 (so the first loss is that of predicting eps = 0).
-        for block in self.blocks:
-            nn.init.zeros_(block.adaLN_modulation[-1].weight)
-            nn.init.zeros_(block.adaLN_modulation[-1].bias)
-        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].weight)
-        nn.init.zeros_(self.final_layer.adaLN_modulation[-1].bias)
-        nn.init.zeros_(self.final_layer.linear.weight)
-        nn.init.zeros_(self.final_layer.linear.bias)
+        gates = [block.adaLN_modulation[-1] for block in self.blocks]
+        for linear in gates + [self.final_layer.adaLN_modulation[-1], self.final_layer.linear]:
+            nn.init.zeros_(linear.weight)
+            nn.init.zeros_(linear.bias)
 
     def unpatchify(self, x):
         """Tokens (B, N, p*p*C_out) -> images (B, C_out, H, W)."""

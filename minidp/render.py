@@ -320,7 +320,6 @@ def _material(points, axis, on_obj, slot, scene):
 
 def render_frame(scene, pos, rot, focal, center, yaw, resolution):
     """One frame: colour, planar depth, validity, visible ids, plus per-slot hits for amodal / alone / flow."""
-    B, S = scene["present"].shape
     dirs = pixel_rays(rot, focal, resolution)  # (B, P, 3)
     origin = pos[:, None]  # (B, 1, 3)
     light, ambient = scene["light"], scene["ambient"][:, None]  # (B, 3), (B, 1)
