@@ -65,9 +65,8 @@ def read_sweep(path):
     for key in ("config", "out", "variants"):
         if key not in spec:
             raise InputError(f"{path}: missing '{key}'")
-    if spec.get("kind", "train") not in ("train", "test_time"):
+    if spec.setdefault("kind", "train") not in ("train", "test_time"):
         raise InputError(f"{path}: kind must be train or test_time, got {spec['kind']!r}")
-    spec.setdefault("kind", "train")
     spec["config"] = str(path.parent / spec["config"])
     spec["common"] = list(spec.get("common") or [])
     fit = spec.setdefault("fit", {}) or {}
