@@ -156,10 +156,8 @@ def _square_mask(mask, R):
 
 # task -> (condition images (3, R, R) of a frame, merge of members (M, b, 3, R, R), per-frame score)
 TASK_RULES = {
-    "depth": (lambda f, R: [_square(f["rgb"], R)],
-              lambda m, cfg: tasks.get("depth").merge(m, cfg), score_depth),
-    "flow": (lambda f, R: [_square(f["rgb"], R), _square(f["rgb2"], R)], lambda m, cfg: tasks.get("flow").merge(m, cfg),
-             score_flow),
+    "depth": (lambda f, R: [_square(f["rgb"], R)], tasks.get("depth").merge, score_depth),
+    "flow": (lambda f, R: [_square(f["rgb"], R), _square(f["rgb2"], R)], tasks.get("flow").merge, score_flow),
     "amodal": (lambda f, R: [_square(f["rgb"], R), tasks.mask_image(_square_mask(f["ids"] == 1, R)[None])[0]],
                lambda m, cfg: tasks.get("amodal").merge(m, cfg)["painting"], score_amodal),
 }

@@ -438,10 +438,8 @@ class Pix2Gestalt(_Samples):
     def __init__(self, root, split=None, resolution=None):
         if split not in self.SPLITS:
             raise DatasetError(f"unknown pix2gestalt split {split!r}; valid: train, val (or None: every sample)")
-        by_folder = {}
-        for folder, suffix in self.FOLDERS.items():
-            files = _images_in(_need_dir(Path(root) / folder))
-            by_folder[folder] = {p.stem[:-len(suffix)] if p.stem.endswith(suffix) else p.stem: p for p in files}
+        by_folder = {folder: {p.stem.removesuffix(suffix): p for p in _images_in(_need_dir(Path(root) / folder))}
+                     for folder, suffix in self.FOLDERS.items()}
         ids = sorted(by_folder["occlusion"], key=lambda i: by_folder["occlusion"][i].name)  # the official order
         if not ids:
             raise DatasetError(f"{Path(root) / 'occlusion'}: no images")
