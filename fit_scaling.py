@@ -83,8 +83,7 @@ def fit_and_draw(groups, x, y, out, window=5, n_max=1, max_iter=20):
         curves[name] = (xs, ys)
     if not curves:
         raise InputError(f"no usable run among {len(groups)} director{'y' if len(groups) == 1 else 'ies'} for {y}")
-    C = np.concatenate([c[0] for c in curves.values()])
-    L = np.concatenate([c[1] for c in curves.values()])
+    C, L = (np.concatenate(parts) for parts in zip(*curves.values()))  # every variant's points, (n,) each
     try:
         fit = scaling.fit_power_law(C, L, n_max=n_max, max_iter=max_iter)
     except ValueError as e:

@@ -191,9 +191,8 @@ def for_task(model, cfg, codec):
     groups = max(task.cond_images for task in run) + 1
     expected_size = cfg.data.resolution // codec.downsample
     if model.input_size != expected_size or model.in_channels != codec.channels:
-        raise InputError(
-            f"the checkpoint's model takes {model.in_channels}x{model.input_size}x{model.input_size} "
-            f"inputs, this config needs {codec.channels}x{expected_size}x{expected_size}")
+        raise InputError(f"the checkpoint's model takes {model.in_channels}x{model.input_size}x{model.input_size} "
+                         f"inputs, this config needs {codec.channels}x{expected_size}x{expected_size}")
     if model.num_tasks == 0:
         model = dit.make_multitask(dit.widen_input(model, groups), len(names))
     elif model.num_tasks == 1 and len(names) > 1 and 2 <= model.in_groups <= groups:

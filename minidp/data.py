@@ -288,10 +288,8 @@ def cache_dir(cfg):
 def cache_identity(data_cfg):
     """What a cache's latents depend on, as index.json records it (paths resolved: a run may start elsewhere)."""
     d = data_cfg
-    ident = {k: getattr(d, k) for k in CACHE_IDENTITY}
-    ident["root"] = str(Path(d.root).resolve()) if d.root else ""
-    ident["vae_weights"] = str(Path(d.vae_weights).resolve()) if d.vae_weights else ""
-    return ident
+    return {**{k: getattr(d, k) for k in CACHE_IDENTITY}, "root": str(Path(d.root).resolve()) if d.root else "",
+            "vae_weights": str(Path(d.vae_weights).resolve()) if d.vae_weights else ""}
 
 
 class LatentCache:
@@ -305,8 +303,7 @@ class LatentCache:
         except (OSError, ValueError) as e:
             raise readers.DatasetError(f"{self.folder / 'index.json'}: not a readable latent cache index "
                                        f"({type(e).__name__})") from None
-        want = cache_identity(data_cfg)
-        for key, value in want.items():
+        for key, value in cache_identity(data_cfg).items():
             if index.get(key) != value:
                 raise readers.DatasetError(
                     f"latent cache {self.folder} was built with data.{key} = {index.get(key)!r}, this config says "

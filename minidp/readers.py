@@ -142,16 +142,11 @@ def read_image(path):
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()  # (3, H, W)
 
 
-def read_gray(path):
-    """An 8-bit image as one grey channel -> uint8 (H, W) (RGB masks are converted by Pillow's luma)."""
-    with _open(path) as im:
-        return torch.from_numpy(np.asarray(im.convert("L")).copy())
-
-
 def read_mask(path):
     """A 0/255 mask image (grey or RGB) -> bool (H, W), True above 127. A non-empty mask whose largest value is at
     most 127 (a mask saved as 0/1) would read as empty: it is a DatasetError instead."""
-    grey = read_gray(path)
+    with _open(path) as im:  # one grey channel, uint8 (H, W): an RGB mask is converted by Pillow's luma
+        grey = torch.from_numpy(np.asarray(im.convert("L")).copy())
     top = int(grey.max())
     if 0 < top <= 127:
         raise DatasetError(f"{path}: a mask whose largest value is {top}; masks are stored as 0/255 (this one "
