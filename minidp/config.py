@@ -414,12 +414,7 @@ def validate(config):
 
     load_config calls it last; a script that edits a config afterwards (sample.py: config_from_dict, then
     apply_overrides) calls it again once the config is final."""
-    for section in dataclasses.fields(Config):
-        target = getattr(config, section.name)
-        hints = typing.get_type_hints(type(target))
-        for f in dataclasses.fields(target):
-            where = f"{section.name}.{f.name}"
-            _check_rule(f, _check_value(getattr(target, f.name), hints[f.name], where), where)
+    _apply(Config(), to_dict(config), "config")  # every field through a file's checks, into a scratch copy
     for rule in config_rules.CROSS_RULES:
         problem = rule(config)
         if problem:
