@@ -251,20 +251,17 @@ FRAME_READERS = {"hypersim_val": read_png_mm, "scannet": read_png_mm, "nyuv2": r
                  "eth3d": read_eth3d, "diode": read_diode}
 
 
-class DepthFrames(torch.utils.data.Dataset):
+class DepthFrames(readers.SampleList):
     """A depth benchmark's frames in its list's order: {"rgb" (3, H, W) in [-1, 1], "depth" (H, W), "valid"}."""
 
     def __init__(self, bench, root):
         self.bench, self.store = bench, open_store(root, bench.source)
-        self.frames = read_frame_list(root, bench, self.store)
-
-    def __len__(self):
-        return len(self.frames)
+        self.samples = read_frame_list(root, bench, self.store)
 
     def __getitem__(self, i):
-        rgb, depth, valid = FRAME_READERS[self.bench.name](self.store, self.frames[i], self.bench)
+        rgb, depth, valid = FRAME_READERS[self.bench.name](self.store, self.samples[i], self.bench)
         if not valid.any():
-            raise DatasetError(f"{self.store.name(self.frames[i][1])}: no valid depth pixel in the evaluation region")
+            raise DatasetError(f"{self.store.name(self.samples[i][1])}: no valid depth pixel in the evaluation region")
         return {"rgb": readers.to_unit_range(rgb), "depth": depth, "valid": valid}
 
 

@@ -148,18 +148,13 @@ def render_scenes(data_cfg, indices):
     return scenes
 
 
-def render_cache(data_cfg, n, chunk=256, log=None, run=None):
-    """Scenes 0..n-1 rendered once into memory, only the keys the tasks of `run` (default: data.task) read:
-    {key: (n, ...) tensor}; `log(text)` reports progress."""
+def render_cache(data_cfg, n, chunk=256, run=None):
+    """Scenes 0..n-1 rendered once into memory, `chunk` at a time, only the keys the tasks of `run` (default:
+    data.task) read: {key: (n, ...) tensor}."""
     keys = tasks.scene_keys(run or [tasks.get(data_cfg.task)])
-    parts = {k: [] for k in keys}
-    for start in range(0, n, chunk):
-        scenes = render_scenes(data_cfg, range(start, min(start + chunk, n)))
-        for k in keys:
-            parts[k].append(scenes[k])
-        if log is not None:
-            log(f"rendered {min(start + chunk, n)}/{n} training scenes")
-    return {k: torch.cat(v) for k, v in parts.items()}
+    chunks = (render_scenes(data_cfg, range(start, min(start + chunk, n))) for start in range(0, n, chunk))
+    parts = [{k: scenes[k] for k in keys} for scenes in chunks]  # each chunk's other keys are freed at once
+    return {k: torch.cat([part[k] for part in parts]) for k in keys}
 
 
 def make_batch(data_cfg, indices, device="cpu", cache=None, pick=None, task=None):

@@ -296,14 +296,15 @@ def _images_in(folder):
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-class _Samples(torch.utils.data.Dataset):
-    """A reader's `samples` list, one per index; subclasses decode sample i in __getitem__."""
+class SampleList(torch.utils.data.Dataset):
+    """A dataset of a `samples` list, one per index (every reader here, benchmark_sets.DepthFrames); subclasses
+    decode sample i in __getitem__."""
 
     def __len__(self):
         return len(self.samples)
 
 
-class ImageFolder(_Samples):
+class ImageFolder(SampleList):
     """root/<class>/<image>: labels are the sorted class-folder names' indices (torchvision's ImageFolder), or
     their indices in `classes` (the training folder's list, for a validation folder that may lack some)."""
 
@@ -351,7 +352,7 @@ def read_split_list(path, columns, exists, where, skip=lambda names: False):
     return frames
 
 
-class Hypersim(_Samples):
+class Hypersim(SampleList):
     """Marigold's Hypersim: root/<split>/<scene>/rgb_cam_XX_frYYYY.png + depth_plane_cam_XX_frYYYY.png
     (uint16 millimetres). The frames are those of Marigold's filtered list when there is one: `split_file`, or
     root/filename_list_<split>_filtered.txt (copied from prs-eth/Marigold's data_split/hypersim_depth/)."""
@@ -384,7 +385,7 @@ class Hypersim(_Samples):
                 "valid": resize_nearest(valid, self.resolution)}
 
 
-class FlyingChairs(_Samples):
+class FlyingChairs(SampleList):
     """root/data/NNNNN_{img1.ppm, img2.ppm, flow.flo}; split file: line k (sample k in sorted order) holds
     1 (train) or 2 (validation). The split file defaults to root/FlyingChairs_train_val.txt."""
 
@@ -420,7 +421,7 @@ class FlyingChairs(_Samples):
                 "flow": resize_flow(flow, R), "flow_valid": resize_nearest(valid, R)}
 
 
-class Pix2Gestalt(_Samples):
+class Pix2Gestalt(SampleList):
     """root/{occlusion, visible_object_mask, whole, whole_mask}/ with one file per sample in each folder.
     Files match by name once a folder's own suffix is dropped: `12_occlusion.png` and `12.png` are sample 12.
     Order and split are the official loader's: occlusion/'s file names sorted whole (so `10_occlusion.png`
