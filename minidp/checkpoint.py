@@ -227,8 +227,7 @@ def initial_model(cfg, codec):
                        f"experts, top-{m.upcycle_top_k}, every {m.upcycle_every} block(s)")
 
     # init_optional forgives only a path that does not exist at all (a quickstart run before its pre-training)
-    use_init = bool(tc.init_from) and (Path(tc.init_from).exists() or not tc.init_optional)
-    if use_init:
+    if tc.init_from and (Path(tc.init_from).exists() or not tc.init_optional):
         ckpt = load_checkpoint(tc.init_from, "train.init_from")
         if "model_config" not in ckpt and "pos_embed" in ckpt:  # a released DiT file (DiT-XL-2-256x256.pt): bare weights
             model = new_model(cfg, codec)  # model.preset, learn_sigma and num_classes must say which DiT it is

@@ -222,9 +222,7 @@ def make_codec(data_cfg, device="cpu"):
 
 def latent_mask(mask, downsample):
     """(B, H, W) bool -> (B, H / d, W / d): a latent pixel is valid when all of its d x d pixels are."""
-    if downsample == 1:
-        return mask
-    return -F.max_pool2d(-mask[:, None].float(), downsample)[:, 0] > 0.5  # a min-pool
+    return mask if downsample == 1 else -F.max_pool2d(-mask[:, None].float(), downsample)[:, 0] > 0.5  # a min-pool
 
 
 def to_latents(batch, codec):

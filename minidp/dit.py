@@ -179,9 +179,7 @@ class DiT(nn.Module):
 
     def patch_embedders(self):
         """Every PatchEmbed of the model: the single one, or one per task of the router."""
-        if isinstance(self.x_embedder, PatchEmbedRouter):
-            return list(self.x_embedder.embedders)
-        return [self.x_embedder]
+        return list(self.x_embedder.embedders) if isinstance(self.x_embedder, PatchEmbedRouter) else [self.x_embedder]
 
     @torch.no_grad()
     def initialize_weights(self):

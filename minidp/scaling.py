@@ -224,9 +224,7 @@ def forward_macs_from_log(records, global_batch):
     """Forward MACs per sample from train.py's bookkeeping, train_macs = 3 x forward MACs x step x global
     batch (forward + backward = 3 forwards); None if no record has train_macs."""
     last = [r for r in records if isinstance(r.get("train_macs"), (int, float)) and r.get("step", 0) > 0]
-    if not last:
-        return None
-    return last[-1]["train_macs"] / (3 * last[-1]["step"] * global_batch)
+    return last[-1]["train_macs"] / (3 * last[-1]["step"] * global_batch) if last else None
 
 
 def metric_value(evaluation, key):

@@ -114,9 +114,7 @@ def final_values(runs, x, y, window=5):
 
 def direction(y):
     """'lower' or 'higher': which values of a sweep's y are better (a loss and an <k>_err are errors)."""
-    if y == "loss" or y.endswith("_err"):
-        return "lower"
-    return better_direction(y.removeprefix("eval."))
+    return "lower" if y == "loss" or y.endswith("_err") else better_direction(y.removeprefix("eval."))
 
 
 def seed_verdict(values, reference, better):
