@@ -60,10 +60,6 @@ from minidp.errors import ArgumentParser, FaultError, InputError, one_line
 HERE = Path(__file__).resolve().parent
 
 
-def warn(msg):
-    print(f"warning: {msg}", file=sys.stderr, flush=True)
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Runs -> points and a law (a sweep's files and runs: minidp/sweeps.py; a run directory: minidp/scaling.py)
 
@@ -79,16 +75,15 @@ def fit_and_draw(groups, x, y, out, window=5, n_max=1, max_iter=20):
         try:
             xs, ys = variant_points(runs, x, y, window)
         except ValueError as e:
-            warn(f"skipping {where}: {e}")
+            files.warning(f"skipping {where}: {e}")
             continue
         if xs.size == 0 or np.any(xs <= 0) or np.any(ys <= 0):
-            warn(f"skipping {where}: no positive ({x} MACs, {y}) point")
+            files.warning(f"skipping {where}: no positive ({x} MACs, {y}) point")
             continue
         curves[name] = (xs, ys)
     if not curves:
         raise InputError(f"no usable run among {len(groups)} director{'y' if len(groups) == 1 else 'ies'} for {y}")
-    C = np.concatenate([c[0] for c in curves.values()])
-    L = np.concatenate([c[1] for c in curves.values()])
+    C, L = (np.concatenate(parts) for parts in zip(*curves.values()))  # every variant's points, (n,) each
     try:
         fit = scaling.fit_power_law(C, L, n_max=n_max, max_iter=max_iter)
     except ValueError as e:
@@ -164,10 +159,9 @@ def run_sweep(spec):
                     run_child([sample_py, str(base), *v.get("overrides", []), "--out", str(run)], f"variant {label}")
                     (run / "sweep.json").write_text(json.dumps({"source": str(base), "forward_macs": fwd[base]}) + "\n")
                 continue
-            extra, parent = [], v.get("parent")
+            parent = v.get("parent")
             parent_run = seed_dirs(out, parent, seeds)[k][0] if parent else None
-            if parent:
-                extra = [f"train.{v.get('parent_key', 'init_from')}={parent_run / 'ckpt.pt'}"]
+            extra = [f"train.{v.get('parent_key', 'init_from')}={parent_run / 'ckpt.pt'}"] if parent else []
             run_child([train_py, spec["config"], *spec["common"], *v.get("overrides", []), *seed, *extra,
                        f"train.out_dir={run}"], f"variant {label}")
             if master and parent:
@@ -182,7 +176,7 @@ def run_sweep(spec):
         try:
             fit_and_draw(groups, spec["fit"]["x"], y, out)
         except InputError as e:  # e.g. variants of equal compute (schedules): the table above is the result
-            warn(f"no law for {y}: {e}")
+            files.warning(f"no law for {y}: {e}")
 
 
 def print_table(groups, x, ys, window=5, baseline=None):

@@ -210,8 +210,7 @@ def augment_target(x0, t, kind, intensity=1.0, generator=None, T=1000, backgroun
         raise ValueError(f"generator must be a CPU generator (draws move to x0's device), got {generator.device}")
     if kind == "none" or intensity == 0:
         return x0.clone()
-    B = x0.shape[0]
-    u = torch.rand(B, 1 if kind == "blur" else 11, generator=generator, dtype=torch.float64)  # (B, 1 or 11)
+    u = torch.rand(x0.shape[0], 1 if kind == "blur" else 11, generator=generator, dtype=torch.float64)  # (B, 1 or 11)
     return augment_from_uniforms(x0, t, kind, u, intensity, T, background)
 
 

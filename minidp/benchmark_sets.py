@@ -128,24 +128,9 @@ def read_frame_list(root, bench, store):
     if not path.is_file():
         raise DatasetError(f"{path}: no frame list; copy prs-eth/Marigold's data_split/ folder into {root}")
     columns = 3 if bench.name == "diode" else 2  # DIODE's third path is its mask; NYUv2's (filled depth) is unused
-    frames = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        names = line.split()
-        if not names:
-            continue
-        if len(names) < columns:
-            raise DatasetError(f"{path}: line {number} has {len(names)} path(s); {bench.name} lists {columns} "
-                               "per frame")
-        if bench.name == "kitti" and names[1] == "None":
-            continue  # 45 of the 697 Eigen test frames have no ground truth
-        names = names[:columns]
-        for rel in names:
-            if not store.has(rel):
-                raise DatasetError(f"{path}: line {number} names {rel}, which {store.path} does not hold")
-        frames.append(names)
-    if not frames:
-        raise DatasetError(f"{path}: no frames listed")
-    return frames
+    # KITTI: 45 of the 697 Eigen test frames have no ground truth ("None" for the depth), dropped
+    return readers.read_split_list(path, columns, store.has, store.path,
+                                   skip=lambda names: bench.name == "kitti" and names[1] == "None")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -266,20 +251,17 @@ FRAME_READERS = {"hypersim_val": read_png_mm, "scannet": read_png_mm, "nyuv2": r
                  "eth3d": read_eth3d, "diode": read_diode}
 
 
-class DepthFrames(torch.utils.data.Dataset):
+class DepthFrames(readers.SampleList):
     """A depth benchmark's frames in its list's order: {"rgb" (3, H, W) in [-1, 1], "depth" (H, W), "valid"}."""
 
     def __init__(self, bench, root):
         self.bench, self.store = bench, open_store(root, bench.source)
-        self.frames = read_frame_list(root, bench, self.store)
-
-    def __len__(self):
-        return len(self.frames)
+        self.samples = read_frame_list(root, bench, self.store)
 
     def __getitem__(self, i):
-        rgb, depth, valid = FRAME_READERS[self.bench.name](self.store, self.frames[i], self.bench)
+        rgb, depth, valid = FRAME_READERS[self.bench.name](self.store, self.samples[i], self.bench)
         if not valid.any():
-            raise DatasetError(f"{self.store.name(self.frames[i][1])}: no valid depth pixel in the evaluation region")
+            raise DatasetError(f"{self.store.name(self.samples[i][1])}: no valid depth pixel in the evaluation region")
         return {"rgb": readers.to_unit_range(rgb), "depth": depth, "valid": valid}
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from minidp import config, dit, files, moe, tasks, upcycle
+from minidp import config, dit, files, moe, tasks, upcycle, vae
 from minidp.errors import InputError, one_line
 
 FORMAT = 1  # the checkpoint layout above; saved in every checkpoint as "format", bumped when the layout changes
@@ -89,14 +89,8 @@ def load_dit_state_dict(model, state_dict):
     """
     if "model" in state_dict and "ema" in state_dict:
         raise ValueError("this looks like a training checkpoint {'model', 'ema', ...}: pass ckpt['ema'] or ckpt['model']")
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    shapes = [
-        f"{k}: checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state_dict and state_dict[k].shape != own[k].shape
-    ]
+    missing, unexpected, shapes = vae.key_diff(model.state_dict(), state_dict)
+    shapes = [f"{k}: checkpoint {got} vs model {want}" for k, got, want in shapes]
     if missing or unexpected or shapes:
         lines = [f"state dict does not match this {type(model).__name__} (config {getattr(model, 'config', {})}):"]
         for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
@@ -197,9 +191,8 @@ def for_task(model, cfg, codec):
     groups = max(task.cond_images for task in run) + 1
     expected_size = cfg.data.resolution // codec.downsample
     if model.input_size != expected_size or model.in_channels != codec.channels:
-        raise InputError(
-            f"the checkpoint's model takes {model.in_channels}x{model.input_size}x{model.input_size} "
-            f"inputs, this config needs {codec.channels}x{expected_size}x{expected_size}")
+        raise InputError(f"the checkpoint's model takes {model.in_channels}x{model.input_size}x{model.input_size} "
+                         f"inputs, this config needs {codec.channels}x{expected_size}x{expected_size}")
     if model.num_tasks == 0:
         model = dit.make_multitask(dit.widen_input(model, groups), len(names))
     elif model.num_tasks == 1 and len(names) > 1 and 2 <= model.in_groups <= groups:
@@ -234,8 +227,7 @@ def initial_model(cfg, codec):
                        f"experts, top-{m.upcycle_top_k}, every {m.upcycle_every} block(s)")
 
     # init_optional forgives only a path that does not exist at all (a quickstart run before its pre-training)
-    use_init = bool(tc.init_from) and (Path(tc.init_from).exists() or not tc.init_optional)
-    if use_init:
+    if tc.init_from and (Path(tc.init_from).exists() or not tc.init_optional):
         ckpt = load_checkpoint(tc.init_from, "train.init_from")
         if "model_config" not in ckpt and "pos_embed" in ckpt:  # a released DiT file (DiT-XL-2-256x256.pt): bare weights
             model = new_model(cfg, codec)  # model.preset, learn_sigma and num_classes must say which DiT it is

@@ -270,9 +270,7 @@ SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
 # ----------------------------------------------------------------------------------------------------------
 
 def _type_name(tp):
-    if isinstance(tp, type):
-        return tp.__name__
-    return str(tp).replace("typing.", "")
+    return tp.__name__ if isinstance(tp, type) else str(tp).replace("typing.", "")
 
 
 def _check_value(value, tp, where):
@@ -282,9 +280,7 @@ def _check_value(value, tp, where):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        for arg in args:
-            if arg is type(None):
-                continue
+        for arg in [a for a in args if a is not type(None)]:
             try:
                 return _check_value(value, arg, where)
             except ConfigError:
@@ -302,27 +298,19 @@ def _check_value(value, tp, where):
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list of {_type_name(item)}, got {value!r}")
         return [_check_value(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
-    # bool is a subclass of int in Python: never accept True for an int/float field, or 1 for a bool field.
-    if tp is bool:
-        ok = isinstance(value, bool)
-    elif tp is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif tp is float:
-        if isinstance(value, str):
-            # YAML 1.1 (PyYAML) reads '3e-5' (no dot) as a string; accept what Python reads as a number.
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif tp is str:
-        ok = isinstance(value, str)
-    else:  # pragma: no cover - a field type this module does not know is a bug in this file
+    if tp not in (bool, int, float, str):  # pragma: no cover - a field type this module does not know is a bug here
         raise TypeError(f"unsupported config field type {tp}")
-    if not ok:
+    if tp is float and isinstance(value, str):
+        # YAML 1.1 (PyYAML) reads '3e-5' (no dot) as a string; accept what Python reads as a number.
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    allowed = (int, float) if tp is float else tp  # an int is a valid float, converted below
+    # bool is a subclass of int in Python: never accept True for an int/float field, or 1 for a bool field.
+    if not isinstance(value, allowed) or (isinstance(value, bool) and tp is not bool):
         raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__})")
-    return value
+    return float(value) if tp is float else value
 
 
 def _check_rule(f, value, where):
@@ -344,7 +332,7 @@ def _closest(name, valid, prefix=""):
 # ----------------------------------------------------------------------------------------------------------
 
 def _apply(config, raw, source):
-    """Write the nested dict `raw` ({section: {key: value}}) into `config`, checking every key and type."""
+    """Write the nested dict `raw` ({section: {key: value}}) into `config`, checking every key and type; return it."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
     for section, values in raw.items():
@@ -365,6 +353,7 @@ def _apply(config, raw, source):
             value = _check_value(value, hints[key], where)
             _check_rule(fields[key], value, where)
             setattr(target, key, value)
+    return config
 
 
 def read_mapping(path, what="config file"):
@@ -395,9 +384,8 @@ def _read_yaml(path, seen):
     if base is not None:
         if not isinstance(base, str):
             raise ConfigError(f"{path}: 'base' must be a file name, got {base!r}")
-        layers += _read_yaml(path.parent / base, seen | {path.resolve()})
-    layers.append((raw, str(path)))
-    return layers
+        layers = _read_yaml(path.parent / base, seen | {path.resolve()})
+    return layers + [(raw, str(path))]
 
 
 def parse_override(text):
@@ -426,12 +414,7 @@ def validate(config):
 
     load_config calls it last; a script that edits a config afterwards (sample.py: config_from_dict, then
     apply_overrides) calls it again once the config is final."""
-    for section in dataclasses.fields(Config):
-        target = getattr(config, section.name)
-        hints = typing.get_type_hints(type(target))
-        for f in dataclasses.fields(target):
-            where = f"{section.name}.{f.name}"
-            _check_rule(f, _check_value(getattr(target, f.name), hints[f.name], where), where)
+    _apply(Config(), to_dict(config), "config")  # every field through a file's checks, into a scratch copy
     for rule in config_rules.CROSS_RULES:
         problem = rule(config)
         if problem:
@@ -452,9 +435,7 @@ def config_from_dict(raw, source="<dict>"):
     """A Config from the nested dict stored in a checkpoint (the same per-field checks as a YAML file).
 
     The cross-field rules are left to `validate`, for the caller to run after its overrides."""
-    config = Config()
-    _apply(config, raw, source)
-    return config
+    return _apply(Config(), raw, source)
 
 
 def to_dict(config):

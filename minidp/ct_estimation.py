@@ -70,19 +70,23 @@ DEFAULT_FLOOR = 0.01  # the paper's "round up their probabilities to 1 %" (A.2.1
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _check_groups(T, groups):
-    if not isinstance(groups, int) or groups < 1 or T % groups != 0:
-        raise ValueError(f"groups={groups!r} must be a positive integer dividing T={T}")
-
-
 def group_sums(values, t, T=1000, groups=10):
     """Sum values (K,) into G groups by their timesteps t (K,): group g holds t in [g T/G, (g+1) T/G)."""
-    _check_groups(T, groups)
+    if not isinstance(groups, int) or groups < 1 or T % groups != 0:
+        raise ValueError(f"groups={groups!r} must be a positive integer dividing T={T}")
     t = torch.as_tensor(t, dtype=torch.long)
     if t.numel() and (t.min() < 0 or t.max() >= T):
         raise ValueError(f"timesteps must lie in 0..{T - 1}, got {t.min().item()}..{t.max().item()}")
     out = torch.zeros(groups, dtype=torch.float64)
     return out.index_add_(0, t // (T // groups), torch.as_tensor(values, dtype=torch.float64))  # (G,)
+
+
+def _read_json(path, what):
+    """The value of a JSON file; ValueError naming `what` and the file if it cannot be read or parsed."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read {what} {path}: {e}") from None
 
 
 def apply_floor(weights, floor=DEFAULT_FLOOR):
@@ -206,10 +210,7 @@ def load_weights(path_or_preset, groups=10):
         path = Path(name)
         if not path.is_file():
             raise ValueError(f"{name!r} is neither a weights file nor a preset; valid presets: {', '.join(PRESETS)}")
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ValueError(f"cannot read weights file {name}: {e}") from None
+        data = _read_json(name, "weights file")
         if not isinstance(data, dict) or "weights" not in data:
             raise ValueError(f"weights file {name} must be a JSON object with a 'weights' list")
         w = data["weights"]
@@ -231,10 +232,7 @@ def load_weights(path_or_preset, groups=10):
 
 def read_intermediates(path):
     """(Q (S, N) float64, timesteps (S,) long, info dict) from an intermediates JSON file; ValueError if bad."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read intermediates file {path}: {e}") from None
+    data = _read_json(path, "intermediates file")
     if not isinstance(data, dict) or "Q" not in data or "timesteps" not in data:
         raise ValueError(f"{path} has no per-step metrics: expected a JSON object with 'timesteps' and 'Q' "
                          "(one list of N per-sample metrics per recorded step)")

@@ -148,18 +148,13 @@ def render_scenes(data_cfg, indices):
     return scenes
 
 
-def render_cache(data_cfg, n, chunk=256, log=None, run=None):
-    """Scenes 0..n-1 rendered once into memory, only the keys the tasks of `run` (default: data.task) read:
-    {key: (n, ...) tensor}; `log(text)` reports progress."""
+def render_cache(data_cfg, n, chunk=256, run=None):
+    """Scenes 0..n-1 rendered once into memory, `chunk` at a time, only the keys the tasks of `run` (default:
+    data.task) read: {key: (n, ...) tensor}."""
     keys = tasks.scene_keys(run or [tasks.get(data_cfg.task)])
-    parts = {k: [] for k in keys}
-    for start in range(0, n, chunk):
-        scenes = render_scenes(data_cfg, range(start, min(start + chunk, n)))
-        for k in keys:
-            parts[k].append(scenes[k])
-        if log is not None:
-            log(f"rendered {min(start + chunk, n)}/{n} training scenes")
-    return {k: torch.cat(v) for k, v in parts.items()}
+    chunks = (render_scenes(data_cfg, range(start, min(start + chunk, n))) for start in range(0, n, chunk))
+    parts = [{k: scenes[k] for k in keys} for scenes in chunks]  # each chunk's other keys are freed at once
+    return {k: torch.cat([part[k] for part in parts]) for k in keys}
 
 
 def make_batch(data_cfg, indices, device="cpu", cache=None, pick=None, task=None):
@@ -227,9 +222,7 @@ def make_codec(data_cfg, device="cpu"):
 
 def latent_mask(mask, downsample):
     """(B, H, W) bool -> (B, H / d, W / d): a latent pixel is valid when all of its d x d pixels are."""
-    if downsample == 1:
-        return mask
-    return -F.max_pool2d(-mask[:, None].float(), downsample)[:, 0] > 0.5  # a min-pool
+    return mask if downsample == 1 else -F.max_pool2d(-mask[:, None].float(), downsample)[:, 0] > 0.5  # a min-pool
 
 
 def to_latents(batch, codec):
@@ -288,10 +281,8 @@ def cache_dir(cfg):
 def cache_identity(data_cfg):
     """What a cache's latents depend on, as index.json records it (paths resolved: a run may start elsewhere)."""
     d = data_cfg
-    ident = {k: getattr(d, k) for k in CACHE_IDENTITY}
-    ident["root"] = str(Path(d.root).resolve()) if d.root else ""
-    ident["vae_weights"] = str(Path(d.vae_weights).resolve()) if d.vae_weights else ""
-    return ident
+    return {**{k: getattr(d, k) for k in CACHE_IDENTITY}, "root": str(Path(d.root).resolve()) if d.root else "",
+            "vae_weights": str(Path(d.vae_weights).resolve()) if d.vae_weights else ""}
 
 
 class LatentCache:
@@ -305,8 +296,7 @@ class LatentCache:
         except (OSError, ValueError) as e:
             raise readers.DatasetError(f"{self.folder / 'index.json'}: not a readable latent cache index "
                                        f"({type(e).__name__})") from None
-        want = cache_identity(data_cfg)
-        for key, value in want.items():
+        for key, value in cache_identity(data_cfg).items():
             if index.get(key) != value:
                 raise readers.DatasetError(
                     f"latent cache {self.folder} was built with data.{key} = {index.get(key)!r}, this config says "

@@ -109,7 +109,7 @@ def open_log(path, warn=None):
             torn = _after_last_newline(f, size)
             if torn:
                 f.truncate(size - torn)
-                (warn or _warn)(f"{path}: its last line was cut off by a crash ({torn} bytes, not a whole record); "
+                (warn or warning)(f"{path}: its last line was cut off by a crash ({torn} bytes, not a whole record); "
                                 "removed it, the resumed run logs those steps again")
     return open(path, "a")
 
@@ -127,14 +127,15 @@ def _after_last_newline(f, size, block=1 << 16):
     return size  # no newline at all: the torn line is the only one
 
 
-def _warn(text):
+def warning(text):
+    """A warning line on stderr."""
     print(f"warning: {text}", file=sys.stderr, flush=True)
 
 
 @functools.lru_cache(maxsize=None)
 def warn_once(text):
     """A warning line on stderr, once per process for the same text (a log read by several readers)."""
-    _warn(text)
+    warning(text)
 
 
 # ----------------------------------------------------------------------------------------------------------

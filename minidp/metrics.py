@@ -87,8 +87,7 @@ def _fit_scale_shift(x, y, mask):
     # A constant prediction carries no shape: the best fit is then s = 0, t = mean(gt); guard the division so
     # that case gives exactly that instead of 0/0.
     s = torch.where(var > 0, cov / var.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(var))
-    t = y_mean - s * x_mean
-    return s, t
+    return s, y_mean - s * x_mean  # t
 
 
 def fit_scale_shift(pred, gt, mask):
@@ -104,8 +103,7 @@ def align_lstsq(pred, gt, mask):
     pred, gt: (B, H, W) float; mask: (B, H, W) bool. Returns the aligned prediction (B, H, W), defined at every
     pixel (the fit uses valid pixels only, then applies to all).
     """
-    _check_depth_inputs(pred, gt, mask)
-    s, t = _fit_scale_shift(pred, gt, mask)
+    s, t = fit_scale_shift(pred, gt, mask)
     return s * pred + t
 
 

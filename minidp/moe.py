@@ -150,10 +150,7 @@ class MoEFeedForward(nn.Module):
         # One host sync for the split sizes; then one call per expert, never per token. An expert with no
         # pairs still runs on an empty slice, so every parameter is in the graph (DDP needs no
         # find_unused_parameters).
-        outputs = []
-        for expert, chunk in zip(self.experts, routed.split(counts.tolist())):
-            outputs.append(expert(chunk))
-        out = torch.cat(outputs)                                    # (P, D)
+        out = torch.cat([expert(chunk) for expert, chunk in zip(self.experts, routed.split(counts.tolist()))])  # (P, D)
         out = out * weights.reshape(-1)[order].unsqueeze(-1)        # (P, D) times each pair's weight
         # new_zeros from `out`, not from `tokens`: under bf16 autocast the two dtypes differ.
         y = out.new_zeros(B * N, D).index_add_(0, pair_token, out)  # (M, D) sum over a token's K slots

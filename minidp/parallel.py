@@ -45,8 +45,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from minidp.checkpoint import architecture
 from minidp.errors import choose_device
 
-PARALLEL = ("ddp", "fsdp")  # train.parallel's choices; one process is the same code with world size 1
-
 
 @dataclass(frozen=True)
 class Env:

@@ -156,10 +156,8 @@ def _square_mask(mask, R):
 
 # task -> (condition images (3, R, R) of a frame, merge of members (M, b, 3, R, R), per-frame score)
 TASK_RULES = {
-    "depth": (lambda f, R: [_square(f["rgb"], R)],
-              lambda m, cfg: tasks.get("depth").merge(m, cfg), score_depth),
-    "flow": (lambda f, R: [_square(f["rgb"], R), _square(f["rgb2"], R)], lambda m, cfg: tasks.get("flow").merge(m, cfg),
-             score_flow),
+    "depth": (lambda f, R: [_square(f["rgb"], R)], tasks.get("depth").merge, score_depth),
+    "flow": (lambda f, R: [_square(f["rgb"], R), _square(f["rgb2"], R)], tasks.get("flow").merge, score_flow),
     "amodal": (lambda f, R: [_square(f["rgb"], R), tasks.mask_image(_square_mask(f["ids"] == 1, R)[None])[0]],
                lambda m, cfg: tasks.get("amodal").merge(m, cfg)["painting"], score_amodal),
 }
@@ -203,11 +201,10 @@ def evaluate_benchmark(model, cfg, task_index, bench, frames, device, codec):
         for frame, m in zip(batch, merged):
             for k, v in score(m, frame, bench).items():
                 values.setdefault(k, []).append(v)
-    result = {"benchmark": bench.name, "task": bench.task, **with_intervals(values), "official_n": bench.frames or None,
-              "depth_range": list(bench.depth_range) if bench.task == "depth" else None,
-              "align": bench.align if bench.task == "depth" else None, "resolution": R,
-              "steps": s.steps, "ensemble": s.ensemble, "schedule": s.schedule or cfg.diffusion.schedule}
-    return result, values
+    return {"benchmark": bench.name, "task": bench.task, **with_intervals(values), "official_n": bench.frames or None,
+            "depth_range": list(bench.depth_range) if bench.task == "depth" else None,
+            "align": bench.align if bench.task == "depth" else None, "resolution": R,
+            "steps": s.steps, "ensemble": s.ensemble, "schedule": s.schedule or cfg.diffusion.schedule}, values
 
 
 def run_benchmarks(model, cfg, name, root, out_dir, device, codec):
@@ -226,8 +223,7 @@ def run_benchmarks(model, cfg, name, root, out_dir, device, codec):
                            for k in values)
         print(f"benchmark {bench.name} | {shown} | n {result['n']}", flush=True)
         results[bench.name] = result
-    table = write_table(out_dir)
-    print(f"table: {table}")
+    print(f"table: {write_table(out_dir)}")
     return results
 
 
@@ -262,11 +258,8 @@ def table_markdown(results, task):
 
 def write_table(out_dir):
     """benchmarks.md: one table per task with results among out_dir/eval_<benchmark>.json; its path."""
-    results = {}
-    for bench in BENCHMARKS.values():
-        path = Path(out_dir) / f"eval_{bench.name}.json"
-        if path.is_file():
-            results[bench.name] = json.loads(path.read_text())
+    paths = {name: Path(out_dir) / f"eval_{name}.json" for name in BENCHMARKS}
+    results = {name: json.loads(path.read_text()) for name, path in paths.items() if path.is_file()}
     sections = []
     for task, title in (("depth", "Table 3: depth, Marigold's protocol (AbsRel and δ1 in %)"),
                         ("flow", "Table 4: FlyingChairs validation EPE (pixels, all pixels)"),

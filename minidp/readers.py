@@ -142,16 +142,11 @@ def read_image(path):
     return torch.from_numpy(arr.copy()).permute(2, 0, 1).contiguous()  # (3, H, W)
 
 
-def read_gray(path):
-    """An 8-bit image as one grey channel -> uint8 (H, W) (RGB masks are converted by Pillow's luma)."""
-    with _open(path) as im:
-        return torch.from_numpy(np.asarray(im.convert("L")).copy())
-
-
 def read_mask(path):
     """A 0/255 mask image (grey or RGB) -> bool (H, W), True above 127. A non-empty mask whose largest value is at
     most 127 (a mask saved as 0/1) would read as empty: it is a DatasetError instead."""
-    grey = read_gray(path)
+    with _open(path) as im:  # one grey channel, uint8 (H, W): an RGB mask is converted by Pillow's luma
+        grey = torch.from_numpy(np.asarray(im.convert("L")).copy())
     top = int(grey.max())
     if 0 < top <= 127:
         raise DatasetError(f"{path}: a mask whose largest value is {top}; masks are stored as 0/255 (this one "
@@ -301,7 +296,15 @@ def _images_in(folder):
     return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-class ImageFolder(torch.utils.data.Dataset):
+class SampleList(torch.utils.data.Dataset):
+    """A dataset of a `samples` list, one per index (every reader here, benchmark_sets.DepthFrames); subclasses
+    decode sample i in __getitem__."""
+
+    def __len__(self):
+        return len(self.samples)
+
+
+class ImageFolder(SampleList):
     """root/<class>/<image>: labels are the sorted class-folder names' indices (torchvision's ImageFolder), or
     their indices in `classes` (the training folder's list, for a validation folder that may lack some)."""
 
@@ -321,18 +324,16 @@ class ImageFolder(torch.utils.data.Dataset):
             raise DatasetError(f"{root}: no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders")
         self.resolution = resolution
 
-    def __len__(self):
-        return len(self.samples)
-
     def __getitem__(self, i):
         path, label = self.samples[i]
         return {"rgb": resize_image(to_unit_range(read_image(path)), self.resolution),
                 "label": torch.tensor(label, dtype=torch.long)}
 
 
-def read_split_list(path, folder, columns):
-    """Marigold's file lists: one frame per line, `columns` paths relative to `folder` -> [(Path, ...)] in the
-    list's order; a short line or a path that is not a file is a DatasetError naming the list and the line."""
+def read_split_list(path, columns, exists, where, skip=lambda names: False):
+    """Marigold's file lists: one frame per line, its first `columns` names -> [[name, ...]] in the list's order;
+    exists(name) says whether `where` holds the named file. A line for which skip(names) holds is left out; a short
+    line or a name that is not there is a DatasetError naming the list and the line."""
     frames = []
     for number, line in enumerate(_read(path, text=True).splitlines(), start=1):
         names = line.split()
@@ -340,17 +341,18 @@ def read_split_list(path, folder, columns):
             continue
         if len(names) < columns:
             raise DatasetError(f"{path}: line {number} has {len(names)} path(s), expected {columns}")
-        paths = tuple(folder / name for name in names[:columns])
-        for p in paths:
-            if not p.is_file():
-                raise DatasetError(f"{path}: line {number} names {p}, which does not exist")
-        frames.append(paths)
+        if skip(names):
+            continue
+        for name in names[:columns]:
+            if not exists(name):
+                raise DatasetError(f"{path}: line {number} names {name}, which does not exist in {where}")
+        frames.append(names[:columns])
     if not frames:
         raise DatasetError(f"{path}: no frames listed")
     return frames
 
 
-class Hypersim(torch.utils.data.Dataset):
+class Hypersim(SampleList):
     """Marigold's Hypersim: root/<split>/<scene>/rgb_cam_XX_frYYYY.png + depth_plane_cam_XX_frYYYY.png
     (uint16 millimetres). The frames are those of Marigold's filtered list when there is one: `split_file`, or
     root/filename_list_<split>_filtered.txt (copied from prs-eth/Marigold's data_split/hypersim_depth/)."""
@@ -359,7 +361,8 @@ class Hypersim(torch.utils.data.Dataset):
         folder = _need_dir(Path(root) / split)
         listed = Path(split_file) if split_file is not None else Path(root) / f"filename_list_{split}_filtered.txt"
         if split_file is not None or listed.is_file():
-            self.samples = read_split_list(listed, folder, columns=2)
+            listed = read_split_list(listed, 2, lambda name: (folder / name).is_file(), folder)
+            self.samples = [(folder / rgb, folder / depth) for rgb, depth in listed]
         else:  # every frame Marigold's preprocessing wrote, sorted
             self.samples = []
             for rgb in sorted(folder.glob("*/rgb_*.png")):
@@ -370,9 +373,6 @@ class Hypersim(torch.utils.data.Dataset):
         if not self.samples:
             raise DatasetError(f"{folder}: no <scene>/rgb_*.png files")
         self.resolution = resolution
-
-    def __len__(self):
-        return len(self.samples)
 
     def __getitem__(self, i):
         rgb_path, depth_path = self.samples[i]
@@ -385,7 +385,7 @@ class Hypersim(torch.utils.data.Dataset):
                 "valid": resize_nearest(valid, self.resolution)}
 
 
-class FlyingChairs(torch.utils.data.Dataset):
+class FlyingChairs(SampleList):
     """root/data/NNNNN_{img1.ppm, img2.ppm, flow.flo}; split file: line k (sample k in sorted order) holds
     1 (train) or 2 (validation). The split file defaults to root/FlyingChairs_train_val.txt."""
 
@@ -410,9 +410,6 @@ class FlyingChairs(torch.utils.data.Dataset):
                         for i, mark in zip(ids, marks) if mark == self.SPLITS[split]]
         self.resolution = resolution
 
-    def __len__(self):
-        return len(self.samples)
-
     def __getitem__(self, i):
         img1, img2, flo = self.samples[i]
         flow = read_flo(flo)  # (2, H, W)
@@ -424,7 +421,7 @@ class FlyingChairs(torch.utils.data.Dataset):
                 "flow": resize_flow(flow, R), "flow_valid": resize_nearest(valid, R)}
 
 
-class Pix2Gestalt(torch.utils.data.Dataset):
+class Pix2Gestalt(SampleList):
     """root/{occlusion, visible_object_mask, whole, whole_mask}/ with one file per sample in each folder.
     Files match by name once a folder's own suffix is dropped: `12_occlusion.png` and `12.png` are sample 12.
     Order and split are the official loader's: occlusion/'s file names sorted whole (so `10_occlusion.png`
@@ -437,10 +434,8 @@ class Pix2Gestalt(torch.utils.data.Dataset):
     def __init__(self, root, split=None, resolution=None):
         if split not in self.SPLITS:
             raise DatasetError(f"unknown pix2gestalt split {split!r}; valid: train, val (or None: every sample)")
-        by_folder = {}
-        for folder, suffix in self.FOLDERS.items():
-            files = _images_in(_need_dir(Path(root) / folder))
-            by_folder[folder] = {p.stem[:-len(suffix)] if p.stem.endswith(suffix) else p.stem: p for p in files}
+        by_folder = {folder: {p.stem.removesuffix(suffix): p for p in _images_in(_need_dir(Path(root) / folder))}
+                     for folder, suffix in self.FOLDERS.items()}
         ids = sorted(by_folder["occlusion"], key=lambda i: by_folder["occlusion"][i].name)  # the official order
         if not ids:
             raise DatasetError(f"{Path(root) / 'occlusion'}: no images")
@@ -453,9 +448,6 @@ class Pix2Gestalt(torch.utils.data.Dataset):
                                    f"({len(missing)} of {len(ids)} missing)")
         self.samples = [tuple(by_folder[f][i] for f in self.FOLDERS) for i in ids]
         self.resolution = resolution
-
-    def __len__(self):
-        return len(self.samples)
 
     def __getitem__(self, i):
         occlusion, visible, whole, whole_mask = self.samples[i]

@@ -199,8 +199,7 @@ def read_log(path):
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            bad += 1
-            continue
+            record = None
         if not isinstance(record, dict) or "step" not in record:
             bad += 1
             continue
@@ -225,9 +224,7 @@ def forward_macs_from_log(records, global_batch):
     """Forward MACs per sample from train.py's bookkeeping, train_macs = 3 x forward MACs x step x global
     batch (forward + backward = 3 forwards); None if no record has train_macs."""
     last = [r for r in records if isinstance(r.get("train_macs"), (int, float)) and r.get("step", 0) > 0]
-    if not last:
-        return None
-    return last[-1]["train_macs"] / (3 * last[-1]["step"] * global_batch)
+    return last[-1]["train_macs"] / (3 * last[-1]["step"] * global_batch) if last else None
 
 
 def metric_value(evaluation, key):
@@ -285,9 +282,7 @@ def forward_macs(run, evaluation):
 
 def run_points(run, x, y, window):
     """(xs, ys) arrays of one run, or ValueError saying why the run cannot be used."""
-    parent = 0.0
-    if (run / "sweep.json").is_file():
-        parent = float(read_json(run / "sweep.json").get("parent_macs", 0.0))
+    parent = float(read_json(run / "sweep.json").get("parent_macs", 0.0)) if (run / "sweep.json").is_file() else 0.0
     if y == "loss":
         macs, loss = loss_curve(run_log(run), window)
         return macs + parent, loss

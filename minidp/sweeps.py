@@ -65,9 +65,8 @@ def read_sweep(path):
     for key in ("config", "out", "variants"):
         if key not in spec:
             raise InputError(f"{path}: missing '{key}'")
-    if spec.get("kind", "train") not in ("train", "test_time"):
+    if spec.setdefault("kind", "train") not in ("train", "test_time"):
         raise InputError(f"{path}: kind must be train or test_time, got {spec['kind']!r}")
-    spec.setdefault("kind", "train")
     spec["config"] = str(path.parent / spec["config"])
     spec["common"] = list(spec.get("common") or [])
     fit = spec.setdefault("fit", {}) or {}
@@ -115,9 +114,7 @@ def final_values(runs, x, y, window=5):
 
 def direction(y):
     """'lower' or 'higher': which values of a sweep's y are better (a loss and an <k>_err are errors)."""
-    if y == "loss" or y.endswith("_err"):
-        return "lower"
-    return better_direction(y.removeprefix("eval."))
+    return "lower" if y == "loss" or y.endswith("_err") else better_direction(y.removeprefix("eval."))
 
 
 def seed_verdict(values, reference, better):

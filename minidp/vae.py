@@ -296,18 +296,26 @@ def infer_architecture(state_dict):
     return found
 
 
+def key_diff(own, state_dict):
+    """How `state_dict` differs from a model's own state dict `own`: (missing keys, unexpected keys, [(key, shape
+    in state_dict, shape in own)] of the keys both hold). checkpoint.load_dit_state_dict reports them too."""
+    missing = [k for k in own if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in own]
+    shapes = [(k, tuple(state_dict[k].shape), tuple(own[k].shape)) for k in own
+              if k in state_dict and state_dict[k].shape != own[k].shape]
+    return missing, unexpected, shapes
+
+
 def load_weights(model, state_dict, source="state dict"):
     """Load `state_dict` (legacy attention names accepted) into `model`, strict; a mismatch is one line."""
     state_dict = rename_legacy_keys(state_dict)
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
+    missing, unexpected, shapes = key_diff(model.state_dict(), state_dict)
     if missing or unexpected:
         raise VAEWeightsError(f"{source}: {len(missing)} missing keys (first: {missing[:2]}), {len(unexpected)} "
                               f"unexpected keys (first: {unexpected[:2]}); is it a diffusers AutoencoderKL?")
-    for k, v in state_dict.items():
-        if v.shape != own[k].shape:
-            raise VAEWeightsError(f"{source}: {k} has shape {tuple(v.shape)}, this VAE expects {tuple(own[k].shape)}")
+    if shapes:
+        key, got, want = shapes[0]
+        raise VAEWeightsError(f"{source}: {key} has shape {got}, this VAE expects {want}")
     model.load_state_dict(state_dict, strict=True)
     return model
 

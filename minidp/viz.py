@@ -182,10 +182,7 @@ def plot_curves(curves, path, xlabel="", ylabel="", title=None, logx=False, logy
     fig, ax = plt.subplots(figsize=(6.5, 3.5), dpi=100)
     for name, (xs, ys) in curves.items():
         ax.plot(_numpy(xs), _numpy(ys), marker="o", markersize=4, label=name)
-    ax.set_xscale("log" if logx else "linear")
-    ax.set_yscale("log" if logy else "linear")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
+    ax.set(xscale="log" if logx else "linear", yscale="log" if logy else "linear", xlabel=xlabel, ylabel=ylabel)
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
