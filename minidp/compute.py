@@ -38,8 +38,10 @@ from minidp.moe import DiTMoE, MoEFeedForward, moe_block_ids
 # Constructor defaults, so the MAC counts can take a partial config (e.g. a preset's architecture dict).
 DIT_DEFAULTS = {name: p.default for name, p in inspect.signature(DiT.__init__).parameters.items() if name != "self"}
 # The MoE part of an MoE DiT's config (the rest is DiT's).
-MOE_DEFAULTS = {name: p.default for name, p in inspect.signature(DiTMoE.__init__).parameters.items()
-                if name not in ("self", "dit_kwargs")}
+MOE_DEFAULTS = {
+    name: p.default for name, p in inspect.signature(DiTMoE.__init__).parameters.items()
+    if name not in ("self", "dit_kwargs")
+}  # fmt: skip
 
 
 def _config(model_or_config):

@@ -137,24 +137,46 @@ class DiT(nn.Module):
     path over token ids 0..vocab_size-1, 0 = padding (see TextEmbedder, add_text).
     """
 
-    def __init__(self, input_size=32, patch_size=2, in_channels=4, hidden_size=1152, depth=28, num_heads=16,
-                 mlp_ratio=4.0, class_dropout_prob=0.1, num_classes=1000, learn_sigma=True, in_groups=1, num_tasks=0,
-                 vocab_size=0):
+    def __init__(
+        self,
+        input_size=32,
+        patch_size=2,
+        in_channels=4,
+        hidden_size=1152,
+        depth=28,
+        num_heads=16,
+        mlp_ratio=4.0,
+        class_dropout_prob=0.1,
+        num_classes=1000,
+        learn_sigma=True,
+        in_groups=1,
+        num_tasks=0,
+        vocab_size=0,
+    ):
         super().__init__()
         # Every constructor argument, so DiT(**model.config) rebuilds the architecture from a checkpoint.
-        self.config = dict(input_size=input_size, patch_size=patch_size, in_channels=in_channels,
-                           hidden_size=hidden_size, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
-                           class_dropout_prob=class_dropout_prob, num_classes=num_classes, learn_sigma=learn_sigma,
-                           in_groups=in_groups, num_tasks=num_tasks, vocab_size=vocab_size)
+        self.config = dict(
+            input_size=input_size, patch_size=patch_size, in_channels=in_channels, hidden_size=hidden_size,
+            depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio, class_dropout_prob=class_dropout_prob,
+            num_classes=num_classes, learn_sigma=learn_sigma, in_groups=in_groups, num_tasks=num_tasks,
+            vocab_size=vocab_size,
+        )  # fmt: skip
         if in_groups < 1:
             raise ValueError(f"in_groups must be >= 1, got {in_groups}")
         if num_tasks < 0:
             raise ValueError(f"num_tasks must be >= 0, got {num_tasks}")
-        self.input_size, self.patch_size, self.in_channels = input_size, patch_size, in_channels
-        self.in_groups, self.learn_sigma, self.hidden_size = in_groups, learn_sigma, hidden_size
+        self.input_size = input_size
+        self.patch_size = patch_size
+        self.in_channels = in_channels
+        self.in_groups = in_groups
         self.out_channels = in_channels * 2 if learn_sigma else in_channels
-        self.depth, self.num_heads, self.num_classes = depth, num_heads, num_classes
-        self.num_tasks, self.vocab_size = num_tasks, vocab_size
+        self.learn_sigma = learn_sigma
+        self.hidden_size = hidden_size
+        self.depth = depth
+        self.num_heads = num_heads
+        self.num_classes = num_classes
+        self.num_tasks = num_tasks
+        self.vocab_size = vocab_size
 
         def patch_embed():
             return PatchEmbed(input_size, patch_size, in_groups * in_channels, hidden_size)
@@ -217,12 +239,15 @@ class DiT(nn.Module):
         """Raise a ValueError naming what is wrong with x's shape."""
         want_c = self.in_groups * self.in_channels
         if x.ndim != 4 or x.shape[1] != want_c:
-            raise ValueError(f"x must be (B, {want_c}, H, W) ({self.in_groups} group(s) of {self.in_channels} "
-                             f"channels), got {tuple(x.shape)}")
+            raise ValueError(
+                f"x must be (B, {want_c}, H, W) ({self.in_groups} group(s) of {self.in_channels} channels), "
+                f"got {tuple(x.shape)}"
+            )
         if x.shape[-2:] != (self.input_size, self.input_size):
-            raise ValueError(f"x has spatial size {tuple(x.shape[-2:])} but this DiT was built for input_size="
-                             f"{self.input_size} (its positional embedding is fixed); build it with "
-                             f"input_size={x.shape[-1]}")
+            raise ValueError(
+                f"x has spatial size {tuple(x.shape[-2:])} but this DiT was built for input_size="
+                f"{self.input_size} (its positional embedding is fixed); build it with input_size={x.shape[-1]}"
+            )
 
     def forward(self, x, t, y, task=None, force_drop_ids=None, tokens=None):
         """x (B, G*C, H, W), t (B,) timesteps 0..999 (long or float), y (B,) labels, task (B,) for router models.
@@ -283,8 +308,10 @@ def _set_input_groups(model, groups, weight_fn):
     (D, groups*C, p, p), the same bias. The convs are new Parameters: build the optimizer after."""
     for embed in model.patch_embedders():
         old = embed.proj
-        new = nn.Conv2d(groups * model.in_channels, old.out_channels, old.kernel_size, old.stride,
-                        device=old.weight.device, dtype=old.weight.dtype)
+        new = nn.Conv2d(
+            groups * model.in_channels, old.out_channels, old.kernel_size, old.stride,
+            device=old.weight.device, dtype=old.weight.dtype,
+        )  # fmt: skip
         new.weight.copy_(weight_fn(old.weight))
         new.bias.copy_(old.bias)
         embed.proj = new

@@ -88,8 +88,11 @@ class TimestepEmbedder(nn.Module):
         super().__init__()
         self.frequency_embedding_size = frequency_embedding_size
         # Indices 0 and 2 match DiT's `t_embedder.mlp.{0,2}` keys.
-        self.mlp = nn.Sequential(nn.Linear(frequency_embedding_size, hidden_size), nn.SiLU(),
-                                 nn.Linear(hidden_size, hidden_size))
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_embedding_size, hidden_size),
+            nn.SiLU(),
+            nn.Linear(hidden_size, hidden_size),
+        )
 
     def forward(self, t):
         t_freq = timestep_embedding(t, self.frequency_embedding_size)  # (B, 256)
@@ -105,7 +108,8 @@ class LabelEmbedder(nn.Module):
 
     def __init__(self, num_classes, hidden_size, dropout_prob, num_tasks=0):
         super().__init__()
-        self.num_classes, self.dropout_prob = num_classes, dropout_prob
+        self.num_classes = num_classes
+        self.dropout_prob = dropout_prob
         self.embedding_table = nn.Embedding(num_classes + 1 + num_tasks, hidden_size)
 
     def token_drop(self, labels, force_drop_ids=None):
@@ -173,7 +177,9 @@ class PatchEmbed(nn.Module):
         super().__init__()
         if img_size % patch_size:
             raise ValueError(f"input_size={img_size} is not divisible by patch_size={patch_size}")
-        self.img_size, self.patch_size, self.grid_size = img_size, patch_size, img_size // patch_size
+        self.img_size = img_size
+        self.patch_size = patch_size
+        self.grid_size = img_size // patch_size
         self.num_patches = self.grid_size**2
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size, bias=True)
 

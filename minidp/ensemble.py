@@ -190,8 +190,9 @@ def compilation_fit(preds, reduction="median", regularizer=0.02, max_iter=50, to
         scale, shift = compilation_init(x)
         scale.requires_grad_(True)
         shift.requires_grad_(True)
-        opt = torch.optim.LBFGS([scale, shift], lr=1.0, max_iter=max_iter, tolerance_grad=tol,
-                                line_search_fn="strong_wolfe")
+        opt = torch.optim.LBFGS(
+            [scale, shift], lr=1.0, max_iter=max_iter, tolerance_grad=tol, line_search_fn="strong_wolfe"
+        )
 
         def closure():
             opt.zero_grad()

@@ -402,8 +402,17 @@ def render_scenes(scene, resolution):
     albedo = scene["table"][:, :, 4:].transpose(1, 2)[..., None]  # (B, S, 3, 1)
     alone = torch.where(amodal[:, :, None], albedo * shade * 2 - 1, 1.0)  # (B, S, 3, P), white background
     ids = f1["ids"].view(B, R, R)
-    return {"rgb": f1["rgb"].view(B, 3, R, R), "depth": f1["depth"].view(B, R, R),
-            "normals": f1["normals"].reshape(B, 3, R, R), "valid": f1["valid"].view(B, R, R), "ids": ids,
-            "amodal": amodal.view(B, S, R, R), "alone": alone.view(B, S, 3, R, R), "rgb2": f2["rgb"].view(B, 3, R, R),
-            "ids2": f2["ids"].view(B, R, R), "flow": flow.view(B, 2, R, R), "flow_valid": flow_valid.view(B, R, R),
-            "ref_masks": ids[:, None] == torch.arange(1, S + 1)[None, :, None, None]}  # ref_masks (B, S, H, W)
+    return {
+        "rgb": f1["rgb"].view(B, 3, R, R),
+        "depth": f1["depth"].view(B, R, R),
+        "normals": f1["normals"].reshape(B, 3, R, R),
+        "valid": f1["valid"].view(B, R, R),
+        "ids": ids,
+        "amodal": amodal.view(B, S, R, R),
+        "alone": alone.view(B, S, 3, R, R),
+        "rgb2": f2["rgb"].view(B, 3, R, R),
+        "ids2": f2["ids"].view(B, R, R),
+        "flow": flow.view(B, 2, R, R),
+        "flow_valid": flow_valid.view(B, R, R),
+        "ref_masks": ids[:, None] == torch.arange(1, S + 1)[None, :, None, None],  # (B, S, H, W)
+    }

@@ -163,9 +163,11 @@ def _contrast(a, b):
 
     Each contrast is scored against the least difference a person would trust (10 % of the image width, a
     25 % depth or size ratio); the most salient contrast above its threshold wins."""
-    scores = {"lr": abs(a["image_x"] - b["image_x"]) / 0.10,
-              "fb": (max(a["depth"], b["depth"]) / min(a["depth"], b["depth"]) - 1) / 0.25,
-              "bs": (max(a["size"], b["size"]) / min(a["size"], b["size"]) - 1) / 0.25}
+    scores = {
+        "lr": abs(a["image_x"] - b["image_x"]) / 0.10,
+        "fb": (max(a["depth"], b["depth"]) / min(a["depth"], b["depth"]) - 1) / 0.25,
+        "bs": (max(a["size"], b["size"]) / min(a["size"], b["size"]) - 1) / 0.25,
+    }
     best = max(scores, key=scores.get)
     if scores[best] < 1:
         return None
@@ -392,10 +394,14 @@ def render_specs(specs, resolution=64):
     objects = [describe(spec) for spec in specs]
     words = [expressions(objs) for objs in objects]
     scene = pack(specs, resolution, PALETTE)
-    return {**render_scenes(scene, resolution),
-            "label": torch.tensor([spec["label"] for spec in specs], dtype=torch.long),
-            "num_objects": torch.tensor([len(spec["objects"]) for spec in specs], dtype=torch.long),
-            "focal": scene["focal"], "expressions": words, "objects": objects}
+    return {
+        **render_scenes(scene, resolution),
+        "label": torch.tensor([spec["label"] for spec in specs], dtype=torch.long),
+        "num_objects": torch.tensor([len(spec["objects"]) for spec in specs], dtype=torch.long),
+        "focal": scene["focal"],
+        "expressions": words,
+        "objects": objects,
+    }
 
 
 def render(indices, resolution=64, seed=0, num_classes=10):
@@ -454,11 +460,14 @@ def preview(batch, path):
         # The referring example: an expression that needed a spatial word if there is one, else any object.
         words = [i for i, e in enumerate(batch["expressions"][b]) if len(e.split()) == 4]
         j = words[0] if words else b % n
-        rows.append([viz.to_image(batch["rgb"][b]), viz.to_image(batch["rgb2"][b]),
-                     viz.depth_to_rgb(batch["depth"][b], batch["valid"][b]),
-                     viz.flow_to_rgb(batch["flow"][b], batch["flow_valid"][b]), viz.ids_to_rgb(batch["ids"][b]),
-                     viz.amodal_to_rgb(batch["amodal"][b, k], batch["ref_masks"][b, k]),
-                     viz.spotlight(batch["rgb"][b], batch["ref_masks"][b, j])])
+        rows.append([
+            viz.to_image(batch["rgb"][b]), viz.to_image(batch["rgb2"][b]),
+            viz.depth_to_rgb(batch["depth"][b], batch["valid"][b]),
+            viz.flow_to_rgb(batch["flow"][b], batch["flow_valid"][b]),
+            viz.ids_to_rgb(batch["ids"][b]),
+            viz.amodal_to_rgb(batch["amodal"][b, k], batch["ref_masks"][b, k]),
+            viz.spotlight(batch["rgb"][b], batch["ref_masks"][b, j]),
+        ])
         titles.append(["rgb", "frame 2", "depth", "flow", "ids", f"amodal {int(100 * fraction[k])}% vis.",
                        batch["expressions"][b][j]])
     viz.save_grid(rows, titles, path)
