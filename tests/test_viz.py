@@ -93,6 +93,28 @@ def test_save_grid_writes_a_png_of_the_promised_size(tmp_path):
     assert png_size(tmp_path / "bare.png") == (3 * 50, 2 * 50)
 
 
+def test_save_grid_puts_each_image_in_its_cell_scaled_by_nearest_neighbour_with_its_aspect_kept(tmp_path):
+    plt = viz.pyplot()
+    checker = np.kron([[0, 1], [1, 0]], np.ones((2, 2)))  # 4 x 4 grey levels: 2 x 2 blocks of black and white
+    wide = np.zeros((2, 4, 3))
+    wide[..., 2] = 1.0  # a blue image twice as wide as it is high
+    red = torch.full((3, 4, 4), -1.0)
+    red[0] = 1.0  # (3, H, W) in [-1, 1]: pure red
+    viz.save_grid([[checker, wide], [red]], [["checker", "wide"], ["", "unused"]], tmp_path / "g.png", cell=40)
+    png = plt.imread(tmp_path / "g.png")[..., :3]  # (H, W, C) floats in [0, 1]
+    assert png.shape == (2 * 54, 80, 3)
+    cell = png[14:54, 0:40]  # row 0, column 0: below the 14-pixel title band
+    assert np.array_equal(cell[:20, :20], np.zeros((20, 20, 3))) and np.array_equal(cell[:20, 20:], np.ones((20, 20, 3)))
+    assert np.array_equal(cell[20:, :20], np.ones((20, 20, 3))) and np.array_equal(cell[20:, 20:], np.zeros((20, 20, 3)))
+    blue = png[14:54, 40:80]  # 40 x 20 in the middle of its cell, white above and below
+    assert np.array_equal(blue[10:30], np.broadcast_to([0.0, 0.0, 1.0], (20, 40, 3)))
+    assert np.array_equal(blue[:10], np.ones((10, 40, 3))) and np.array_equal(blue[30:], np.ones((10, 40, 3)))
+    assert np.array_equal(png[54 + 14:, 0:40], np.broadcast_to([1.0, 0.0, 0.0], (40, 40, 3)))
+    assert png[54 + 14:, 40:].min() == 1.0  # a row shorter than the widest stays white
+    assert png[:14, :40].min() < 0.5 and png[:14, 40:].min() < 0.5  # each title is drawn in its band...
+    assert png[54:54 + 14].min() == 1.0  # ...and an empty title, or one without an image, is not
+
+
 def test_plot_curves_writes_a_png(tmp_path):
     viz.plot_curves({"a": ([1, 10, 100], [3.0, 2.0, 1.5]), "b": ([1, 10, 100], [2.5, 1.8, 1.0])},
                     tmp_path / "curves.png", xlabel="compute", ylabel="loss", logx=True, logy=True)
