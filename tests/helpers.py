@@ -1,10 +1,20 @@
-"""Shared test helpers: the micro depth run that the train.py tests start in-process, random DiT inputs, and a
-small referring model and config for the sampling and evaluation tests.
+"""Shared test helpers: the micro depth run that the train.py tests start in-process, scripts run as forked child
+processes (`fork`, `fork_ranks`), random DiT inputs, and a small referring model and config for the sampling and
+evaluation tests.
 
 Not a test file (pytest collects only test_*.py); test files import it as `from helpers import ...`, pytest's
 rootdir-relative import mode puts tests/ on sys.path.
 """
 
+import os
+import resource
+import runpy
+import signal
+import socket
+import sys
+import tempfile
+import time
+import traceback
 from pathlib import Path
 
 import torch
@@ -27,6 +37,165 @@ def run_inprocess(out_dir, *extra):
     import train  # the script; tests put the repository root on sys.path before calling this
 
     return train.main([str(ROOT / "configs" / "depth.yaml"), *MICRO, f"train.out_dir={out_dir}", *extra])
+
+
+class Forked:
+    """`python SCRIPT ARGS` as a child process forked from the test process rather than started afresh.
+
+    A fresh python spends ~6 s on 2 cores importing torch, torch._dynamo (AdamW's first call imports it) and
+    matplotlib before train.py does anything, and a micro run takes ~2 s after that; the test process has all of them
+    imported already, so its fork starts at once. The child runs the script as `__main__` (runpy), with its own
+    environment, working directory, stdout and stderr (files, read with `out()` / `err()`, followed with `lines()`),
+    and ends with the script's exit status: a real process, which the tests signal, kill and limit like any other.
+
+    What a fork does not test, a fresh process still does: tests/test_imports.py (the scripts start without
+    matplotlib), the command-line errors of tests/test_bad_input.py and tests/test_compare.py, and the torchrun test
+    of tests/test_train.py.
+    """
+
+    def __init__(self, script, args, env=None, cwd=None, file_size_limit=None):
+        self._out, self._err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+        self.argv, self.returncode = [str(script), *map(str, args)], None
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.pid = os.fork()
+        if self.pid == 0:
+            self._child(self.argv, env, cwd, file_size_limit)
+
+    def _child(self, argv, env, cwd, file_size_limit):  # never returns
+        code = 1
+        try:
+            os.dup2(self._out.fileno(), 1)
+            os.dup2(self._err.fileno(), 2)
+            sys.stdout = open(1, "w", buffering=1, closefd=False)
+            sys.stderr = open(2, "w", buffering=1, closefd=False, errors="backslashreplace")
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # what a fresh python starts with
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            if env is not None:
+                os.environ.clear()
+                os.environ.update(env)
+            if cwd is not None:
+                os.chdir(cwd)
+            if file_size_limit is not None:  # `ulimit -f`; with SIGXFSZ ignored a write past it fails with EFBIG
+                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+                resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+            sys.argv = argv
+            runpy.run_path(argv[0], run_name="__main__")
+            code = 0
+        except SystemExit as stop:
+            if stop.code is None or isinstance(stop.code, int):
+                code = stop.code or 0
+            else:
+                print(stop.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            try:
+                sys.stdout.flush()
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+
+    def poll(self):
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout=None):
+        start = time.time()
+        while self.poll() is None:
+            if timeout is not None and time.time() - start > timeout:
+                self.kill()
+                self.wait()
+                raise TimeoutError(f"{' '.join(self.argv)} still running after {timeout} s:\n{self.err()[-3000:]}")
+            time.sleep(0.02)
+        return self.returncode
+
+    def send_signal(self, sig):
+        if self.poll() is None:
+            os.kill(self.pid, sig)
+
+    def kill(self):
+        self.send_signal(signal.SIGKILL)
+
+    def out(self):
+        return _read(self._out)
+
+    def err(self):
+        return _read(self._err)
+
+    def lines(self):
+        """stdout line by line as the child writes it, until it ends."""
+        done = 0
+        while True:
+            finished = self.poll() is not None
+            text = self.out()
+            *whole, _ = text[done:].split("\n")
+            for line in whole:
+                done += len(line) + 1
+                yield line + "\n"
+            if finished:
+                if text[done:]:
+                    yield text[done:]
+                return
+            time.sleep(0.02)
+
+
+def _read(file):
+    return os.pread(file.fileno(), os.fstat(file.fileno()).st_size, 0).decode(errors="replace")
+
+
+def fork(script, *args, env=None, cwd=None, file_size_limit=None):
+    """Start `python script args` as a forked child (see Forked); OMP_NUM_THREADS=1 unless env says otherwise."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if env is None else env
+    return Forked(script, args, env, cwd, file_size_limit)
+
+
+def train_fork(out_dir, *extra, config="depth.yaml", **kwargs):
+    """train.py on configs/<config> + MICRO + extra, writing to out_dir, as a forked child."""
+    return fork(ROOT / "train.py", ROOT / "configs" / config, *MICRO, f"train.out_dir={out_dir}", *extra, **kwargs)
+
+
+def run_child_forked(argv, what):
+    """fit_scaling.run_child (`python argv`, an error naming `what` unless it succeeds), the child forked: the sweep
+    tests that are not about how a sweep's children start use it. The child's output is passed on."""
+    child = fork(*argv)
+    code = child.wait()
+    sys.stdout.write(child.out())
+    sys.stderr.write(child.err())
+    if code != 0:
+        raise RuntimeError(f"{what} failed with exit status {code}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def fork_ranks(script, *args, world_size=2, env=None, cwd=None):
+    """`script args` as world_size gloo ranks, each a forked child with the variables torchrun would set (RANK,
+    WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), as a cluster scheduler starts them."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if env is None else env
+    rendezvous = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(world_size),
+                  "LOCAL_WORLD_SIZE": str(world_size)}
+    return [Forked(script, args, {**env, **rendezvous, "RANK": str(r), "LOCAL_RANK": str(r)}, cwd, None)
+            for r in range(world_size)]
+
+
+def wait_all(ranks, timeout=240):
+    """Wait for every rank; the first nonzero exit status with that rank's stderr, else 0 and ''."""
+    try:
+        codes = [rank.wait(timeout=timeout) for rank in ranks]
+    finally:
+        for rank in ranks:
+            rank.kill()
+    for code, rank in zip(codes, ranks):
+        if code != 0:
+            return code, rank.err()[-3000:]
+    return 0, ""
 
 
 def dit_inputs(model, batch=3, groups=1, seed=1):

@@ -1,19 +1,16 @@
 """Faults lose nothing: a write the OS refuses half-way, a corrupt latent-cache shard, a dead loader worker, a killed
 rank, a torn log line, a killed sweep. Each fault is made real (a file-size limit set with setrlimit, bytes changed on
-disk, SIGKILL) on a real train.py / sweep process; each ends in one line, keeps the last checkpoint, and the same
-command then resumes. Nothing of minidp is mocked.
+disk, SIGKILL) on a real train.py / sweep process (forked from the test process: tests/helpers.py); each ends in one
+line, keeps the last checkpoint, and the same command then resumes. Nothing of minidp is mocked.
 
-Run: pytest -q tests/test_faults.py     (70 s on 2 cores shared at load 3: eight python processes, micro runs)
+Run: pytest -q tests/test_faults.py     (about half a minute: eight child processes, micro runs)
 """
 
 import fcntl
 import json
 import os
 import pickle
-import resource
 import signal
-import socket
-import subprocess
 import sys
 import time
 import warnings
@@ -24,7 +21,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from helpers import MICRO, run_inprocess  # noqa: E402
+from helpers import MICRO, fork, fork_ranks, run_child_forked, run_inprocess, train_fork  # noqa: E402
 import fit_scaling  # noqa: E402
 import sample  # noqa: E402
 from test_data import hypersim_tree  # noqa: E402
@@ -32,7 +29,6 @@ from test_readers import _chairs  # noqa: E402
 from minidp import checkpoint, config, data, readers, recipe  # noqa: E402
 
 DEPTH = str(ROOT / "configs" / "depth.yaml")
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -43,10 +39,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def train_cmd(out_dir, *extra):
-    return [sys.executable, str(ROOT / "train.py"), DEPTH, *MICRO, f"train.out_dir={out_dir}", *extra]
 
 
 def steps_logged(out_dir):
@@ -61,15 +53,6 @@ def one_line(stderr):
     return lines[0]
 
 
-def file_size_limit(max_bytes):
-    """preexec_fn: the child may write no file past max_bytes (`ulimit -f`); with SIGXFSZ ignored, a write past it
-    fails with EFBIG ("File too large") instead of killing the process."""
-    def limit():
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
-    return limit
-
-
 # ----------------------------------------------------------------------------------------------------------
 # A write the OS refuses half-way
 # ----------------------------------------------------------------------------------------------------------
@@ -80,10 +63,10 @@ def test_a_checkpoint_write_past_the_file_size_limit_is_one_line_keeps_the_previ
     before = torch.load(out / "ckpt.pt", weights_only=True)
     size = (out / "ckpt.pt").stat().st_size
     # the same command to step 4 under a limit of half a checkpoint: the step-4 checkpoint fails part-way
-    proc = subprocess.run(train_cmd(out, "train.steps=4"), env=ENV, capture_output=True, text=True, timeout=120,
-                          preexec_fn=file_size_limit(size // 2))
-    assert proc.returncode == 3, proc.stderr[-3000:]
-    line = one_line(proc.stderr)
+    # (the child may write no file past the limit, `ulimit -f`: a write past it fails with EFBIG, "File too large")
+    proc = train_fork(out, "train.steps=4", file_size_limit=size // 2)
+    assert proc.wait(timeout=120) == 3, proc.err()[-3000:]
+    line = one_line(proc.err())
     assert str(out / "ckpt.pt") in line and "File too large" in line
     assert sorted(p.name for p in out.iterdir() if p.name.endswith(".tmp")) == []
     kept = torch.load(out / "ckpt.pt", weights_only=True)
@@ -175,7 +158,7 @@ def children(pid):
 def wait_for_checkpoint(out_dir, proc, deadline=60):
     start = time.time()
     while not (Path(out_dir) / "ckpt.pt").is_file():
-        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert proc.poll() is None, proc.err()[-3000:]
         assert time.time() - start < deadline, "no checkpoint written"
         time.sleep(0.02)
 
@@ -205,23 +188,16 @@ def assert_resuming_reproduces(out, real, reference):
 def test_a_loader_worker_killed_mid_run_ends_it_in_one_line_and_resuming_reproduces_the_losses(tmp_path, hypersim):
     real, reference = hypersim
     out = tmp_path / "run"
-    proc = subprocess.Popen(train_cmd(out, *real, "train.steps=100"), env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = train_fork(out, *real, "train.steps=100")
     wait_for_checkpoint(out, proc)
     [worker] = children(proc.pid)  # the one DataLoader worker (data.workers=1), as the OOM killer would pick it
     os.kill(worker, signal.SIGKILL)
     killed = time.time()
-    assert proc.wait(timeout=60) == 3, proc.stderr.read()[-3000:]
+    assert proc.wait(timeout=60) == 3, proc.err()[-3000:]
     assert time.time() - killed < 60
-    assert "data loader worker died" in one_line(proc.stderr.read())
+    assert "data loader worker died" in one_line(proc.err())
     assert 2 <= checkpoint.load_checkpoint(out, "test")["step"] < REFERENCE_STEPS  # intact, and mid-run
     assert_resuming_reproduces(out, real, reference)
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_one_of_two_gloo_ranks_killed_ends_the_other_in_one_line_and_resuming_reproduces_the_losses(tmp_path,
@@ -229,22 +205,19 @@ def test_one_of_two_gloo_ranks_killed_ends_the_other_in_one_line_and_resuming_re
     # two ranks started as a cluster scheduler (srun) starts them: no torchrun agent to stop the survivor
     real, reference = hypersim
     out = tmp_path / "run"
-    rendezvous = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2",
-                  "LOCAL_WORLD_SIZE": "2"}
-    ranks = [subprocess.Popen(train_cmd(out, *real, "train.steps=100", "train.rank_timeout_s=30"),
-                              env={**ENV, **rendezvous, "RANK": str(r), "LOCAL_RANK": str(r)},
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+    ranks = fork_ranks(ROOT / "train.py", DEPTH, *MICRO, f"train.out_dir={out}", *real, "train.steps=100",
+                       "train.rank_timeout_s=30")
     try:
         wait_for_checkpoint(out, ranks[0])
         ranks[1].kill()  # SIGKILL
         killed = time.time()
-        assert ranks[0].wait(timeout=60) == 3, ranks[0].stderr.read()[-3000:]
+        assert ranks[0].wait(timeout=60) == 3, ranks[0].err()[-3000:]
     finally:
         for proc in ranks:
             proc.kill()
             proc.wait()
     assert time.time() - killed < 60
-    assert "another rank stopped answering" in one_line(ranks[0].stderr.read())
+    assert "another rank stopped answering" in one_line(ranks[0].err())
     assert 2 <= checkpoint.load_checkpoint(out, "test")["step"] < REFERENCE_STEPS
     assert_resuming_reproduces(out, real, reference)
 
@@ -282,8 +255,7 @@ variants:
   long: [train.steps=50]
 fit: {{y: []}}  # the fit is not what this test is about
 """)
-    first = subprocess.Popen([sys.executable, str(ROOT / "fit_scaling.py"), "sweep", str(sweep)], env=ENV,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = fork(ROOT / "fit_scaling.py", "sweep", sweep)
     wait_for_checkpoint(out / "long", first)  # the sweep skipped the finished run and is in the other one
     capfd.readouterr()
     assert fit_scaling.main(["sweep", str(sweep)]) == 2
@@ -293,7 +265,9 @@ fit: {{y: []}}  # the fit is not what this test is about
     wait_unlocked(out / "long")  # its train.py got SIGTERM, saved and stopped, instead of training on as an orphan
     stopped = checkpoint.load_checkpoint(out / "long", "test")["step"]
     assert stopped < 50 and not (out / "long" / "eval.json").exists()
-    # the same command again: the finished run is skipped, the one it was in resumes where it stopped
+    # the same command again: the finished run is skipped, the one it was in resumes where it stopped (its
+    # train.py forked from this process, for speed: how a sweep starts its children was tested above)
+    monkeypatch.setattr(fit_scaling, "run_child", run_child_forked)
     assert fit_scaling.main(["sweep", str(sweep)]) == 0
     printed = capfd.readouterr().out
     assert "short: finished, skipped" in printed
@@ -347,10 +321,9 @@ def test_a_log_write_past_the_file_size_limit_is_one_line_too_and_the_torn_line_
     # no checkpoint is due (ckpt_every 100): the first write to fail is log.jsonl's, a plain append that stops
     # part-way through a record
     out = tmp_path / "run"
-    proc = subprocess.run(train_cmd(out, "train.steps=20", "train.ckpt_every=100"), env=ENV, capture_output=True,
-                          text=True, timeout=120, preexec_fn=file_size_limit(2048))  # config.yaml: 1.4 KB
-    assert proc.returncode == 3, proc.stderr[-3000:]
-    assert "File too large" in one_line(proc.stderr)
+    proc = train_fork(out, "train.steps=20", "train.ckpt_every=100", file_size_limit=2048)  # config.yaml: 1.4 KB
+    assert proc.wait(timeout=120) == 3, proc.err()[-3000:]
+    assert "File too large" in one_line(proc.err())
     assert not (out / "ckpt.pt").exists() and not (out / "log.jsonl").read_text().endswith("\n")
     assert run_inprocess(out, "train.steps=20", "train.ckpt_every=100") == 0  # the limit lifted
     assert "cut off" in one_line(capsys.readouterr().err)
@@ -360,18 +333,15 @@ def test_a_log_write_past_the_file_size_limit_is_one_line_too_and_the_torn_line_
 def test_sigterm_during_the_final_evaluation_stops_it_at_once_and_keeps_the_finished_checkpoint(tmp_path):
     # 1024 validation scenes x 5 members: seconds of evaluation, long enough to be interrupted in the middle of it
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(train_cmd(out, "train.steps=2", "sample.num_images=1024", "sample.ensemble=5",
-                                      "sample.steps=4"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
-    for line in proc.stdout:  # training is over when train.py says it evaluates
+    proc = train_fork(out, "train.steps=2", "sample.num_images=1024", "sample.ensemble=5", "sample.steps=4")
+    for line in proc.lines():  # training is over when train.py says it evaluates
         if "evaluating" in line:
             break
     time.sleep(1.0)
     sent = time.time()
     proc.send_signal(signal.SIGTERM)
-    rest, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0 and time.time() - sent < 10, (proc.returncode, err[-2000:])
-    assert "interrupted during evaluation: the checkpoint at step 2" in rest and "Traceback" not in err
+    proc.wait(timeout=60)
+    assert proc.returncode == 0 and time.time() - sent < 10, (proc.returncode, proc.err()[-2000:])
+    assert "interrupted during evaluation: the checkpoint at step 2" in proc.out() and "Traceback" not in proc.err()
     assert checkpoint.load_checkpoint(out, "test")["step"] == 2
     assert not (out / "eval.json").exists()  # never a half-written report

@@ -8,7 +8,6 @@ Run: python -m pytest -q tests/test_fit_scaling.py
 """
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import fit_scaling  # noqa: E402
+from helpers import run_child_forked  # noqa: E402
 
 A, B = 0.23, -0.0098  # the scaling paper's pre-training law
 
@@ -136,9 +136,9 @@ def test_bad_sweep_file_is_one_line_and_status_2_before_anything_runs(tmp_path, 
 
 
 def test_micro_sweep_trains_each_variant_skips_finished_ones_and_fits(tmp_path, monkeypatch, capsys):
-    # two micro DiTs at 16 px, 2 steps each (the children are real train.py processes)
-    monkeypatch.setenv("PYTHONPATH", str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    # two micro DiTs at 16 px, 2 steps each (the children are train.py processes forked from this one: how a sweep
+    # starts its children is tests/test_faults.py's sweep test)
+    monkeypatch.setattr(fit_scaling, "run_child", run_child_forked)
     monkeypatch.chdir(tmp_path)
     sweep = tmp_path / "micro.yaml"
     sweep.write_text(f"""
@@ -223,7 +223,8 @@ fit: {{y: [loss, eval.absrel]}}
     table = capsys.readouterr().out.splitlines()
     header = next(i for i, line in enumerate(table) if line.startswith("run "))
     row_a, row_b = table[header + 1], table[header + 2]
-    assert "+-" in row_b and row_b.count("+-") == 2  # mean +- t-interval for the loss and the metric
+    assert row_a.split()[0] == "a" and row_b.split()[0] == "b"
+    assert row_a.count("+-") == row_b.count("+-") == 2  # mean +- t-interval for the loss and the metric
     assert "a better" in row_b  # b's loss is 0.005 higher in every seed, the seed noise 0.0005
     assert "no difference detected" in row_b  # AbsRel differs by 1e-5, the seed noise is 0.01
     result = json.loads((out / "scaling_loss.json").read_text())

@@ -3,14 +3,11 @@ a mixed batch against each task's samples run alone (the single-task path of eva
 against its weights, resume and 2 gloo ranks against one uninterrupted process, a single-task model grown into a
 generalist against the model it came from, and sample.py's per-task report.
 
-Run: pytest -q tests/test_generalist.py     (about a minute: micro runs, one torchrun)
+Run: pytest -q tests/test_generalist.py     (about half a minute: micro runs, 2 gloo ranks once)
 """
 
 import copy
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,8 +17,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import sample  # noqa: E402
-from helpers import MICRO, run_inprocess  # noqa: E402
-from minidp import checkpoint, config, data, dit, evaluate, recipe, sampling, tasks, upcycle, vae  # noqa: E402
+from helpers import MICRO, fork_ranks, run_inprocess, wait_all  # noqa: E402
+from minidp import checkpoint, config, data, dit, recipe, sampling, tasks, upcycle, vae  # noqa: E402
 
 WEIGHTS = "{depth: 4, flow: 2.5, amodal: 2.5, referring: 2.5}"
 MULTI = ["train.mode=multitask", f"data.tasks={WEIGHTS}", "train.task_loss={amodal: l1}",
@@ -137,20 +134,11 @@ def test_a_generalist_resumes_exactly(tmp_path):
                                                                                      "referring"]
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_gloo_ranks_equal_one_process_in_multitask_mode(tmp_path):
     assert run_inprocess(tmp_path / "one", *MULTI) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-           str(ROOT / "train.py"), str(ROOT / "configs" / "depth.yaml"), *MICRO, *MULTI,
-           f"train.out_dir={tmp_path / 'two'}"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    code, err = wait_all(fork_ranks(ROOT / "train.py", ROOT / "configs" / "depth.yaml", *MICRO, *MULTI,
+                                    f"train.out_dir={tmp_path / 'two'}", cwd=tmp_path))  # tests/helpers.py
+    assert code == 0, err
     a, b = params(tmp_path / "one"), params(tmp_path / "two")
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a), "DDP parameters differ from 1 process"
     assert losses(tmp_path / "one") == pytest.approx(losses(tmp_path / "two"), rel=1e-5)

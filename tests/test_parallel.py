@@ -1,15 +1,13 @@
 """minidp/parallel.py: device and backend choice, FSDP equals one process and its checkpoints resume anywhere,
 train.compile equals eager, activation checkpointing equals the plain backward, the fast optimizer.
 
-Run: pytest -q tests/test_parallel.py      (about a minute: torchrun twice, train.py in-process a few times, one
+Run: pytest -q tests/test_parallel.py      (about a minute: 2 gloo ranks twice, train.py in-process a few times, one
 torch.compile of the micro DiT in a train.py child started at collection (tests/conftest.py), ~40 s while inductor's
 cache is cold). The CUDA-only tests skip without a GPU.
 """
 
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,21 +17,20 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import train  # noqa: E402
-from helpers import MICRO, run_inprocess  # noqa: E402
+from helpers import MICRO, fork_ranks, run_inprocess, wait_all  # noqa: E402
 from minidp import dit, errors, parallel  # noqa: E402
 from minidp.errors import InputError  # noqa: E402
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
-def run_torchrun(out_dir, *extra):
-    # --standalone: torchrun picks a free port, so parallel test runs on one machine do not collide
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "train.py"), str(ROOT / "configs" / "depth.yaml"), *MICRO, f"train.out_dir={out_dir}", *extra]
-    proc = subprocess.run(cmd, cwd=out_dir.parent, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                          text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
+def run_two_ranks(out_dir, *extra):
+    """train.py as 2 gloo ranks (forked children with torchrun's variables: tests/helpers.py); rank 0's stdout."""
+    ranks = fork_ranks(ROOT / "train.py", ROOT / "configs" / "depth.yaml", *MICRO, f"train.out_dir={out_dir}", *extra,
+                       cwd=out_dir.parent)
+    code, err = wait_all(ranks)
+    assert code == 0, err
+    return ranks[0].out()
 
 
 def losses(out_dir):
@@ -93,7 +90,7 @@ def test_fsdp_two_gloo_ranks_equal_one_process_and_its_checkpoint_resumes_under_
     # FSDP: 2 ranks x micro-batch 1 x 2 accumulation steps (so FSDP's gradient-sync switch is exercised too)
     # against 1 process x batch 4 (micro_run, tests/conftest.py), same initialisation and batch plan, 3 steps.
     shutil.copytree(micro_run, tmp_path / "one")
-    out = run_torchrun(tmp_path / "fsdp", "train.parallel=fsdp", "train.micro_batch=1")
+    out = run_two_ranks(tmp_path / "fsdp", "train.parallel=fsdp", "train.micro_batch=1")
     assert "2 fsdp rank(s) on cpu" in out
     assert losses(tmp_path / "fsdp") == pytest.approx(losses(tmp_path / "one"), rel=1e-5, abs=0)
     one, sharded = ckpt(tmp_path / "one"), ckpt(tmp_path / "fsdp")
@@ -109,7 +106,7 @@ def test_fsdp_two_gloo_ranks_equal_one_process_and_its_checkpoint_resumes_under_
     for name in ("ref", "as_ddp", "as_one"):
         shutil.copytree(tmp_path / ("one" if name == "ref" else "fsdp"), tmp_path / name)
     assert run_inprocess(tmp_path / "ref", "train.steps=4") == 0
-    run_torchrun(tmp_path / "as_ddp", "train.parallel=ddp", "train.steps=4")
+    run_two_ranks(tmp_path / "as_ddp", "train.parallel=ddp", "train.steps=4")
     assert run_inprocess(tmp_path / "as_one", "train.steps=4") == 0
     ref = ckpt(tmp_path / "ref")
     for name in ("as_ddp", "as_one"):

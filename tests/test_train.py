@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import train  # noqa: E402
-from helpers import MICRO, run_inprocess  # noqa: E402
+from helpers import MICRO, fork, fork_ranks, run_inprocess, train_fork, wait_all  # noqa: E402
 from minidp import checkpoint, config, vae  # noqa: E402
 
 
@@ -51,18 +50,24 @@ def test_accumulation_equals_one_big_batch(tmp_path, micro_run):
     assert losses(micro_run) == pytest.approx(losses(tmp_path / "acc"), rel=1e-5)
 
 
-@pytest.mark.parametrize("task", ["depth", "referring"])
-def test_ddp_two_gloo_ranks_equal_one_process_with_twice_the_batch(tmp_path, task):
+@pytest.mark.parametrize("task, launcher", [("depth", "torchrun"), ("referring", "forked ranks")])
+def test_ddp_two_gloo_ranks_equal_one_process_with_twice_the_batch(tmp_path, task, launcher):
     # 2 ranks x per-rank batch 2 vs 1 process x batch 4, same initialisation (seed) and data plan, 3 steps.
     # referring covers the text path, the object picks and the condition drops of the batch plan.
+    # depth runs under torchrun itself, once in the suite; the other multi-rank tests fork their ranks from this
+    # process with the variables torchrun sets (tests/helpers.py), which starts them ~10 s sooner.
     assert run_inprocess(tmp_path / "one", f"data.task={task}") == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    # --standalone: torchrun picks a free port, so two suites on one machine do not collide
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-           str(ROOT / "train.py"), str(ROOT / "configs" / "depth.yaml"), *MICRO, f"data.task={task}",
-           f"train.out_dir={tmp_path / 'two'}"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    args = [ROOT / "train.py", ROOT / "configs" / "depth.yaml", *MICRO, f"data.task={task}",
+            f"train.out_dir={tmp_path / 'two'}"]
+    if launcher == "torchrun":
+        # --standalone: torchrun picks a free port, so two suites on one machine do not collide
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", *map(str, args)]
+        proc = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                              text=True, timeout=240)
+        code, err = proc.returncode, proc.stderr[-2000:]
+    else:
+        code, err = wait_all(fork_ranks(*args, cwd=tmp_path))
+    assert code == 0, err
     a, b = params(tmp_path / "one"), params(tmp_path / "two")
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a), "DDP parameters differ from 1 process"
     # the parameters really moved (a test of equal initial weights would prove nothing)
@@ -83,8 +88,8 @@ def test_sigkill_between_writing_and_renaming_leaves_the_previous_checkpoint_exa
         "os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
         "checkpoint.save_checkpoint(%r, {'step': 8, 'w': torch.zeros(1000)})\n" % (str(ROOT), str(path))
     )
-    child = subprocess.run([sys.executable, "-c", script])
-    assert child.returncode == -signal.SIGKILL  # it died inside the save, not after it
+    (tmp_path / "save.py").write_text(script)
+    assert fork(tmp_path / "save.py").wait(timeout=60) == -signal.SIGKILL  # it died inside the save, not after it
     assert (tmp_path / "ckpt.pt.tmp").is_file()  # the new checkpoint was written, never published
     ckpt = torch.load(path, weights_only=True)
     assert ckpt["step"] == 7 and torch.equal(ckpt["w"], previous["w"])
@@ -223,17 +228,13 @@ def test_moe_preset_trains_and_resumes_through_train_py(tmp_path):
 
 def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, str(ROOT / "train.py"), str(ROOT / "configs" / "depth.yaml"), *MICRO,
-           "train.steps=100000", "train.ckpt_every=100000", f"train.out_dir={out}"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    for line in proc.stdout:  # wait until training is under way
+    proc = train_fork(out, "train.steps=100000", "train.ckpt_every=100000", cwd=tmp_path)
+    for line in proc.lines():  # wait until training is under way
         if line.startswith("step"):
             break
     proc.send_signal(signal.SIGINT)
-    stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr[-2000:]
-    assert "interrupted: checkpoint saved at step" in stdout
+    assert proc.wait(timeout=120) == 0, proc.err()[-2000:]
+    assert "interrupted: checkpoint saved at step" in proc.out()
     step = torch.load(out / "ckpt.pt", weights_only=True)["step"]
     assert 1 <= step < 100000
     assert not (out / "eval.json").exists()  # an interrupted run is not evaluated
@@ -241,18 +242,16 @@ def test_sigint_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 
 def test_a_second_run_on_the_same_directory_is_refused_and_a_killed_run_leaves_no_stale_lock(tmp_path, capsys):
     out = tmp_path / "run"
-    cmd = [sys.executable, str(ROOT / "train.py"), str(ROOT / "configs" / "depth.yaml"), *MICRO,
-           "train.steps=100000", "train.ckpt_every=5", f"train.out_dir={out}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    first = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    for line in first.stdout:  # wait until training is under way and a checkpoint exists
+    args = ("train.steps=100000", "train.ckpt_every=5")
+    first = train_fork(out, *args, cwd=tmp_path)
+    for line in first.lines():  # wait until training is under way and a checkpoint exists
         if line.startswith("step") and (out / "ckpt.pt").exists():
             break
-    second = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
-    assert second.returncode == 2
-    err = second.stderr.strip()
+    second = train_fork(out, *args, cwd=tmp_path)
+    assert second.wait(timeout=120) == 2
+    err = second.err().strip()
     assert err.startswith("error: ") and "\n" not in err and f"pid {first.pid}" in err and "in use" in err
-    first.send_signal(signal.SIGKILL)
+    first.kill()
     first.wait()
     # the third start (in this process: the lock is the kernel's, whoever asks) resumes the killed run's checkpoint:
     # the kernel released the dead process's lock

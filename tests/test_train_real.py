@@ -3,12 +3,10 @@ world's determinism (2 gloo ranks equal 1 process, resume is exact), a latent-ca
 and bad data is one line with exit status 2. Datasets are tiny Hypersim trees written here (tests/test_data.py),
 the VAE a random one of SD's structure at width 32 saved to a file (the codec reads its shape from the file).
 
-Run: pytest -q tests/test_train_real.py     (about a minute: it starts torchrun once and train.py several times)
+Run: pytest -q tests/test_train_real.py     (about half a minute: 2 gloo ranks once, train.py in-process several times)
 """
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from test_data import hypersim_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from helpers import MICRO, run_inprocess  # noqa: E402
+from helpers import MICRO, fork_ranks, run_inprocess, wait_all  # noqa: E402
 from minidp import config, data, vae  # noqa: E402
 
 # Hypersim frames of 20 x 24 px, read at 16 px (shorter side resized, centre crop); 6 for training, 2 held out.
@@ -96,13 +94,11 @@ def test_every_config_accepts_either_codec(path):
 def test_ddp_two_gloo_ranks_equal_one_process_on_a_real_dataset(tmp_path, hypersim):
     real = [*HYPERSIM, f"data.root={hypersim}"]
     assert run_inprocess(tmp_path / "one", *real) == 0
-    # --standalone: torchrun picks a free port
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(ROOT / "train.py"),
-           str(ROOT / "configs" / "depth.yaml"), *MICRO, *real, f"train.out_dir={tmp_path / 'two'}"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                          text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "loader workers per rank: 1" in proc.stdout
+    ranks = fork_ranks(ROOT / "train.py", ROOT / "configs" / "depth.yaml", *MICRO, *real,
+                       f"train.out_dir={tmp_path / 'two'}", cwd=tmp_path)  # 2 gloo ranks: tests/helpers.py
+    code, err = wait_all(ranks)
+    assert code == 0, err
+    assert "loader workers per rank: 1" in ranks[0].out()
     assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), rel=1e-5, abs=0)
     a, b = ckpt(tmp_path / "one")["model"], ckpt(tmp_path / "two")["model"]
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a), "2 ranks' parameters differ from 1 process"
