@@ -4,6 +4,8 @@ Run: pytest -q tests/test_imports.py
 """
 
 import ast
+import functools
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +32,7 @@ def minidp_imports(node, package):
     return names
 
 
+@functools.cache
 def graph():
     """{module: (top-level minidp imports, function-level minidp imports)} over every module of the package."""
     out = {}
@@ -70,12 +73,41 @@ def test_the_bottom_module_imports_nothing_of_minidp():
     assert graph()["minidp.errors"] == ([], [])
 
 
+IMPORTS = ["minidp.ct_estimation", "minidp.recipe", "train, sample, fit_scaling"]
+
+# One fresh interpreter, started in the repository root (so the scripts import too), imports torch (which each of
+# IMPORTS imports anyway: it loads nothing of minidp, matplotlib or FSDP) and then forks once per entry of IMPORTS,
+# so each import starts from the same clean state without paying torch's ~2 s start-up again.
+LOADED = """
+import json, os, sys, torch
+result = {}
+for modules in json.loads(sys.argv[1]):
+    read, write = os.pipe()
+    if os.fork() == 0:
+        os.close(read)
+        for name in modules.split(","):
+            __import__(name.strip())
+        os.write(write, json.dumps(sorted(sys.modules)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        result[modules] = json.loads(pipe.read())
+    assert os.wait()[1] == 0, modules
+print(json.dumps(result))
+"""
+
+
+@functools.cache
+def loaded():
+    proc = subprocess.run([sys.executable, "-c", LOADED, json.dumps(IMPORTS)], capture_output=True, text=True,
+                          cwd=PACKAGE.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout)
+
+
 def loaded_by(modules, prefix="minidp"):
-    """The modules under `prefix` that importing `modules` (comma-separated) loads, in a fresh interpreter started in
-    the repository root (so the scripts import too)."""
-    code = f"import sys, {modules}; print(' '.join(sorted(m for m in sys.modules if m.startswith('{prefix}'))))"
-    return set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                              cwd=PACKAGE.parent).stdout.split())
+    """The modules under `prefix` that importing `modules` (an entry of IMPORTS) loads in a fresh interpreter."""
+    return {m for m in loaded()[modules] if m.startswith(prefix)}
 
 
 def test_ct_estimation_loads_no_model_or_data_module_and_recipe_no_renderer():
