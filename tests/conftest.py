@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import MICRO, ROOT, run_inprocess
+from helpers import MICRO, ROOT, Forked, run_inprocess
 
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
@@ -45,6 +45,9 @@ def pytest_collection_finish(session):
 
 
 def pytest_sessionfinish(session):
+    for child in list(Forked.running):  # a forked train.py that a failed test never stopped (tests/helpers.py)
+        child.kill()
+        child.wait()
     if _background:
         _background["proc"].kill()  # finished already unless its test never ran (a -x stop, Ctrl-C)
         _background["proc"].wait()

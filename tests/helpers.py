@@ -53,6 +53,8 @@ class Forked:
     of tests/test_train.py.
     """
 
+    running = set()  # children not yet waited for: tests/conftest.py kills what a failed test left behind
+
     def __init__(self, script, args, env=None, cwd=None, file_size_limit=None):
         self._out, self._err = tempfile.TemporaryFile(), tempfile.TemporaryFile()
         self.argv, self.returncode = [str(script), *map(str, args)], None
@@ -61,6 +63,7 @@ class Forked:
         self.pid = os.fork()
         if self.pid == 0:
             self._child(self.argv, env, cwd, file_size_limit)
+        Forked.running.add(self)
 
     def _child(self, argv, env, cwd, file_size_limit):  # never returns
         code = 1
@@ -101,6 +104,7 @@ class Forked:
             pid, status = os.waitpid(self.pid, os.WNOHANG)
             if pid:
                 self.returncode = os.waitstatus_to_exitcode(status)
+                Forked.running.discard(self)
         return self.returncode
 
     def wait(self, timeout=None):
