@@ -1,5 +1,5 @@
 """Shared test helpers: the micro depth run that the train.py tests start in-process, scripts run as forked child
-processes (`fork`, `fork_ranks`), random DiT inputs, and a small referring model and config for the sampling and
+processes (`fork`, `train_ranks`), random DiT inputs, and a small referring model and config for the sampling and
 evaluation tests.
 
 Not a test file (pytest collects only test_*.py); test files import it as `from helpers import ...`, pytest's
@@ -179,13 +179,15 @@ def free_port():
         return s.getsockname()[1]
 
 
-def fork_ranks(script, *args, world_size=2, env=None, cwd=None):
-    """`script args` as world_size gloo ranks, each a forked child with the variables torchrun would set (RANK,
-    WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), as a cluster scheduler starts them."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"} if env is None else env
+def train_ranks(out_dir, *extra, world_size=2, cwd=None):
+    """train.py as train_fork runs it, as world_size gloo ranks, each a forked child with the variables torchrun
+    would set (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT), as a cluster scheduler
+    starts them."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    args = [ROOT / "configs" / "depth.yaml", *MICRO, f"train.out_dir={out_dir}", *extra]
     rendezvous = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": str(world_size),
                   "LOCAL_WORLD_SIZE": str(world_size)}
-    return [Forked(script, args, {**env, **rendezvous, "RANK": str(r), "LOCAL_RANK": str(r)}, cwd, None)
+    return [Forked(ROOT / "train.py", args, {**env, **rendezvous, "RANK": str(r), "LOCAL_RANK": str(r)}, cwd, None)
             for r in range(world_size)]
 
 

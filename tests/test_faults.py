@@ -21,7 +21,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from helpers import MICRO, fork, fork_ranks, run_child_forked, run_inprocess, train_fork  # noqa: E402
+from helpers import MICRO, fork, run_child_forked, run_inprocess, train_fork, train_ranks  # noqa: E402
 import fit_scaling  # noqa: E402
 import sample  # noqa: E402
 from test_data import hypersim_tree  # noqa: E402
@@ -205,8 +205,7 @@ def test_one_of_two_gloo_ranks_killed_ends_the_other_in_one_line_and_resuming_re
     # two ranks started as a cluster scheduler (srun) starts them: no torchrun agent to stop the survivor
     real, reference = hypersim
     out = tmp_path / "run"
-    ranks = fork_ranks(ROOT / "train.py", DEPTH, *MICRO, f"train.out_dir={out}", *real, "train.steps=100",
-                       "train.rank_timeout_s=30")
+    ranks = train_ranks(out, *real, "train.steps=100", "train.rank_timeout_s=30")
     try:
         wait_for_checkpoint(out, ranks[0])
         ranks[1].kill()  # SIGKILL

@@ -17,7 +17,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import sample  # noqa: E402
-from helpers import MICRO, fork_ranks, run_inprocess, wait_all  # noqa: E402
+from helpers import MICRO, run_inprocess, train_ranks, wait_all  # noqa: E402
 from minidp import checkpoint, config, data, dit, recipe, sampling, tasks, upcycle, vae  # noqa: E402
 
 WEIGHTS = "{depth: 4, flow: 2.5, amodal: 2.5, referring: 2.5}"
@@ -136,8 +136,7 @@ def test_a_generalist_resumes_exactly(tmp_path):
 
 def test_two_gloo_ranks_equal_one_process_in_multitask_mode(tmp_path):
     assert run_inprocess(tmp_path / "one", *MULTI) == 0
-    code, err = wait_all(fork_ranks(ROOT / "train.py", ROOT / "configs" / "depth.yaml", *MICRO, *MULTI,
-                                    f"train.out_dir={tmp_path / 'two'}", cwd=tmp_path))  # tests/helpers.py
+    code, err = wait_all(train_ranks(tmp_path / "two", *MULTI, cwd=tmp_path))  # tests/helpers.py
     assert code == 0, err
     a, b = params(tmp_path / "one"), params(tmp_path / "two")
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a), "DDP parameters differ from 1 process"

@@ -17,7 +17,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import train  # noqa: E402
-from helpers import MICRO, fork_ranks, run_inprocess, wait_all  # noqa: E402
+from helpers import train_ranks, run_inprocess, wait_all  # noqa: E402
 from minidp import dit, errors, parallel  # noqa: E402
 from minidp.errors import InputError  # noqa: E402
 
@@ -26,8 +26,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 def run_two_ranks(out_dir, *extra):
     """train.py as 2 gloo ranks (forked children with torchrun's variables: tests/helpers.py); rank 0's stdout."""
-    ranks = fork_ranks(ROOT / "train.py", ROOT / "configs" / "depth.yaml", *MICRO, f"train.out_dir={out_dir}", *extra,
-                       cwd=out_dir.parent)
+    ranks = train_ranks(out_dir, *extra, cwd=out_dir.parent)
     code, err = wait_all(ranks)
     assert code == 0, err
     return ranks[0].out()

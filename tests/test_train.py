@@ -17,7 +17,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 import train  # noqa: E402
-from helpers import MICRO, fork, fork_ranks, run_inprocess, train_fork, wait_all  # noqa: E402
+from helpers import MICRO, fork, run_inprocess, train_fork, train_ranks, wait_all  # noqa: E402
 from minidp import checkpoint, config, vae  # noqa: E402
 
 
@@ -66,7 +66,7 @@ def test_ddp_two_gloo_ranks_equal_one_process_with_twice_the_batch(tmp_path, tas
                               text=True, timeout=240)
         code, err = proc.returncode, proc.stderr[-2000:]
     else:
-        code, err = wait_all(fork_ranks(*args, cwd=tmp_path))
+        code, err = wait_all(train_ranks(tmp_path / "two", f"data.task={task}", cwd=tmp_path))
     assert code == 0, err
     a, b = params(tmp_path / "one"), params(tmp_path / "two")
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a), "DDP parameters differ from 1 process"

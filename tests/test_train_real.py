@@ -16,7 +16,7 @@ from test_data import hypersim_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from helpers import MICRO, fork_ranks, run_inprocess, wait_all  # noqa: E402
+from helpers import MICRO, train_ranks, run_inprocess, wait_all  # noqa: E402
 from minidp import config, data, vae  # noqa: E402
 
 # Hypersim frames of 20 x 24 px, read at 16 px (shorter side resized, centre crop); 6 for training, 2 held out.
@@ -94,8 +94,7 @@ def test_every_config_accepts_either_codec(path):
 def test_ddp_two_gloo_ranks_equal_one_process_on_a_real_dataset(tmp_path, hypersim):
     real = [*HYPERSIM, f"data.root={hypersim}"]
     assert run_inprocess(tmp_path / "one", *real) == 0
-    ranks = fork_ranks(ROOT / "train.py", ROOT / "configs" / "depth.yaml", *MICRO, *real,
-                       f"train.out_dir={tmp_path / 'two'}", cwd=tmp_path)  # 2 gloo ranks: tests/helpers.py
+    ranks = train_ranks(tmp_path / "two", *real, cwd=tmp_path)  # 2 gloo ranks: tests/helpers.py
     code, err = wait_all(ranks)
     assert code == 0, err
     assert "loader workers per rank: 1" in ranks[0].out()
