@@ -189,7 +189,8 @@ class DiffusionConfig:
     zero_terminal_snr: bool = False  # Lin et al.'s rescale of the schedule
     prediction: str = one_of("eps", _PREDICTIONS)  # eps (DiT) | v (Marigold) | x0 (ADDP with augmentation)
     # c_t^2 of ADDP's t ~ Multinomial(c_t^2) (Algorithm B): uniform | diffusion (the formula on this schedule) |
-    # depth_release | ris_release (the release's vectors) | perception:<weights.json> (python -m minidp.ct_estimation)
+    # depth_release | ris_release (the release's vectors) | depth_quick (minidp's, ct_estimation.PRESETS) |
+    # perception:<weights.json> (python -m minidp.ct_estimation)
     timestep_sampling: str = timestep_sampling()  # read once at start-up (recipe.timestep_weights)
     ct_usage: str = one_of("prob", ("prob", "loss"))  # prob: sample t by c_t^2 | loss: uniform t, loss x c_t^2 (mean 1)
     timestep_weights: list[float] = weights()  # an explicit c_t^2 per group of T/G steps instead ([] = use the above)

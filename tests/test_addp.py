@@ -69,7 +69,7 @@ def test_loss_weights_average_one_under_uniform_t():
     assert w[999].item() == pytest.approx(33 / 106 * 10, rel=1e-6)  # 33 % of the mass on 10 % of the steps
 
 
-@pytest.mark.parametrize("sampling", ["ris_release", "depth_release", "diffusion", "perception"])
+@pytest.mark.parametrize("sampling", ["ris_release", "depth_release", "depth_quick", "diffusion", "perception"])
 def test_timestep_frequencies_follow_the_weights(sampling, tmp_path):
     if sampling == "perception":
         expected = torch.tensor([5, 1, 1, 1, 1, 1, 1, 1, 1, 7], dtype=torch.float64)
@@ -87,10 +87,11 @@ def test_timestep_frequencies_follow_the_weights(sampling, tmp_path):
     assert (shares - expected).abs().max() < 0.006, (shares.tolist(), expected.tolist())
 
 
-def test_presets_draw_the_same_timesteps_as_the_explicit_vectors_they_replaced():
-    old = cfg_with("diffusion.timestep_sampling=uniform", "diffusion.timestep_weights=[1,1,3,7,13,14,8,4,22,33]")
-    new = cfg_with()  # configs/depth.yaml: timestep_sampling depth_release
-    assert new.diffusion.timestep_sampling == "depth_release"
+@pytest.mark.parametrize("preset, vector", [("depth_release", "[1,1,3,7,13,14,8,4,22,33]"),  # depth.yaml's to 2026-12-02
+                                            ("depth_quick", "[1,1,1,1,2,2,2,4,16,70]")])  # as the 2026-12-03 study ran
+def test_presets_draw_the_same_timesteps_as_the_explicit_vectors_they_replaced(preset, vector):
+    old = cfg_with("diffusion.timestep_sampling=uniform", f"diffusion.timestep_weights={vector}")
+    new = cfg_with(f"diffusion.timestep_sampling={preset}")
     assert torch.equal(recipe.batch_plan(old, 7, (3, 2, 2), False, False)["t"],
                        recipe.batch_plan(new, 7, (3, 2, 2), False, False)["t"])
 
