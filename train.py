@@ -175,8 +175,9 @@ def train(argv=None):
             pixels = data.training_batch(cfg, run, plan, rows, device, cache)  # a generalist's: one task per sample
             batch = data.to_latents(pixels, codec)  # target, cond and mask at the latent resolution
             t = plan["t"][rows]
-            x_t = schedule.q_sample(recipe.noised_target(cfg, run[0], pixels, batch, codec, t, plan["augment_u"][rows]),
-                                    t, plan["noise"][rows])
+            x_t = recipe.model_input(cfg, schedule,
+                                     recipe.noised_target(cfg, run[0], pixels, batch, codec, t, plan["augment_u"][rows]),
+                                     plan, rows)  # q_sample, or zeros for train.objective e2e
             # condition latents (+ blanks), label row or class, router index, tokens; the same function as sampling
             cond, y, k, text_in = tasks.model_inputs(model, batch, plan["task"][rows] if "task" in plan else None,
                                                      plan["drop_image"][rows], plan["drop_text"][rows])
@@ -185,7 +186,11 @@ def train(argv=None):
                 with autocast:
                     out = train_model(torch.cat(cond + [x_t], dim=1), t, y, task=k,
                                       force_drop_ids=plan["drop_label"][rows], **text_in)
-                loss, balance, loads = recipe.loss(cfg, model, out, batch, schedule, plan, rows, l1_of_task)
+                if tc.objective == "e2e":  # the task's own loss after decoding (E2E-FT)
+                    loss = recipe.e2e_loss(cfg, run[0], out, x_t, t, pixels, schedule, codec, tc.loss)
+                else:
+                    loss = recipe.loss(cfg, out, batch, schedule, plan, rows, l1_of_task)
+                balance, loads = recipe.balance_terms(model, loss)
                 ((loss + balance) / accum).backward()
             step_loss += loss.detach() / accum
             step_balance += balance.detach() / accum

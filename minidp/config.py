@@ -229,6 +229,8 @@ class TrainConfig:
     compile: bool = False            # torch.compile the model (issue 14, CPU: +7 % for ~40 s of compiling; so off)
     checkpoint_activations: bool = False  # recompute each block in backward: less memory, a larger micro-batch
     augment: float = between(0.0, 0.0, 2.0)  # ADDP's target augmentation intensity (0 off, 0.5, 1, 2; x0 only)
+    objective: str = one_of("diffusion", ("diffusion", "e2e"))  # diffusion | e2e (E2E-FT: t = T - 1, zeros for
+    #                                   x_t, the task's own loss after decoding; minidp/recipe.py)
 
 
 @dataclass
@@ -247,6 +249,8 @@ class SampleConfig:
     image_guidance: float = non_negative(1.5)  # s_I of two-scale guidance for text-conditioned tasks (ADDP: 1.5)
     text_guidance: float = non_negative(3.0)  # s_D of two-scale guidance (ADDP: 3.0 with x0-prediction)
     seed: int = non_negative(0)      # seed of the sampling noise
+    noise: str = one_of("auto", ("auto", "gaussian", "zeros"))  # x_T: gaussian | zeros (deterministic: one member);
+    #                                   auto = zeros for a train.objective e2e run, gaussian otherwise
     correctional: str = correctional()  # referring: ADDP's correctional prompt D- ("auto": the scene's other objects)
     correctional_guidance: float = non_negative(2.0)  # w_D- of correctional guidance (ADDP: 2.0; w_I, w_D as above)
     correctional_prompts: int = positive(3)  # auto: k prompts, then a pixel-wise majority vote (ADDP: k = 3)

@@ -7,7 +7,7 @@ with the field in config.py; what lives here needs two fields or more (resolutio
 sample.steps <= T, a task the dataset cannot provide, ...).
 """
 
-from minidp import dit, moe, schedules, tasks, vae, world
+from minidp import dit, moe, sampling, schedules, tasks, vae, world
 
 PRESETS = {**dit.DIT_PRESETS, **moe.MOE_PRESETS}  # every model.preset: config.py's known_preset reads it too
 
@@ -101,6 +101,27 @@ def _augment_needs_x0(c):
                 "took the augmented target to x_t does not lead back to the clean one (ADDP A.3.2)")
     if t.augment and tasks.get(c.data.task).pretraining:
         return f"train.augment = {t.augment}: augmentation is defined for perception targets, not data.task 'class'"
+
+
+@cross_rule
+def _e2e_fits_the_run(c):
+    if c.train.objective != "e2e":
+        return None
+    if c.train.mode != "finetune":
+        return (f"train.objective = 'e2e' fine-tunes one perception task (train.mode = 'finetune'), not "
+                f"train.mode = {c.train.mode!r}")
+    if c.train.augment:
+        return (f"train.augment = {c.train.augment} needs a noised target, which train.objective = 'e2e' does not "
+                "have (its input is zeros); set train.augment=0")
+
+
+@cross_rule
+def _zero_noise_has_one_member(c):
+    noise = sampling.noise_kind(c)
+    if noise == "zeros" and c.sample.ensemble > 1:
+        why = "" if c.sample.noise == "zeros" else " (auto: train.objective = 'e2e')"
+        return (f"sample.noise = zeros{why} makes every one of sample.ensemble = {c.sample.ensemble} members the same "
+                "prediction; set sample.ensemble=1 or sample.noise=gaussian")
 
 
 @cross_rule

@@ -106,6 +106,8 @@ def batch_plan(cfg, step, latent, class_dropout, text):
     elif cfg.train.mode == "finetune":
         plan["task"] = torch.zeros(B, dtype=torch.long)  # not a draw: every sample is the run's task 0
     plan["augment_u"] = torch.rand(B, AUGMENT_UNIFORMS, generator=gen, dtype=torch.float64)
+    if cfg.train.objective == "e2e":  # not a draw (the draws above stay, so the scenes match a diffusion run's)
+        plan["t"] = torch.full((B,), cfg.diffusion.T - 1, dtype=torch.long)
     plan["loss_weight"] = loss_weights(cfg, plan["t"])  # not a draw: from the final t
     return plan
 
@@ -182,15 +184,44 @@ def masked_loss(pred, target, mask, kind="mse", weights=None):
     return per_sample.mean()
 
 
-def loss(cfg, model, out, batch, schedule, plan, rows, l1_of_task):
-    """(the diffusion loss, DiT-MoE's balance loss (0 for a dense model), the MoE layers' expert loads or None) of a
-    micro-batch: the model's output `out` against the prediction type's target, masked (masked_loss), with the
-    loss kind of each sample's task (l1_of_task: loss_kinds) and the plan's loss weights."""
+def model_input(cfg, schedule, noised, plan, rows):
+    """x_t (B, C, h, w), the noisy target the model denoises: q_sample of `noised` (noised_target) at the plan's t
+    with the plan's noise, or for train.objective e2e zeros (E2E-FT feeds the noise's mean, so the one-step
+    prediction is deterministic; q_sample at t = T - 1 without noise would still show the target, scaled by
+    sqrt(alpha_bar), 0.068 on scaled_linear)."""
+    if cfg.train.objective == "e2e":
+        return torch.zeros_like(noised)
+    return schedule.q_sample(noised, plan["t"][rows], plan["noise"][rows])
+
+
+def e2e_loss(cfg, task, out, x_t, t, pixels, schedule, codec, kind):
+    """E2E-FT's loss of a micro-batch: the output turned into x0 by the run's parameterisation, decoded with its
+    graph, and the task's own loss in its own space (task.e2e_loss: depth affine-invariant L1, normals 1 - cos, flow
+    L1 in pixels); a task without a differentiable read-back (amodal, referring) takes masked_loss on the decoded
+    image against the pixel target instead."""
+    pred = out[:, :x_t.shape[1]]
+    pred = pred.float() if pred.dtype in (torch.bfloat16, torch.float16) else pred  # float32 (or a test's float64)
+    x0 = schedule.to_x0_eps(pred, x_t, t, cfg.diffusion.prediction)[0]
+    image = codec.decode_differentiable(x0.to(pred.dtype))
+    image = image.float() if image.dtype in (torch.bfloat16, torch.float16) else image
+    per_sample = task.e2e_loss(image, pixels)
+    if per_sample is None:
+        return masked_loss(image, pixels["target"].to(image.dtype), pixels["mask"], kind)
+    return per_sample.mean()
+
+
+def loss(cfg, out, batch, schedule, plan, rows, l1_of_task):
+    """The diffusion loss of a micro-batch: the model's output `out` against the prediction type's target, masked
+    (masked_loss), with the loss kind of each sample's task (l1_of_task: loss_kinds) and the plan's loss weights."""
     x0, task = batch["target"], plan.get("task")
     pred = out[:, :x0.shape[1]].float()  # drop the learned-sigma half if the model has one
     target = schedule.target(x0, plan["noise"][rows], plan["t"][rows], cfg.diffusion.prediction)
     kind = cfg.train.loss if task is None else l1_of_task[task[rows]]
-    value = masked_loss(pred, target, batch["mask"], kind, plan["loss_weight"][rows])
+    return masked_loss(pred, target, batch["mask"], kind, plan["loss_weight"][rows])
+
+
+def balance_terms(model, like):
+    """(DiT-MoE's balance loss, the MoE layers' expert loads) of the last forward; (0, None) for a dense model."""
     if "num_experts" not in model.config:
-        return value, torch.zeros((), device=value.device), None
-    return (value, *moe.moe_aux(model))  # the balance loss returned explicitly by the MoE layers of this forward
+        return torch.zeros((), device=like.device), None
+    return moe.moe_aux(model)  # returned explicitly by the MoE layers of this forward

@@ -44,13 +44,24 @@ def model_fn_for(model, cond, y, task, tokens=None, guidance=None, neg_tokens=No
     return fn
 
 
+def noise_kind(cfg):
+    """gaussian or zeros: sample.noise, with auto resolved by the run's objective (zeros for an e2e run, which was
+    trained on zeros: E2E-FT's deterministic one-step prediction)."""
+    if cfg.sample.noise != "auto":
+        return cfg.sample.noise
+    return "zeros" if cfg.train.objective == "e2e" else "gaussian"
+
+
 @torch.no_grad()
 def generate(model_fn, cfg, shape, generator, device, steps=None, spacing=None, return_intermediates=False):
     """DDIM from fresh noise of `shape` (drawn from `generator` on the CPU, so results do not depend on the
-    device); steps / spacing default to the config's sample section, the schedule is sample.schedule's (default:
-    the training one)."""
+    device), or from zeros (noise_kind); steps / spacing default to the config's sample section, the schedule is
+    sample.schedule's (default: the training one)."""
     s = cfg.sample
-    x_T = torch.randn(shape, generator=generator).to(device)
+    if noise_kind(cfg) == "zeros":
+        x_T = torch.zeros(shape, device=device)
+    else:
+        x_T = torch.randn(shape, generator=generator).to(device)
     clip = s.clip_x0 if cfg.data.codec == "pixel" else 0  # SD latents are unbounded (Marigold does not clip)
     return ddim.ddim_sample(model_fn, x_T, schedules.NoiseSchedule.from_config(cfg.diffusion, s.schedule),
                             steps=steps or s.steps, prediction=cfg.diffusion.prediction, spacing=spacing or s.spacing,

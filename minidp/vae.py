@@ -340,6 +340,9 @@ class PixelCodec:
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return z
 
+    def decode_differentiable(self, z: torch.Tensor) -> torch.Tensor:
+        return z
+
 
 class SDVAECodec:
     """The Stable Diffusion VAE as a codec: latents are scaled posterior means (Marigold) or scaled samples.
@@ -392,6 +395,11 @@ class SDVAECodec:
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """(B, 4, h, w) scaled latents -> (B, 3, 8h, 8w) images, nominally in [-1, 1] (not clipped)."""
+        return self.model.decode(z / self.scaling_factor)
+
+    def decode_differentiable(self, z: torch.Tensor) -> torch.Tensor:
+        """decode with the graph kept, so a loss on the image reaches the model that made z (E2E-FT's task loss
+        after decoding); the VAE's own weights stay frozen (requires_grad False)."""
         return self.model.decode(z / self.scaling_factor)
 
 

@@ -53,6 +53,13 @@ CROSS_CASES = [
      "train.augment = 1.0 is not supported with train.mode = 'multitask'"),
     (["train.mode=multitask", "data.tasks={depth: 1}", "diffusion.ct_usage=loss"], "ct_usage = 'loss' is not supported"),
     (["train.mode=finetune", "data.task=depth", "train.task_loss={amodal: l1}"], "train.task_loss = {'amodal': 'l1'} is for"),
+    # end-to-end fine-tuning and zero-noise sampling (issue 23)
+    (["train.objective=e2e", "sample.ensemble=1"], "train.objective = 'e2e' fine-tunes one perception task"),
+    (["train.objective=e2e", "train.mode=finetune", "data.task=depth", "sample.ensemble=1", "diffusion.prediction=x0",
+      "train.augment=0.5"], "train.augment = 0.5 needs a noised target"),
+    (["train.objective=e2e", "train.mode=finetune", "data.task=depth", "sample.ensemble=1"], None),
+    (["sample.noise=zeros", "sample.ensemble=2"], "sample.noise = zeros makes every one of sample.ensemble = 2"),
+    (["sample.noise=zeros", "sample.ensemble=1"], None),
 ]
 
 

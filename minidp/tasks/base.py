@@ -107,6 +107,12 @@ class Task:
         """Generated targets (M, b, 3, H, W) -> the task's prediction for b scenes."""
         raise NotImplementedError
 
+    def e2e_loss(self, x0, sample):
+        """End-to-end fine-tuning's loss in the task's own space (E2E-FT; train.objective e2e): the decoded
+        prediction x0 (B, 3, H, W), differentiable, against the pixel sample -> (B,) per-sample losses; None for a
+        task whose read-back is not differentiable (a threshold, a colour match), which keeps the image-space loss."""
+        return None
+
     def scores(self, pred, batch, prior):
         """{metric: (b,) per-scene values} of a prediction against the batch's truth, the baseline's as prior_*."""
         raise NotImplementedError

@@ -40,6 +40,24 @@ def decode_depth(x):
     return (x.mean(dim=1).clamp(-1, 1) + 1) / 2
 
 
+def affine_invariant_l1(pred, target, valid):
+    """E2E-FT's depth loss: pred (B, H, W) is aligned to target (B, H, W) by the per-image least-squares scale s and
+    shift b over the valid pixels (B, H, W) bool, then the mean |s pred + b - target| over them -> (B,).
+
+    The 2 x 2 normal equations are solved in closed form inside the graph, so the gradient also flows through s and
+    b (a prediction is only judged up to the affine map evaluation will fit anyway). A flat prediction (no variance
+    over the valid pixels) has no scale to fit: it gets s = 0, b = the target's mean."""
+    m = valid.to(pred.dtype)
+    n = m.flatten(1).sum(1).clamp_min(1)  # (B,)
+    mean = lambda x: (x * m).flatten(1).sum(1) / n  # noqa: E731 (B, H, W) -> (B,) over the valid pixels
+    mp, mt = mean(pred), mean(target)
+    p0, t0 = pred - mp[:, None, None], target - mt[:, None, None]
+    var, cov = mean(p0 * p0), mean(p0 * t0)
+    s = torch.where(var > 1e-12, cov / var.clamp_min(1e-12), torch.zeros_like(var))  # (B,)
+    aligned = s[:, None, None] * p0 + mt[:, None, None]
+    return mean((aligned - target).abs())
+
+
 def depth_range(gt, valid):
     return dict(valid=valid, near=gt[valid].min().item(), far=gt[valid].max().item())
 
@@ -55,6 +73,11 @@ class Depth(Task):
         rgb, depth, valid = (scenes[k].to(device) for k in ("rgb", "depth", "valid"))
         return {"label": scenes["label"].to(device), "cond": [rgb], "target": encode_depth(depth, valid),
                 "mask": valid, "depth": depth, "valid": valid}
+
+    def e2e_loss(self, x0, sample):
+        """Affine-invariant L1 of the channel mean (not clipped: a clamp has no gradient outside [-1, 1]) against
+        the normalised target over the valid pixels."""
+        return affine_invariant_l1(x0.mean(dim=1), sample["target"].to(x0.dtype).mean(dim=1), sample["mask"])
 
     def merge(self, members, cfg):
         depths = decode_depth(members.flatten(0, 1)).view(*members.shape[:2], *members.shape[-2:])  # (M, b, H, W)

@@ -53,6 +53,13 @@ class Flow(Task):
         return {"label": scenes["label"].to(device), "cond": [scenes["rgb"].to(device), scenes["rgb2"].to(device)],
                 "target": encode_flow(flow), "mask": ok, "flow": flow, "flow_valid": ok}
 
+    def e2e_loss(self, x0, sample):
+        """L1 of the decoded (u, v) in pixels (not clipped: a clamp has no gradient beyond the range) against the
+        true flow, over the pixels that stay in frame 2."""
+        err = (x0[:, :2] * (FLOW_SCALE * x0.shape[-1]) - sample["flow"].to(x0.dtype)).abs().sum(dim=1)  # (B, H, W)
+        m = sample["mask"].to(err.dtype)
+        return (err * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1)
+
     def merge(self, members, cfg):
         flows = decode_flow(members.flatten(0, 1)).view(*members.shape[:2], 2, *members.shape[-2:])
         return ensemble.ensemble_flow(flows)  # (b, 2, H, W)

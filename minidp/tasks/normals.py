@@ -63,6 +63,13 @@ class Normals(Task):
         return {"label": scenes["label"].to(device), "cond": [rgb], "target": normals, "mask": valid,
                 "normals": normals, "valid": valid}
 
+    def e2e_loss(self, x0, sample):
+        """The angular loss of E2E-FT: 1 - cos between the renormalised prediction and the true normal, averaged
+        over the valid pixels: 0 for the truth, 2 for its negation."""
+        cos = (F.normalize(x0, dim=1) * sample["target"].to(x0.dtype)).sum(dim=1)  # (B, H, W)
+        m = sample["mask"].to(cos.dtype)
+        return ((1 - cos) * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1)
+
     def merge(self, members, cfg):
         return decode_normals(members.mean(dim=0))  # (b, 3, H, W): the normalised mean of the members
 

@@ -1,0 +1,155 @@
+"""The depth quickstart's recipe against the one it replaced (issue 25): 3 seeds, 1024 validation scenes, paired.
+
+    python benchmarks/depth_recipe.py              # train what is missing (one run at a time), then report
+    python benchmarks/depth_recipe.py --report     # only the table of finished runs
+    python benchmarks/depth_recipe.py --pilots     # also the one-seed 2200-step runs that led to the recipe
+
+Rows (python train.py configs/depth.yaml <overrides> train.seed=<s> train.out_dir=runs/depth_recipe/<row>_s<s>):
+    previous   the recipe to 2026-12-02: 4000 steps, lr 2e-3 -> 2e-4, EMA 0.999, depth_release   128K samples
+    quick      configs/depth.yaml as it is: 3000 steps, lr 4e-3 -> 4e-4, EMA 0.998, depth_quick   96K samples
+Pilots (seed 0, 2200 steps, EMA 0.998, each a change against the row above it or against E):
+    D  depth_quick weights, lr 2e-3;  E  D with lr 4e-3;  F1  E with lr 8e-3;  F2  E with depth_release;
+    G1  E with the weights [0 x 8, 1, 9] (95 % of training at t >= 900)
+A seed changes the initial weights, every batch's scenes, t and noise; the validation scenes stay the same, so each
+seed's two runs are compared scene by scene (stats.paired_diff_ci). The verdict over seeds is the Student-t
+interval of the per-seed paired differences (stats.seed_interval): training noise and scene noise together.
+Writes tutorials/results/depth_recipe.json (python -m minidp.tables renders it into tutorial 04 and the README).
+A finished run (its eval_scenes.npz exists) is not trained again.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from minidp import compare, stats  # noqa: E402
+
+RUNS = ROOT / "runs" / "depth_recipe"
+RESULTS = ROOT / "tutorials" / "results" / "depth_recipe.json"
+PREVIOUS = ["diffusion.timestep_sampling=depth_release", "train.steps=4000", "train.lr=2e-3", "train.lr_final=2e-4",
+            "train.ema_decay=0.999"]
+ROWS = {"previous": ("4000 steps, lr 2e-3, EMA 0.999, depth_release (to 2026-12-02)", PREVIOUS, "128K"),
+        "quick": ("3000 steps, lr 4e-3, EMA 0.998, depth_quick (configs/depth.yaml)", [], "96K")}
+PILOT = ["train.steps=2200"]
+PILOTS = {"D": ("2200 steps, lr 2e-3, depth_quick", PILOT + ["train.lr=2e-3", "train.lr_final=2e-4"], "70K"),
+          "E": ("D with lr 4e-3", PILOT, "70K"),
+          "F1": ("E with lr 8e-3", PILOT + ["train.lr=8e-3", "train.lr_final=8e-4"], "70K"),
+          "F2": ("E with depth_release", PILOT + ["diffusion.timestep_sampling=depth_release"], "70K"),
+          "G1": ("E with weights [0 x 8, 1, 9]", PILOT + ["diffusion.timestep_sampling=uniform",
+                                                          "diffusion.timestep_weights=[0,0,0,0,0,0,0,0,1,9]"], "70K")}
+PILOT_AGAINST = {"D": None, "E": "D", "F1": "E", "F2": "E", "G1": "E"}
+
+
+def train(row, overrides, seed):
+    out = RUNS / f"{row}_s{seed}"
+    if (out / compare.SCENES_FILE).is_file():
+        return 0
+    cmd = [sys.executable, "train.py", "configs/depth.yaml", *overrides, f"train.seed={seed}", f"train.out_dir={out}"]
+    print("$ " + " ".join(cmd), flush=True)
+    start = time.time()
+    status = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}).returncode
+    print(f"  ({time.time() - start:.0f} s, exit {status})", flush=True)
+    return status
+
+
+def absrel(run):
+    """(value, [lo, hi]) of the run's AbsRel with its interval over scenes, from eval.json."""
+    e = json.loads((run / "eval.json").read_text())
+    return e["absrel"], e.get("absrel_ci")
+
+
+def paired(a, b):
+    """A - B of per-scene AbsRel on the same scenes: (diff, lo, hi)."""
+    sa, sb = compare.read_scenes(a)[""], compare.read_scenes(b)[""]
+    ia, ib = compare.aligned(sa, sb, "")
+    return stats.paired_diff_ci(sa["absrel"][ia], sb["absrel"][ib])
+
+
+def verdict(lo, hi, a, b):
+    """The stats rule's word with the runs' names in place of A and B."""
+    return stats.verdict(lo, hi).replace("A better", f"{a} better").replace("B better", f"{b} better")
+
+
+def entry(value, ci=None, digits=4):
+    return {"value": round(float(value), 6), "ci": None if ci is None else [round(float(c), 6) for c in ci],
+            "digits": digits}
+
+
+def report(seeds, pilots):
+    runs, diffs = [], []
+    for s in seeds:
+        a, b = RUNS / f"quick_s{s}", RUNS / f"previous_s{s}"
+        if not ((a / compare.SCENES_FILE).is_file() and (b / compare.SCENES_FILE).is_file()):
+            print(f"seed {s}: not both rows finished; skipped")
+            continue
+        d, lo, hi = paired(a, b)
+        diffs.append(d)
+        runs.append({"name": f"seed {s}", "seed": s, "cells": {"seed": str(s), "verdict": verdict(lo, hi, "quick", "previous")},
+                     "metrics": {"previous": entry(*absrel(b)), "quick": entry(*absrel(a)), "diff": entry(d, (lo, hi))}})
+    if len(diffs) >= 2:
+        mean, half = stats.seed_interval(diffs)
+        means = {r: stats.seed_interval([absrel(RUNS / f"{r}_s{s}")[0] for s in seeds]) for r in ROWS}
+        runs.append({"name": "over seeds", "cells": {"seed": f"mean of {len(diffs)} (t interval)",
+                                                     "verdict": verdict(mean - half, mean + half, "quick", "previous")},
+                     "metrics": {r: entry(m, (m - h, m + h)) for r, (m, h) in means.items()}
+                     | {"diff": entry(mean, (mean - half, mean + half))}})
+    pilot_rows = []
+    for name, (what, _, samples) in PILOTS.items() if pilots else ():
+        run = RUNS / f"{name}_s0"
+        if not (run / compare.SCENES_FILE).is_file():
+            continue
+        row = {"name": name, "seed": 0, "cells": {"pilot": name, "what": what, "samples": samples},
+               "metrics": {"absrel": entry(*absrel(run))}}
+        if (against := PILOT_AGAINST[name]) and (RUNS / f"{against}_s0" / compare.SCENES_FILE).is_file():
+            d, lo, hi = paired(run, RUNS / f"{against}_s0")
+            row["cells"] |= {"against": against, "verdict": verdict(lo, hi, name, against)}
+            row["metrics"]["diff"] = entry(d, (lo, hi))
+        pilot_rows.append(row)
+    study = {"study": "depth_recipe", "description": "the depth quickstart's recipe against the previous one",
+             "evidence": "1024 validation scenes, 3 training seeds",
+             "command": "python benchmarks/depth_recipe.py",
+             "columns": [{"head": "seed", "cell": "seed"},
+                         {"head": "previous: " + ROWS["previous"][0], "metric": "previous"},
+                         {"head": "quick: " + ROWS["quick"][0], "metric": "quick"},
+                         {"head": "quick - previous", "metric": "diff"}, {"head": "verdict", "cell": "verdict"}],
+             "runs": runs}
+    RESULTS.write_text(json.dumps(study, indent=1) + "\n")
+    if pilot_rows:
+        pilot_study = {"study": "depth_recipe_pilots", "evidence": "1024 validation scenes, one training seed",
+                       "command": "python benchmarks/depth_recipe.py --pilots",
+                       "columns": [{"head": "run", "cell": "pilot"}, {"head": "change", "cell": "what"},
+                                   {"head": "samples", "cell": "samples"}, {"head": "AbsRel", "metric": "absrel"},
+                                   {"head": "against", "cell": "against"}, {"head": "difference", "metric": "diff"},
+                                   {"head": "verdict", "cell": "verdict"}],
+                       "runs": pilot_rows}
+        RESULTS.with_name("depth_recipe_pilots.json").write_text(json.dumps(pilot_study, indent=1) + "\n")
+    for r in runs + pilot_rows:
+        print(r["name"], {k: m["value"] for k, m in r["metrics"].items()}, r["cells"].get("verdict", ""))
+    return 0
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--report", action="store_true", help="train nothing; tabulate the finished runs")
+    p.add_argument("--pilots", action="store_true", help="also the one-seed 2200-step pilots")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = p.parse_args(argv)
+    if not args.report:
+        todo = [(r, o, s) for s in args.seeds for r, (_, o, _) in ROWS.items()]
+        todo += [(r, o, 0) for r, (_, o, _) in PILOTS.items()] if args.pilots else []
+        for row, overrides, seed in todo:
+            if train(row, overrides, seed) != 0:
+                print(f"error: {row} seed {seed} failed; see its log above", file=sys.stderr)
+                return 1
+    return report(args.seeds, args.pilots)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
