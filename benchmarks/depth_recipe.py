@@ -44,6 +44,7 @@ PILOTS = {"D": ("2200 steps, lr 2e-3, depth_quick", PILOT + ["train.lr=2e-3", "t
           "F2": ("E with depth_release", PILOT + ["diffusion.timestep_sampling=depth_release"], "70K"),
           "G1": ("E with weights [0 x 8, 1, 9]", PILOT + ["diffusion.timestep_sampling=uniform",
                                                           "diffusion.timestep_weights=[0,0,0,0,0,0,0,0,1,9]"], "70K")}
+COMMAND = "python benchmarks/depth_recipe.py"
 PILOT_AGAINST = {"D": None, "E": "D", "F1": "E", "F2": "E", "G1": "E"}
 
 
@@ -72,6 +73,12 @@ def paired(a, b):
     return stats.paired_diff_ci(sa["absrel"][ia], sb["absrel"][ib])
 
 
+def commit():
+    """The checkout's short commit (the training code these runs used has not changed since they were trained)."""
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip() or None
+
+
 def verdict(lo, hi, a, b):
     """The stats rule's word with the runs' names in place of A and B."""
     return stats.verdict(lo, hi).replace("A better", f"{a} better").replace("B better", f"{b} better")
@@ -83,7 +90,7 @@ def entry(value, ci=None, digits=4):
 
 
 def report(seeds, pilots):
-    runs, diffs = [], []
+    runs, diffs, done = [], [], []
     for s in seeds:
         a, b = RUNS / f"quick_s{s}", RUNS / f"previous_s{s}"
         if not ((a / compare.SCENES_FILE).is_file() and (b / compare.SCENES_FILE).is_file()):
@@ -91,13 +98,17 @@ def report(seeds, pilots):
             continue
         d, lo, hi = paired(a, b)
         diffs.append(d)
-        runs.append({"name": f"seed {s}", "seed": s, "cells": {"seed": str(s), "verdict": verdict(lo, hi, "quick", "previous")},
+        done.append(s)
+        runs.append({"name": f"seed {s}", "seed": s, "command": COMMAND, "commit": commit(),
+                     "overrides": {r: o + [f"train.seed={s}"] for r, (_, o, _) in ROWS.items()},
+                     "cells": {"seed": str(s), "verdict": verdict(lo, hi, "quick", "previous")},
                      "metrics": {"previous": entry(*absrel(b)), "quick": entry(*absrel(a)), "diff": entry(d, (lo, hi))}})
     if len(diffs) >= 2:
         mean, half = stats.seed_interval(diffs)
-        means = {r: stats.seed_interval([absrel(RUNS / f"{r}_s{s}")[0] for s in seeds]) for r in ROWS}
-        runs.append({"name": "over seeds", "cells": {"seed": f"mean of {len(diffs)} (t interval)",
-                                                     "verdict": verdict(mean - half, mean + half, "quick", "previous")},
+        means = {r: stats.seed_interval([absrel(RUNS / f"{r}_s{s}")[0] for s in done]) for r in ROWS}
+        runs.append({"name": "over seeds", "seed": done, "overrides": None, "command": COMMAND, "commit": commit(),
+                     "cells": {"seed": f"mean of {len(done)} (t interval)",
+                               "verdict": verdict(mean - half, mean + half, "quick", "previous")},
                      "metrics": {r: entry(m, (m - h, m + h)) for r, (m, h) in means.items()}
                      | {"diff": entry(mean, (mean - half, mean + half))}})
     pilot_rows = []
@@ -105,7 +116,9 @@ def report(seeds, pilots):
         run = RUNS / f"{name}_s0"
         if not (run / compare.SCENES_FILE).is_file():
             continue
-        row = {"name": name, "seed": 0, "cells": {"pilot": name, "what": what, "samples": samples},
+        row = {"name": name, "seed": 0, "overrides": PILOTS[name][1] + ["train.seed=0"],
+               "command": COMMAND + " --pilots", "commit": commit(),
+               "cells": {"pilot": name, "what": what, "samples": samples},
                "metrics": {"absrel": entry(*absrel(run))}}
         if (against := PILOT_AGAINST[name]) and (RUNS / f"{against}_s0" / compare.SCENES_FILE).is_file():
             d, lo, hi = paired(run, RUNS / f"{against}_s0")
@@ -114,7 +127,7 @@ def report(seeds, pilots):
         pilot_rows.append(row)
     study = {"study": "depth_recipe", "description": "the depth quickstart's recipe against the previous one",
              "evidence": "1024 validation scenes, 3 training seeds",
-             "command": "python benchmarks/depth_recipe.py",
+             "command": COMMAND,
              "columns": [{"head": "seed", "cell": "seed"},
                          {"head": "previous: " + ROWS["previous"][0], "metric": "previous"},
                          {"head": "quick: " + ROWS["quick"][0], "metric": "quick"},
@@ -123,7 +136,7 @@ def report(seeds, pilots):
     RESULTS.write_text(json.dumps(study, indent=1) + "\n")
     if pilot_rows:
         pilot_study = {"study": "depth_recipe_pilots", "evidence": "1024 validation scenes, one training seed",
-                       "command": "python benchmarks/depth_recipe.py --pilots",
+                       "command": COMMAND + " --pilots",
                        "columns": [{"head": "run", "cell": "pilot"}, {"head": "change", "cell": "what"},
                                    {"head": "samples", "cell": "samples"}, {"head": "AbsRel", "metric": "absrel"},
                                    {"head": "against", "cell": "against"}, {"head": "difference", "metric": "diff"},
