@@ -1,0 +1,193 @@
+"""Is the diffusion needed? End-to-end fine-tuning (E2E-FT) against the diffusion recipe (issue 23), paired on the
+same validation scenes, 3 seeds, at stated training compute.
+
+    python benchmarks/e2e_study.py                       # depth, flow and normals: train what is missing, report
+    python benchmarks/e2e_study.py --tasks depth --seeds 0 1 2
+    python benchmarks/e2e_study.py --report              # only the table of finished runs
+
+Rows, per task and seed s (runs/e2e/<task>/<row>_s<s>), every one from the same pre-trained start
+(runs/e2e/pretrain, trained first if missing: python train.py configs/pretrain.yaml, with --extra):
+    diffusion        python train.py configs/<task>.yaml                  its own evaluation (1 step x 5 members)
+    diffusion_zeros  python sample.py <diffusion run> sample.noise=zeros sample.ensemble=1   (no training)
+    e2e              python train.py configs/e2e/<task>.yaml              (the same steps and batch: equal compute)
+    e2e_continued    configs/e2e/<task>.yaml from the diffusion run's checkpoint for --continue-steps more steps at
+                     the diffusion run's final LR (E2E-FT's main recipe: it continues Marigold); compute = both runs
+Each row is compared with `diffusion` of the same seed scene by scene (stats.paired_diff_ci), and over seeds by the
+Student-t interval of the per-seed differences (stats.seed_interval); the verdict word is stats.verdict's.
+Training compute is the run's train_macs (log.jsonl; a continued run adds its parent's; the shared pre-training is
+stated once), inference compute the forward MACs per prediction: steps x members x MACs per sample.
+Writes tutorials/results/e2e_study.json (python -m minidp.tables renders it).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from minidp import compare, stats  # noqa: E402
+
+RUNS = ROOT / "runs" / "e2e"
+RESULTS = ROOT / "tutorials" / "results" / "e2e_study.json"
+METRIC = {"depth": "absrel", "flow": "epe", "normals": "angle_mean"}  # lower is better for all three
+ROWS = ("diffusion", "diffusion_zeros", "e2e", "e2e_continued")
+COMMAND = "python benchmarks/e2e_study.py"
+
+
+def call(cmd):
+    print("$ " + " ".join(map(str, cmd)), flush=True)
+    start = time.time()
+    status = subprocess.run(list(map(str, cmd)), cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}).returncode
+    print(f"  ({time.time() - start:.0f} s, exit {status})", flush=True)
+    return status
+
+
+def row_dir(task, row, seed):
+    if row == "diffusion_zeros":  # an evaluation of the diffusion run, kept beside it
+        return RUNS / task / f"diffusion_s{seed}" / "zeros"
+    return RUNS / task / f"{row}_s{seed}"
+
+
+def finished(path):
+    return (Path(path) / compare.SCENES_FILE).is_file()
+
+
+def run_row(task, row, seed, extra, continue_steps):
+    """Train or evaluate one row unless it has finished; its exit status."""
+    out = row_dir(task, row, seed)
+    if finished(out):
+        return 0
+    start = [f"train.init_from={RUNS / 'pretrain' / 'ckpt.pt'}", "train.init_optional=false"]
+    common = [f"train.seed={seed}", *extra]
+    if row == "diffusion":
+        return call([sys.executable, "train.py", f"configs/{task}.yaml", *start, *common, f"train.out_dir={out}"])
+    if row == "diffusion_zeros":
+        return call([sys.executable, "sample.py", row_dir(task, "diffusion", seed), "sample.noise=zeros",
+                     "sample.ensemble=1", "--out", out])
+    if row == "e2e":
+        return call([sys.executable, "train.py", f"configs/e2e/{task}.yaml", *start, *common, f"train.out_dir={out}"])
+    parent = row_dir(task, "diffusion", seed)
+    lr = json.loads((parent / "log.jsonl").read_text().splitlines()[-1])["lr"]  # where its decay ended
+    return call([sys.executable, "train.py", f"configs/e2e/{task}.yaml", f"train.init_from={parent / 'ckpt.pt'}",
+                 f"train.steps={continue_steps}", f"train.lr={lr:.3g}", "train.lr_schedule=constant",
+                 "train.warmup_steps=0", *common, f"train.out_dir={out}"])
+
+
+def train_macs(task, row, seed):
+    """Training MACs of a row: its own log's last train_macs, plus the diffusion parent's for the rows built on it."""
+    def last(path):
+        return json.loads((path / "log.jsonl").read_text().splitlines()[-1])["train_macs"]
+
+    own = 0 if row == "diffusion_zeros" else last(row_dir(task, row, seed))
+    parent = last(row_dir(task, "diffusion", seed)) if row in ("diffusion_zeros", "e2e_continued") else 0
+    return own + parent
+
+
+def inference_macs(path):
+    """Forward MACs per prediction: DDIM steps x members x the model's MACs per sample (its training log's header
+    value is 3x that per training sample: forward + backward)."""
+    e = json.loads((Path(path) / "eval.json").read_text())
+    run = Path(path) if (Path(path) / "log.jsonl").is_file() else Path(path).parent
+    first = json.loads((run / "log.jsonl").read_text().splitlines()[0])
+    per_sample = first["train_macs"] / (3 * first["step"] * per_step_batch(run))
+    return e["steps"] * e["ensemble"] * per_sample
+
+
+def per_step_batch(run):
+    for line in (run / "config.yaml").read_text().splitlines():
+        if line.strip().startswith("global_batch:"):
+            return int(line.split(":")[1])
+    raise ValueError(f"{run}/config.yaml has no global_batch")
+
+
+def paired(a, b, metric):
+    sa, sb = compare.read_scenes(a)[""], compare.read_scenes(b)[""]
+    ia, ib = compare.aligned(sa, sb, "")
+    return stats.paired_diff_ci(sa[metric][ia], sb[metric][ib])
+
+
+def entry(value, ci=None, digits=4):
+    return {"value": round(float(value), 6), "digits": digits,
+            "ci": None if ci is None else [round(float(c), 6) for c in ci]}
+
+
+def verdict(lo, hi, row):
+    return stats.verdict(lo, hi).replace("A better", f"{row} better").replace("B better", "diffusion better")
+
+
+def report(tasks, seeds):
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip() or None
+    runs = []
+    for task in tasks:
+        metric = METRIC[task]
+        for row in ROWS:
+            values, diffs, done = [], [], []
+            for s in seeds:
+                a, b = row_dir(task, row, s), row_dir(task, "diffusion", s)
+                if not (finished(a) and finished(b)):
+                    continue
+                values.append(json.loads((a / "eval.json").read_text())[metric])
+                if row != "diffusion":
+                    diffs.append(paired(a, b, metric)[0])
+                done.append(s)
+            if not done:
+                print(f"{task} {row}: no finished seed")
+                continue
+            mean, half = stats.seed_interval(values)
+            cells = {"task": task, "row": row, "seeds": str(len(done)),
+                     "train": f"{train_macs(task, row, done[0]) / 1e12:.1f}",
+                     "inference": f"{inference_macs(row_dir(task, row, done[0])) / 1e6:.0f}"}
+            metrics = {"metric": entry(mean, None if half == float("inf") else (mean - half, mean + half))}
+            if diffs:
+                d, h = stats.seed_interval(diffs)
+                lo, hi = (d - h, d + h) if h != float("inf") else paired(row_dir(task, row, done[0]),
+                                                                         row_dir(task, "diffusion", done[0]), metric)[1:]
+                metrics["diff"] = entry(d, (lo, hi))
+                cells["verdict"] = verdict(lo, hi, row)
+            runs.append({"name": f"{task} {row}", "seed": done, "overrides": None, "command": COMMAND,
+                         "commit": commit, "cells": cells, "metrics": metrics})
+            print(task, row, cells, {k: m["value"] for k, m in metrics.items()})
+    study = {"study": "e2e_study", "description": "E2E-FT against the diffusion recipe",
+             "evidence": "1024 validation scenes, 3 training seeds", "command": COMMAND,
+             "columns": [{"head": "task", "cell": "task"}, {"head": "recipe", "cell": "row"},
+                         {"head": "seeds", "cell": "seeds"}, {"head": "error (mean over seeds)", "metric": "metric"},
+                         {"head": "minus diffusion", "metric": "diff"}, {"head": "verdict", "cell": "verdict"},
+                         {"head": "training TMACs", "cell": "train"}, {"head": "MMACs per prediction", "cell": "inference"}],
+             "runs": runs}
+    if runs:
+        RESULTS.write_text(json.dumps(study, indent=1) + "\n")
+    return 0
+
+
+def main(argv=None):
+    global RUNS
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--report", action="store_true", help="train nothing; tabulate the finished runs")
+    p.add_argument("--tasks", nargs="+", default=list(METRIC), choices=list(METRIC))
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--continue-steps", type=int, default=1000, help="e2e steps after the diffusion run")
+    p.add_argument("--extra", nargs="*", default=[], help="overrides for every training run (e.g. a smaller model)")
+    p.add_argument("--runs", type=Path, default=RUNS, help="where the runs go (default runs/e2e)")
+    args = p.parse_args(argv)
+    RUNS = args.runs.resolve()
+    pretrain = RUNS / "pretrain"
+    if not args.report:
+        if not (pretrain / "ckpt.pt").is_file() and call([sys.executable, "train.py", "configs/pretrain.yaml",
+                                                           *args.extra, f"train.out_dir={pretrain}"]) != 0:
+            return 1
+        for task in args.tasks:
+            for seed in args.seeds:
+                for row in ROWS:
+                    if run_row(task, row, seed, args.extra, args.continue_steps) != 0:
+                        print(f"error: {task} {row} seed {seed} failed; see above", file=sys.stderr)
+                        return 1
+    return report(args.tasks, args.seeds)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
