@@ -16,7 +16,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-import train  # noqa: E402
 from helpers import train_ranks, run_inprocess, wait_all  # noqa: E402
 from minidp import dit, errors, parallel  # noqa: E402
 from minidp.errors import InputError  # noqa: E402

@@ -16,7 +16,6 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-import train  # noqa: E402
 from helpers import MICRO, fork, run_inprocess, train_fork, train_ranks, wait_all  # noqa: E402
 from minidp import checkpoint, config, vae  # noqa: E402
 
