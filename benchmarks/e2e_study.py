@@ -4,6 +4,7 @@ same validation scenes, 3 seeds, at stated training compute.
     python benchmarks/e2e_study.py                       # depth, flow and normals: train what is missing, report
     python benchmarks/e2e_study.py --tasks depth --seeds 0 1 2
     python benchmarks/e2e_study.py --report              # only the table of finished runs
+    python benchmarks/e2e_study.py --pair runs/depth runs/e2e_depth    # tutorial 11's one-seed quickstart table
 
 Rows, per task and seed s (runs/e2e/<task>/<row>_s<s>), every one from the same pre-trained start
 (runs/e2e/pretrain, trained first if missing: python train.py configs/pretrain.yaml, with --extra):
@@ -145,8 +146,10 @@ def report(tasks, seeds):
             metrics = {"metric": entry(mean, None if half == float("inf") else (mean - half, mean + half))}
             if diffs:
                 d, h = stats.seed_interval(diffs)
-                lo, hi = (d - h, d + h) if h != float("inf") else paired(row_dir(task, row, done[0]),
-                                                                         row_dir(task, "diffusion", done[0]), metric)[1:]
+                if h == float("inf"):  # one seed: the paired interval over scenes
+                    lo, hi = paired(row_dir(task, row, done[0]), row_dir(task, "diffusion", done[0]), metric)[1:]
+                else:
+                    lo, hi = d - h, d + h
                 metrics["diff"] = entry(d, (lo, hi))
                 cells["verdict"] = verdict(lo, hi, row)
             runs.append({"name": f"{task} {row}", "seed": done, "overrides": None, "command": COMMAND,
@@ -157,10 +160,50 @@ def report(tasks, seeds):
              "columns": [{"head": "task", "cell": "task"}, {"head": "recipe", "cell": "row"},
                          {"head": "seeds", "cell": "seeds"}, {"head": "error (mean over seeds)", "metric": "metric"},
                          {"head": "minus diffusion", "metric": "diff"}, {"head": "verdict", "cell": "verdict"},
-                         {"head": "training TMACs", "cell": "train"}, {"head": "MMACs per prediction", "cell": "inference"}],
+                         {"head": "training TMACs", "cell": "train"},
+                         {"head": "MMACs per prediction", "cell": "inference"}],
              "runs": runs}
     if runs:
         RESULTS.write_text(json.dumps(study, indent=1) + "\n")
+    return 0
+
+
+def quickstart_pair(diffusion, e2e, task="depth"):
+    """The one-seed table of tutorial 11: a diffusion quickstart run (its own evaluation, 1 step x 5 members), the
+    same run evaluated from zeros with one member (sample.py, written to <run>/zeros if missing) and an e2e
+    quickstart run, each against the first, paired; writes tutorials/results/e2e_quickstart.json."""
+    diffusion, e2e, metric = Path(diffusion).resolve(), Path(e2e).resolve(), METRIC[task]
+    zeros = diffusion / "zeros"
+    if not finished(zeros) and call([sys.executable, "sample.py", diffusion, "sample.noise=zeros", "sample.ensemble=1",
+                                     "--out", zeros]) != 0:
+        return 1
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip() or None
+    runs = []
+    for name, path, train_run, how in [("diffusion", diffusion, diffusion, "1 step x 5 members, gaussian noise"),
+                                       ("diffusion_zeros", zeros, diffusion, "1 step x 1 member, zeros"),
+                                       ("e2e", e2e, e2e, "1 step x 1 member, zeros")]:
+        e = json.loads((path / "eval.json").read_text())
+        last = json.loads((train_run / "log.jsonl").read_text().splitlines()[-1])
+        cells = {"row": name, "inference": how, "train": f"{last['train_macs'] / 1e12:.1f}",
+                 "macs": f"{inference_macs(path) / 1e6:.0f}"}
+        metrics = {"metric": entry(e[metric], e[f"{metric}_ci"])}
+        if name != "diffusion":
+            d, lo, hi = paired(path, diffusion, metric)
+            metrics["diff"] = entry(d, (lo, hi))
+            cells["verdict"] = verdict(lo, hi, name)
+        shown = [str(r.relative_to(ROOT) if r.is_relative_to(ROOT) else r) for r in (diffusion, e2e)]
+        runs.append({"name": name, "seed": 0, "overrides": None, "cells": cells, "metrics": metrics, "commit": commit,
+                     "command": f"{COMMAND} --pair {' '.join(shown)}"})
+        print(name, cells, {k: m["value"] for k, m in metrics.items()})
+    study = {"study": "e2e_quickstart", "description": "the depth quickstart: diffusion against e2e, one seed",
+             "evidence": "1024 validation scenes, one training seed", "command": runs[0]["command"],
+             "columns": [{"head": "recipe", "cell": "row"}, {"head": "inference", "cell": "inference"},
+                         {"head": f"{metric}", "metric": "metric"}, {"head": "minus diffusion", "metric": "diff"},
+                         {"head": "verdict", "cell": "verdict"}, {"head": "training TMACs", "cell": "train"},
+                         {"head": "MMACs per prediction", "cell": "macs"}],
+             "runs": runs}
+    RESULTS.with_name("e2e_quickstart.json").write_text(json.dumps(study, indent=1) + "\n")
     return 0
 
 
@@ -173,7 +216,11 @@ def main(argv=None):
     p.add_argument("--continue-steps", type=int, default=1000, help="e2e steps after the diffusion run")
     p.add_argument("--extra", nargs="*", default=[], help="overrides for every training run (e.g. a smaller model)")
     p.add_argument("--runs", type=Path, default=RUNS, help="where the runs go (default runs/e2e)")
+    p.add_argument("--pair", nargs=2, metavar=("DIFFUSION_RUN", "E2E_RUN"),
+                   help="only tutorial 11's one-seed table from two finished depth quickstart runs")
     args = p.parse_args(argv)
+    if args.pair:
+        return quickstart_pair(*args.pair)
     RUNS = args.runs.resolve()
     pretrain = RUNS / "pretrain"
     if not args.report:
