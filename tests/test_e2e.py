@@ -51,6 +51,16 @@ def test_depth_e2e_loss_is_zero_for_an_affine_transform_of_the_truth_and_positiv
     assert tasks.get("depth").e2e_loss(0.3 * sample["target"] - 0.1, sample).max() < 1e-5
 
 
+def test_a_flat_depth_prediction_still_gets_a_gradient():
+    # a model whose output layer starts at zero predicts a flat map: with s = 0 the loss would not depend on it
+    target = torch.tensor([[[0.0, 1.0, 2.0, 3.0]]])
+    pred = torch.zeros(1, 1, 4, requires_grad=True)
+    loss = affine_invariant_l1(pred, target, torch.ones(1, 1, 4, dtype=torch.bool))
+    assert loss.item() == pytest.approx(1.0)  # |0 + 1.5 - t| = 1.5, 0.5, 0.5, 1.5
+    loss.backward()
+    assert pred.grad.abs().sum() > 0
+
+
 def test_normals_e2e_loss_is_zero_for_the_truth_and_two_for_its_negation():
     n = torch.nn.functional.normalize(torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(1)), dim=1)
     sample = {"target": n, "mask": torch.ones(2, 6, 6, dtype=torch.bool)}
