@@ -19,16 +19,11 @@ A finished run (its eval_scenes.npz exists) is not trained again.
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
-from pathlib import Path
 
+from common import ROOT, call, commit, entry, named_verdict, paired
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from minidp import compare, stats  # noqa: E402
+from minidp import compare, stats
 
 RUNS = ROOT / "runs" / "depth_recipe"
 RESULTS = ROOT / "tutorials" / "results" / "depth_recipe.json"
@@ -51,41 +46,14 @@ def train(row, overrides, seed):
     out = RUNS / f"{row}_s{seed}"
     if (out / compare.SCENES_FILE).is_file():
         return 0
-    cmd = [sys.executable, "train.py", "configs/depth.yaml", *overrides, f"train.seed={seed}", f"train.out_dir={out}"]
-    print("$ " + " ".join(cmd), flush=True)
-    start = time.time()
-    status = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}).returncode
-    print(f"  ({time.time() - start:.0f} s, exit {status})", flush=True)
-    return status
+    return call([sys.executable, "train.py", "configs/depth.yaml", *overrides, f"train.seed={seed}",
+                 f"train.out_dir={out}"])
 
 
 def absrel(run):
     """(value, [lo, hi]) of the run's AbsRel with its interval over scenes, from eval.json."""
     e = json.loads((run / "eval.json").read_text())
     return e["absrel"], e.get("absrel_ci")
-
-
-def paired(a, b):
-    """A - B of per-scene AbsRel on the same scenes: (diff, lo, hi)."""
-    sa, sb = compare.read_scenes(a)[""], compare.read_scenes(b)[""]
-    ia, ib = compare.aligned(sa, sb, "")
-    return stats.paired_diff_ci(sa["absrel"][ia], sb["absrel"][ib])
-
-
-def commit():
-    """The checkout's short commit (the training code these runs used has not changed since they were trained)."""
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
-    return out.stdout.strip() or None
-
-
-def verdict(lo, hi, a, b):
-    """The stats rule's word with the runs' names in place of A and B."""
-    return stats.verdict(lo, hi).replace("A better", f"{a} better").replace("B better", f"{b} better")
-
-
-def entry(value, ci=None, digits=4):
-    return {"value": round(float(value), 6), "ci": None if ci is None else [round(float(c), 6) for c in ci],
-            "digits": digits}
 
 
 def report(seeds, pilots):
@@ -95,19 +63,20 @@ def report(seeds, pilots):
         if not ((a / compare.SCENES_FILE).is_file() and (b / compare.SCENES_FILE).is_file()):
             print(f"seed {s}: not both rows finished; skipped")
             continue
-        d, lo, hi = paired(a, b)
+        d, lo, hi = paired(a, b, "absrel")
         diffs.append(d)
         done.append(s)
         runs.append({"name": f"seed {s}", "seed": s, "command": COMMAND, "commit": commit(),
                      "overrides": {r: o + [f"train.seed={s}"] for r, (_, o, _) in ROWS.items()},
-                     "cells": {"seed": str(s), "verdict": verdict(lo, hi, "quick", "previous")},
-                     "metrics": {"previous": entry(*absrel(b)), "quick": entry(*absrel(a)), "diff": entry(d, (lo, hi))}})
+                     "cells": {"seed": str(s), "verdict": named_verdict(lo, hi, "quick", "previous")},
+                     "metrics": {"previous": entry(*absrel(b)), "quick": entry(*absrel(a)),
+                                 "diff": entry(d, (lo, hi))}})
     if len(diffs) >= 2:
         mean, half = stats.seed_interval(diffs)
         means = {r: stats.seed_interval([absrel(RUNS / f"{r}_s{s}")[0] for s in done]) for r in ROWS}
         runs.append({"name": "over seeds", "seed": done, "overrides": None, "command": COMMAND, "commit": commit(),
                      "cells": {"seed": f"mean of {len(done)} (t interval)",
-                               "verdict": verdict(mean - half, mean + half, "quick", "previous")},
+                               "verdict": named_verdict(mean - half, mean + half, "quick", "previous")},
                      "metrics": {r: entry(m, (m - h, m + h)) for r, (m, h) in means.items()}
                      | {"diff": entry(mean, (mean - half, mean + half))}})
     pilot_rows = []
@@ -120,8 +89,8 @@ def report(seeds, pilots):
                "cells": {"pilot": name, "what": what, "samples": samples},
                "metrics": {"absrel": entry(*absrel(run))}}
         if (against := PILOT_AGAINST[name]) and (RUNS / f"{against}_s0" / compare.SCENES_FILE).is_file():
-            d, lo, hi = paired(run, RUNS / f"{against}_s0")
-            row["cells"] |= {"against": against, "verdict": verdict(lo, hi, name, against)}
+            d, lo, hi = paired(run, RUNS / f"{against}_s0", "absrel")
+            row["cells"] |= {"against": against, "verdict": named_verdict(lo, hi, name, against)}
             row["metrics"]["diff"] = entry(d, (lo, hi))
         pilot_rows.append(row)
     study = {"study": "depth_recipe", "description": "the depth quickstart's recipe against the previous one",

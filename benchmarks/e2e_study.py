@@ -22,29 +22,18 @@ Writes tutorials/results/e2e_study.json (python -m minidp.tables renders it).
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from minidp import compare, stats  # noqa: E402
+from common import ROOT, call, commit, entry, named_verdict, paired
+
+from minidp import compare, config, stats
 
 RUNS = ROOT / "runs" / "e2e"
 RESULTS = ROOT / "tutorials" / "results" / "e2e_study.json"
 METRIC = {"depth": "absrel", "flow": "epe", "normals": "angle_mean"}  # lower is better for all three
 ROWS = ("diffusion", "diffusion_zeros", "e2e", "e2e_continued")
 COMMAND = "python benchmarks/e2e_study.py"
-
-
-def call(cmd):
-    print("$ " + " ".join(map(str, cmd)), flush=True)
-    start = time.time()
-    status = subprocess.run(list(map(str, cmd)), cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}).returncode
-    print(f"  ({time.time() - start:.0f} s, exit {status})", flush=True)
-    return status
 
 
 def row_dir(task, row, seed):
@@ -94,35 +83,17 @@ def inference_macs(path):
     e = json.loads((Path(path) / "eval.json").read_text())
     run = Path(path) if (Path(path) / "log.jsonl").is_file() else Path(path).parent
     first = json.loads((run / "log.jsonl").read_text().splitlines()[0])
-    per_sample = first["train_macs"] / (3 * first["step"] * per_step_batch(run))
+    batch = config.load_config(run / "config.yaml", []).train.global_batch
+    per_sample = first["train_macs"] / (3 * first["step"] * batch)
     return e["steps"] * e["ensemble"] * per_sample
 
 
-def per_step_batch(run):
-    for line in (run / "config.yaml").read_text().splitlines():
-        if line.strip().startswith("global_batch:"):
-            return int(line.split(":")[1])
-    raise ValueError(f"{run}/config.yaml has no global_batch")
-
-
-def paired(a, b, metric):
-    sa, sb = compare.read_scenes(a)[""], compare.read_scenes(b)[""]
-    ia, ib = compare.aligned(sa, sb, "")
-    return stats.paired_diff_ci(sa[metric][ia], sb[metric][ib])
-
-
-def entry(value, ci=None, digits=4):
-    return {"value": round(float(value), 6), "digits": digits,
-            "ci": None if ci is None else [round(float(c), 6) for c in ci]}
-
-
 def verdict(lo, hi, row):
-    return stats.verdict(lo, hi).replace("A better", f"{row} better").replace("B better", "diffusion better")
+    return named_verdict(lo, hi, row, "diffusion")
 
 
 def report(tasks, seeds):
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip() or None
+    version = commit()
     runs = []
     for task in tasks:
         metric = METRIC[task]
@@ -153,7 +124,7 @@ def report(tasks, seeds):
                 metrics["diff"] = entry(d, (lo, hi))
                 cells["verdict"] = verdict(lo, hi, row)
             runs.append({"name": f"{task} {row}", "seed": done, "overrides": None, "command": COMMAND,
-                         "commit": commit, "cells": cells, "metrics": metrics})
+                         "commit": version, "cells": cells, "metrics": metrics})
             print(task, row, cells, {k: m["value"] for k, m in metrics.items()})
     study = {"study": "e2e_study", "description": "E2E-FT against the diffusion recipe",
              "evidence": "1024 validation scenes, 3 training seeds", "command": COMMAND,
@@ -177,8 +148,7 @@ def quickstart_pair(diffusion, e2e, task="depth"):
     if not finished(zeros) and call([sys.executable, "sample.py", diffusion, "sample.noise=zeros", "sample.ensemble=1",
                                      "--out", zeros]) != 0:
         return 1
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip() or None
+    version = commit()
     runs = []
     for name, path, train_run, how in [("diffusion", diffusion, diffusion, "1 step x 5 members, gaussian noise"),
                                        ("diffusion_zeros", zeros, diffusion, "1 step x 1 member, zeros"),
@@ -193,7 +163,7 @@ def quickstart_pair(diffusion, e2e, task="depth"):
             metrics["diff"] = entry(d, (lo, hi))
             cells["verdict"] = verdict(lo, hi, name)
         shown = [str(r.relative_to(ROOT) if r.is_relative_to(ROOT) else r) for r in (diffusion, e2e)]
-        runs.append({"name": name, "seed": 0, "overrides": None, "cells": cells, "metrics": metrics, "commit": commit,
+        runs.append({"name": name, "seed": 0, "overrides": None, "cells": cells, "metrics": metrics, "commit": version,
                      "command": f"{COMMAND} --pair {' '.join(shown)}"})
         print(name, cells, {k: m["value"] for k, m in metrics.items()})
     study = {"study": "e2e_quickstart", "description": "the depth quickstart: diffusion against e2e, one seed",

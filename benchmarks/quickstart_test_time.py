@@ -13,15 +13,12 @@ README's table (python -m minidp.tables).
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from minidp import compare, stats  # noqa: E402
+from common import ROOT, call, commit, entry, named_verdict, paired
+
+from minidp import compare
 
 RESULTS = ROOT / "tutorials" / "results" / "quickstart_test_time.json"
 REFERENCE = "s01_m05_median"  # the quickstart's own setting (configs/depth.yaml)
@@ -41,19 +38,11 @@ def evaluate(run, name):
     out = Path(run) / "test_time" / name
     if (out / compare.SCENES_FILE).is_file():
         return 0
-    cmd = [sys.executable, "sample.py", str(run), *overrides(*ROWS[name]), "--out", str(out)]
-    print("$ " + " ".join(cmd), flush=True)
-    start = time.time()
-    status = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}).returncode
-    print(f"  ({time.time() - start:.0f} s, exit {status})", flush=True)
-    return status
+    return call([sys.executable, "sample.py", run, *overrides(*ROWS[name]), "--out", out])
 
 
 def report(run):
     base = Path(run) / "test_time" / REFERENCE
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                            text=True).stdout.strip() or None
-    ref = compare.read_scenes(base)[""]
     rows = []
     for name, (steps, members, method) in ROWS.items():
         out = Path(run) / "test_time" / name
@@ -61,19 +50,16 @@ def report(run):
             print(f"{name}: not evaluated; skipped")
             continue
         e = json.loads((out / "eval.json").read_text())
-        metrics = {k: {"value": round(e[k], 6), "ci": [round(c, 6) for c in e[f"{k}_ci"]]} for k in ("absrel", "delta1")}
+        metrics = {k: entry(e[k], e[f"{k}_ci"]) for k in ("absrel", "delta1")}
         cells = {"steps": str(steps), "members": str(members), "method": LABEL[method] if members > 1 else "-"}
         if name != REFERENCE:
-            own = compare.read_scenes(out)[""]
-            ia, ib = compare.aligned(own, ref, "")
-            d, lo, hi = stats.paired_diff_ci(own["absrel"][ia], ref["absrel"][ib])
-            metrics["diff"] = {"value": round(d, 6), "ci": [round(lo, 6), round(hi, 6)]}
-            cells["verdict"] = stats.verdict(lo, hi).replace("A better", "this setting better").replace(
-                "B better", "1 x 5 better")
+            d, lo, hi = paired(out, base, "absrel")
+            metrics["diff"] = entry(d, (lo, hi))
+            cells["verdict"] = named_verdict(lo, hi, "this setting", "1 x 5")
         else:
             cells["verdict"] = "(the quickstart's setting)"
         rows.append({"name": name, "overrides": overrides(steps, members, method), "seed": 0, "cells": cells,
-                     "command": f"python benchmarks/quickstart_test_time.py {run}", "commit": commit,
+                     "command": f"python benchmarks/quickstart_test_time.py {run}", "commit": commit(),
                      "metrics": metrics})
         print(name, {k: m["value"] for k, m in metrics.items()}, cells["verdict"])
     study = {"study": "quickstart_test_time", "description": "test-time scaling on the depth quickstart model",

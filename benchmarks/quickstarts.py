@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-from minidp import compare, stats  # noqa: E402
+from common import ROOT, commit
+
+from minidp import compare, stats
 
 RESULTS = ROOT / "tutorials" / "results" / "tasks_quickstart.json"
 ORDER = ["depth", "flow", "amodal", "referring", "generalist"]
@@ -71,13 +71,13 @@ def clock(seconds):
 def task_rows(name, run, seconds, commit):
     """One row per task of a run (a generalist has four)."""
     e = json.loads((run / "eval.json").read_text())
-    sections = e if "absrel" not in e and "epe" not in e and "miou" not in e and "oiou" not in e else {name: e}
-    scenes = compare.read_scenes(run)
+    scenes = compare.read_scenes(run)  # section "" for a single-task run, one per task for a generalist
+    sections = {name: e} if "" in scenes else e
     lo, hi = rates(run)
     rows = []
     for task, values in sections.items():
         metric, prior, baseline, label, bar = BARS[task]
-        per = scenes.get("" if len(sections) == 1 and "" in scenes else task)
+        per = scenes["" if "" in scenes else task]
         stat = stats.ratio_of_sums if per[metric].ndim == 2 else np.mean
         d, dlo, dhi = stats.paired_diff_ci(per[metric], per[prior], stat=stat)
         passes = bar[1](values[metric], values[prior]) if bar else None
@@ -99,15 +99,14 @@ def task_rows(name, run, seconds, commit):
 
 def report(clone, names):
     times = json.loads((clone / "quickstart_times.json").read_text())
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=clone, capture_output=True,
-                            text=True).stdout.strip() or None
+    version = commit(clone)
     rows = []
     for name in names:
         run = clone / "runs" / name
         if name not in times or not (run / "eval.json").is_file():
             print(f"{name}: not run in {clone}; skipped")
             continue
-        rows += task_rows(name, run, times[name], commit)
+        rows += task_rows(name, run, times[name], version)
     study = {"study": "tasks_quickstart", "description": "every quickstart from a fresh clone, timed",
              "evidence": "1024 validation scenes, one training seed", "command": "python benchmarks/quickstarts.py",
              "columns": [{"head": "quickstart", "cell": "quickstart"}, {"head": "task", "cell": "task"},

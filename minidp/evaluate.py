@@ -196,7 +196,8 @@ def evaluate(model, cfg, out_dir, device, quick=False, codec=None):
         results[task.name] = {**tasks.base.summarize(per_scene, task.ratio_metrics),
                               "num_images": n, "steps": s.steps, "ensemble": s.ensemble,
                               "schedule": s.schedule or cfg.diffusion.schedule, "spacing": s.spacing,
-                              "noise": sampling.noise_kind(cfg), "seconds": time.time() - t0, **task.info(cfg), **tasks.base.intervals(per_scene), "n": n}
+                              "noise": sampling.noise_kind(cfg), "seconds": time.time() - t0, **task.info(cfg),
+                              **tasks.base.intervals(per_scene), "n": n}
         task.figure(ev, *shown, per_scene)
         prefix = f"{task.name}/" if multitask else ""  # eval_scenes.npz: per scene, under "<task>/" in a generalist's
         scenes[f"{prefix}scenes"] = np.arange(cfg.data.val_offset, cfg.data.val_offset + n)

@@ -77,16 +77,18 @@ def _masked_mean(x, mask):
 # Least-squares scale-and-shift alignment
 
 
-def _fit_scale_shift(x, y, mask):
-    """Per-image least squares y ~ s * x + t over valid pixels; returns s, t of shape (B, 1, 1) for broadcasting."""
+def scale_shift_lstsq(x, y, mask, flat_scale=0.0):
+    """Per-image least squares y ~ s * x + t over valid pixels; returns s, t of shape (B, 1, 1) for broadcasting.
+    Closed form, so it is differentiable (the e2e depth loss keeps it inside the graph: tasks/depth.py).
+
+    A constant x carries no shape: any s fits equally, with t = mean(y) - s * mean(x). Evaluation takes s = 0
+    (the default, guarded against 0/0); training passes flat_scale=1, which keeps the gradient to x alive."""
     x_mean = _masked_mean(x, mask)[:, None, None]  # (B, 1, 1)
     y_mean = _masked_mean(y, mask)[:, None, None]
     xc, yc = x - x_mean, y - y_mean
     cov = _masked_mean(xc * yc, mask)[:, None, None]
     var = _masked_mean(xc * xc, mask)[:, None, None]
-    # A constant prediction carries no shape: the best fit is then s = 0, t = mean(gt); guard the division so
-    # that case gives exactly that instead of 0/0.
-    s = torch.where(var > 0, cov / var.clamp_min(torch.finfo(x.dtype).tiny), torch.zeros_like(var))
+    s = torch.where(var > 0, cov / var.clamp_min(torch.finfo(x.dtype).tiny), torch.full_like(var, flat_scale))
     return s, y_mean - s * x_mean  # t
 
 
@@ -94,7 +96,7 @@ def fit_scale_shift(pred, gt, mask):
     """The per-image least-squares s, t of align_lstsq, each (B, 1, 1): for a fit made on one copy of an image
     and applied to another (Marigold fits ETH3D on a copy downsized to 1024 px, then aligns the full image)."""
     _check_depth_inputs(pred, gt, mask)
-    return _fit_scale_shift(pred, gt, mask)
+    return scale_shift_lstsq(pred, gt, mask)
 
 
 def align_lstsq(pred, gt, mask):
@@ -118,7 +120,7 @@ def align_lstsq_disparity(pred, gt, mask):
     _check_depth_inputs(pred, gt, mask)
     _check_positive_gt(gt, mask)
     gt_disp = 1.0 / torch.where(mask, gt, torch.ones_like(gt))  # invalid pixels (maybe gt = 0) are never used
-    s, t = _fit_scale_shift(pred, gt_disp, mask)
+    s, t = scale_shift_lstsq(pred, gt_disp, mask)
     return 1.0 / (s * pred + t).clamp_min(MIN_DISPARITY)
 
 

@@ -200,10 +200,8 @@ def e2e_loss(cfg, task, out, x_t, t, pixels, schedule, codec, kind):
     L1 in pixels); a task without a differentiable read-back (amodal, referring) takes masked_loss on the decoded
     image against the pixel target instead."""
     pred = out[:, :x_t.shape[1]]
-    pred = pred.float() if pred.dtype in (torch.bfloat16, torch.float16) else pred  # float32 (or a test's float64)
-    x0 = schedule.to_x0_eps(pred, x_t, t, cfg.diffusion.prediction)[0]
-    image = codec.decode_differentiable(x0.to(pred.dtype))
-    image = image.float() if image.dtype in (torch.bfloat16, torch.float16) else image
+    pred = pred.float() if pred.dtype in (torch.bfloat16, torch.float16) else pred  # autocast's bf16 up; a test's f64 kept
+    image = codec.decode_differentiable(schedule.to_x0_eps(pred, x_t, t, cfg.diffusion.prediction)[0])
     per_sample = task.e2e_loss(image, pixels)
     if per_sample is None:
         return masked_loss(image, pixels["target"].to(image.dtype), pixels["mask"], kind)

@@ -37,6 +37,12 @@ def to_cpu(batch):
     return {k: v.cpu() if torch.is_tensor(v) else [c.cpu() for c in v] for k, v in batch.items()}
 
 
+def masked_mean(values, mask):
+    """values (B, H, W) averaged over each image's pixels where mask (B, H, W) holds -> (B,); 0 for an empty mask."""
+    m = mask.to(values.dtype)
+    return (values * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1)
+
+
 def per_scene(values, ok):
     """values (n_ok,) of the scenes where ok (b,) holds, NaN for the others: (b,)."""
     out = torch.full(ok.shape, float("nan"), dtype=values.dtype)

@@ -12,7 +12,7 @@ Letters: M members, B / b batch, H, W image size.
 import torch
 
 from minidp import ensemble, metrics, viz
-from minidp.tasks.base import Task
+from minidp.tasks.base import Task, masked_mean
 
 DEPTH_QUANTILES = (0.02, 0.98)  # Marigold's near / far planes
 PROGRESSION_T = (999, 799, 599, 400, 200, 0)  # supplementary Fig. 1 (its "1000" is our t = 999)
@@ -42,23 +42,17 @@ def decode_depth(x):
 
 def affine_invariant_l1(pred, target, valid):
     """E2E-FT's depth loss: pred (B, H, W) is aligned to target (B, H, W) by the per-image least-squares scale s and
-    shift b over the valid pixels (B, H, W) bool, then the mean |s pred + b - target| over them -> (B,).
+    shift t over the valid pixels (B, H, W) bool (metrics.scale_shift_lstsq, evaluation's fit), then the mean
+    |s pred + t - target| over them -> (B,).
 
-    The 2 x 2 normal equations are solved in closed form inside the graph, so the gradient also flows through s and
-    b (a prediction is only judged up to the affine map evaluation will fit anyway). A flat prediction (no variance
-    over the valid pixels, e.g. a model whose output layer starts at zero: DiT's adaLN-Zero) has no scale to fit; it
-    gets s = 1 and b = the target's mean minus its own. The least-squares s = 0 would do as well, but then the aligned
-    prediction would not depend on the model at all: the gradient would be exactly zero and a model trained from
-    scratch would never leave its zero output (measured: an e2e run stayed at the flat loss for 200 steps)."""
-    m = valid.to(pred.dtype)
-    n = m.flatten(1).sum(1).clamp_min(1)  # (B,)
-    mean = lambda x: (x * m).flatten(1).sum(1) / n  # noqa: E731 (B, H, W) -> (B,) over the valid pixels
-    mp, mt = mean(pred), mean(target)
-    p0, t0 = pred - mp[:, None, None], target - mt[:, None, None]
-    var, cov = mean(p0 * p0), mean(p0 * t0)
-    s = torch.where(var > 1e-12, cov / var.clamp_min(1e-12), torch.ones_like(var))  # (B,)
-    aligned = s[:, None, None] * p0 + mt[:, None, None]
-    return mean((aligned - target).abs())
+    The fit is closed form inside the graph, so the gradient also flows through s and t (a prediction is only judged
+    up to the affine map evaluation will fit anyway). A flat prediction (no variance over the valid pixels, e.g. a
+    model whose output layer starts at zero: DiT's adaLN-Zero) has no scale to fit; it gets s = 1, not evaluation's
+    s = 0: with s = 0 the aligned prediction would not depend on the model at all, the gradient would be exactly
+    zero and a model trained from scratch would never leave its zero output (measured: an e2e run stayed at the flat
+    loss for 200 steps). An image without a valid pixel gives NaN, as in evaluation."""
+    s, t = metrics.scale_shift_lstsq(pred, target, valid, flat_scale=1.0)
+    return masked_mean((s * pred + t - target).abs(), valid)
 
 
 def depth_range(gt, valid):

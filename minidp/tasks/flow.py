@@ -24,7 +24,7 @@ Letters: M members, B / b batch, H, W image size.
 import torch
 
 from minidp import ensemble, metrics, viz
-from minidp.tasks.base import Task, per_scene
+from minidp.tasks.base import Task, masked_mean, per_scene
 
 FLOW_SCALE = 0.15  # flow is divided by FLOW_SCALE x resolution (the release: 75 px at 512 px)
 
@@ -57,8 +57,7 @@ class Flow(Task):
         """L1 of the decoded (u, v) in pixels (not clipped: a clamp has no gradient beyond the range) against the
         true flow, over the pixels that stay in frame 2."""
         err = (x0[:, :2] * (FLOW_SCALE * x0.shape[-1]) - sample["flow"].to(x0.dtype)).abs().sum(dim=1)  # (B, H, W)
-        m = sample["mask"].to(err.dtype)
-        return (err * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1)
+        return masked_mean(err, sample["mask"])
 
     def merge(self, members, cfg):
         flows = decode_flow(members.flatten(0, 1)).view(*members.shape[:2], 2, *members.shape[-2:])

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from minidp import viz
-from minidp.tasks.base import Task
+from minidp.tasks.base import Task, masked_mean
 
 PRIOR_SCENES = 512  # training scenes the mean normal map is taken over
 THRESHOLDS = (11.25, 22.5, 30.0)  # degrees: the normals literature's "within t" fractions
@@ -45,8 +45,7 @@ def normal_scores(pred, gt, valid):
     """Per image over valid pixels (B, H, W) bool: angle_mean, angle_median (degrees), within_11_25, within_22_5,
     within_30 (fractions of pixels): (B,) each."""
     err = angular_error(pred, gt)  # (B, H, W)
-    m = valid.to(err.dtype)
-    mean = lambda x: (x * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1)  # noqa: E731 (B, H, W) -> (B,)
+    mean = lambda x: masked_mean(x, valid)  # noqa: E731 (B, H, W) -> (B,)
     out = {"angle_mean": mean(err), "angle_median": torch.stack([e[v].median() for e, v in zip(err, valid)])}
     for t in THRESHOLDS:
         out[f"within_{t:g}".replace(".", "_")] = mean((err < t).to(err.dtype))
@@ -67,8 +66,7 @@ class Normals(Task):
         """The angular loss of E2E-FT: 1 - cos between the renormalised prediction and the true normal, averaged
         over the valid pixels: 0 for the truth, 2 for its negation."""
         cos = (F.normalize(x0, dim=1) * sample["target"].to(x0.dtype)).sum(dim=1)  # (B, H, W)
-        m = sample["mask"].to(cos.dtype)
-        return ((1 - cos) * m).flatten(1).sum(1) / m.flatten(1).sum(1).clamp_min(1)
+        return masked_mean(1 - cos, sample["mask"])
 
     def merge(self, members, cfg):
         return decode_normals(members.mean(dim=0))  # (b, 3, H, W): the normalised mean of the members
