@@ -84,6 +84,20 @@ def test_tasks_without_a_differentiable_read_back_keep_the_image_space_loss():
     assert tasks.get("referring").e2e_loss(torch.zeros(1, 3, 2, 2), {}) is None
 
 
+def test_without_a_task_loss_e2e_scores_the_decoded_image_against_the_pixel_target():
+    # amodal: x0-prediction, so x0 is the output itself; the pixel codec decodes to it; L1 (train.loss) over the mask
+    cfg = cfg_with("data.task=amodal", "train.objective=e2e", "sample.ensemble=1", "diffusion.prediction=x0")
+    gen = torch.Generator().manual_seed(3)
+    out, target = torch.randn(2, 3, 4, 4, generator=gen), torch.randn(2, 3, 4, 4, generator=gen)
+    mask = torch.rand(2, 4, 4, generator=gen) > 0.5
+    t = torch.full((2,), cfg.diffusion.T - 1)
+    value = recipe.e2e_loss(cfg, tasks.get("amodal"), out, torch.zeros_like(out), t, {"target": target, "mask": mask},
+                            schedules.NoiseSchedule.from_config(cfg.diffusion), vae.make_codec("pixel"), "l1")
+    m = mask[:, None].float()
+    by_hand = (((out - target).abs() * m).sum(dim=(1, 2, 3)) / (m.sum(dim=(1, 2, 3)) * 3).clamp_min(1)).mean()
+    assert value.item() == pytest.approx(by_hand.item(), rel=1e-6)
+
+
 # ----------------------------------------------------------------------------------------------------------
 # A step
 
