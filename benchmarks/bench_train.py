@@ -145,14 +145,17 @@ def train_step(cfg, s, step):
         pixels = data.training_batch(cfg, s["run"], plan, rows, s["device"], s["cache"])
         batch = data.to_latents(pixels, s["codec"])
         t = plan["t"]
-        x_t = s["schedule"].q_sample(recipe.noised_target(cfg, s["run"][0], pixels, batch, s["codec"], t,
-                                                          plan["augment_u"]), t, plan["noise"])
+        x_t = recipe.model_input(cfg, s["schedule"], recipe.noised_target(cfg, s["run"][0], pixels, batch, s["codec"], t,
+                                                                          plan["augment_u"]), plan, rows)
         cond, y, k, text_in = tasks.model_inputs(model, batch, plan.get("task"), plan["drop_image"], plan["drop_text"])
         x_in = torch.cat(cond + [x_t], dim=1)
     with record_function("forward"):
         out = model(x_in, t, y, task=k, force_drop_ids=plan["drop_label"], **text_in)
     with record_function("loss"):
-        loss = recipe.loss(cfg, model, out, batch, s["schedule"], plan, rows, s["l1_of_task"])[0]
+        if tc.objective == "e2e":  # the task's own loss after decoding, as train.py
+            loss = recipe.e2e_loss(cfg, s["run"][0], out, x_t, t, pixels, s["schedule"], s["codec"], tc.loss)
+        else:
+            loss = recipe.loss(cfg, out, batch, s["schedule"], plan, rows, s["l1_of_task"])
     with record_function("backward"):
         loss.backward()
     with record_function("clip"):
