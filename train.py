@@ -116,7 +116,7 @@ def train(argv=None):
     # DDP(model), or FSDP sharding model and EMA in place; compiled if train.compile. The optimizer comes after:
     # under FSDP its state is sharded with the parameters.
     train_model = parallel.wrap(model, ema, env, tc.parallel, compile_model=tc.compile)
-    opt = parallel.make_optimizer(model, tc.lr, tc.weight_decay, device)  # fused AdamW on CUDA
+    opt = parallel.make_optimizer(model, tc.lr, tc.weight_decay, device)  # fused AdamW (foreach for FSDP on CPU)
     if resume:
         parallel.load_optimizer_state_dict(model, opt, ckpt["opt"])
 

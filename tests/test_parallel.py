@@ -151,11 +151,27 @@ def test_activation_checkpointing_gives_the_plain_backward_gradients():
     assert all(g.abs().sum() > 0 for n, g in plain.items() if n.startswith("blocks."))
 
 
-def test_optimizer_is_foreach_adamw_on_cpu_with_the_configured_hyperparameters():
+def test_optimizer_is_fused_adamw_on_cpu_with_the_configured_hyperparameters():
     opt = parallel.make_optimizer(torch.nn.Linear(3, 2), 3e-4, 0.01, torch.device("cpu"))
     assert isinstance(opt, torch.optim.AdamW)
-    assert opt.defaults["foreach"] and not opt.defaults["fused"]
+    assert opt.defaults["fused"] and not opt.defaults["foreach"]
     assert (opt.defaults["lr"], opt.defaults["weight_decay"]) == (3e-4, 0.01)
+
+
+def test_fused_cpu_adamw_takes_the_same_steps_as_foreach():
+    torch.manual_seed(0)
+    a, b = torch.nn.Linear(16, 16), torch.nn.Linear(16, 16)
+    b.load_state_dict(a.state_dict())
+    fused = parallel.make_optimizer(a, 1e-2, 0.01, torch.device("cpu"))
+    foreach = torch.optim.AdamW(b.parameters(), lr=1e-2, weight_decay=0.01, foreach=True)
+    x = torch.randn(8, 16)
+    for _ in range(5):
+        for model, opt in ((a, fused), (b, foreach)):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+            opt.step()
+    assert_same_state(a.state_dict(), b.state_dict(), atol=1e-6)
+    assert not torch.equal(a.weight, torch.nn.Linear(16, 16).weight)  # it moved
 
 
 @cuda
