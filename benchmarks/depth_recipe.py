@@ -7,9 +7,10 @@
 Rows (python train.py configs/depth.yaml <overrides> train.seed=<s> train.out_dir=runs/depth_recipe/<row>_s<s>):
     previous   the recipe to 2026-12-02: 4000 steps, lr 2e-3 -> 2e-4, EMA 0.999, depth_release   128K samples
     quick      configs/depth.yaml as it is: 3000 steps, lr 4e-3 -> 4e-4, EMA 0.998, depth_quick   96K samples
-Pilots (seed 0, 2200 steps, EMA 0.998, each a change against the row above it or against E):
+Pilots (seed 0, 70K samples: 2200 steps of 32, EMA 0.998, each a change against the row named in its table row):
     D  depth_quick weights, lr 2e-3;  E  D with lr 4e-3;  F1  E with lr 8e-3;  F2  E with depth_release;
-    G1  E with the weights [0 x 8, 1, 9] (95 % of training at t >= 900)
+    G1  E with the weights [0 x 8, 1, 9] (95 % of training at t >= 900);  H  E at batch 16;  I1  E with L1;
+    I2 / I3 / I4  E decaying to lr 4e-5 / 2e-3 / not at all;  J  I3 at batch 16
 A seed changes the initial weights, every batch's scenes, t and noise; the validation scenes stay the same, so each
 seed's two runs are compared scene by scene (stats.paired_diff_ci). The verdict over seeds is the Student-t
 interval of the per-seed paired differences (stats.seed_interval): training noise and scene noise together.
@@ -32,14 +33,28 @@ PREVIOUS = ["diffusion.timestep_sampling=depth_release", "train.steps=4000", "tr
 ROWS = {"previous": ("4000 steps, lr 2e-3, EMA 0.999, depth_release (to 2026-12-02)", PREVIOUS, "128K"),
         "quick": ("3000 steps, lr 4e-3, EMA 0.998, depth_quick (configs/depth.yaml)", [], "96K")}
 PILOT = ["train.steps=2200"]
+PILOT_B16 = ["train.steps=4400", "train.global_batch=16"]
 PILOTS = {"D": ("2200 steps, lr 2e-3, depth_quick", PILOT + ["train.lr=2e-3", "train.lr_final=2e-4"], "70K"),
           "E": ("D with lr 4e-3", PILOT, "70K"),
           "F1": ("E with lr 8e-3", PILOT + ["train.lr=8e-3", "train.lr_final=8e-4"], "70K"),
           "F2": ("E with depth_release", PILOT + ["diffusion.timestep_sampling=depth_release"], "70K"),
           "G1": ("E with weights [0 x 8, 1, 9]", PILOT + ["diffusion.timestep_sampling=uniform",
-                                                          "diffusion.timestep_weights=[0,0,0,0,0,0,0,0,1,9]"], "70K")}
+                                                          "diffusion.timestep_weights=[0,0,0,0,0,0,0,0,1,9]"], "70K"),
+          # 2026-12-03, second round (the quick recipe at 2200 steps, E, is the reference)
+          "H": ("E at batch 16 (4400 steps), EMA 0.999", PILOT_B16 + ["train.ema_decay=0.999"], "70K"),
+          "I1": ("E with L1 loss", PILOT + ["train.loss=l1"], "70K"),
+          "I2": ("E decaying to lr 4e-5 (100x)", PILOT + ["train.lr_final=4e-5"], "70K"),
+          "I3": ("E decaying to lr 2e-3 (2x)", PILOT + ["train.lr_final=2e-3"], "70K"),
+          "I4": ("E at a constant lr 4e-3", PILOT + ["train.lr_final=4e-3"], "70K"),
+          "J": ("I3 at batch 16 (4400 steps), EMA 0.999", PILOT_B16 + ["train.ema_decay=0.999", "train.lr_final=2e-3",
+                                                                     "train.warmup_steps=200"], "70K")}
 COMMAND = "python benchmarks/depth_recipe.py"
-PILOT_AGAINST = {"D": None, "E": "D", "F1": "E", "F2": "E", "G1": "E"}
+# The commit each finished run was trained at (a run folder does not record it); a run trained now takes HEAD's.
+TRAINED_AT = {"previous": "a1f8511", "quick": "a1f8511", "D": "a1f8511", "E": "a1f8511", "F1": "a1f8511",
+              "F2": "a1f8511", "G1": "a1f8511", "H": "51d6225", "I1": "b2e3ab5", "I2": "b2e3ab5", "I3": "b2e3ab5",
+              "I4": "b2e3ab5", "J": "b2e3ab5"}
+PILOT_AGAINST = {"D": None, "E": "D", "F1": "E", "F2": "E", "G1": "E", "H": "E", "I1": "E", "I2": "E", "I3": "E",
+                 "I4": "E", "J": "I3"}
 
 
 def train(row, overrides, seed):
@@ -66,7 +81,7 @@ def report(seeds, pilots):
         d, lo, hi = paired(a, b, "absrel")
         diffs.append(d)
         done.append(s)
-        runs.append({"name": f"seed {s}", "seed": s, "command": COMMAND, "commit": commit(),
+        runs.append({"name": f"seed {s}", "seed": s, "command": COMMAND, "commit": TRAINED_AT.get("quick", commit()),
                      "overrides": {r: o + [f"train.seed={s}"] for r, (_, o, _) in ROWS.items()},
                      "cells": {"seed": str(s), "verdict": named_verdict(lo, hi, "quick", "previous")},
                      "metrics": {"previous": entry(*absrel(b)), "quick": entry(*absrel(a)),
@@ -74,7 +89,8 @@ def report(seeds, pilots):
     if len(diffs) >= 2:
         mean, half = stats.seed_interval(diffs)
         means = {r: stats.seed_interval([absrel(RUNS / f"{r}_s{s}")[0] for s in done]) for r in ROWS}
-        runs.append({"name": "over seeds", "seed": done, "overrides": None, "command": COMMAND, "commit": commit(),
+        runs.append({"name": "over seeds", "seed": done, "overrides": None, "command": COMMAND,
+                     "commit": TRAINED_AT.get("quick", commit()),
                      "cells": {"seed": f"mean of {len(done)} (t interval)",
                                "verdict": named_verdict(mean - half, mean + half, "quick", "previous")},
                      "metrics": {r: entry(m, (m - h, m + h)) for r, (m, h) in means.items()}
@@ -85,7 +101,7 @@ def report(seeds, pilots):
         if not (run / compare.SCENES_FILE).is_file():
             continue
         row = {"name": name, "seed": 0, "overrides": PILOTS[name][1] + ["train.seed=0"],
-               "command": COMMAND + " --pilots", "commit": commit(),
+               "command": COMMAND + " --pilots", "commit": TRAINED_AT.get(name, commit()),
                "cells": {"pilot": name, "what": what, "samples": samples},
                "metrics": {"absrel": entry(*absrel(run))}}
         if (against := PILOT_AGAINST[name]) and (RUNS / f"{against}_s0" / compare.SCENES_FILE).is_file():

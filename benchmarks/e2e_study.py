@@ -4,6 +4,7 @@ same validation scenes, 3 seeds, at stated training compute.
     python benchmarks/e2e_study.py                       # depth, flow and normals: train what is missing, report
     python benchmarks/e2e_study.py --tasks depth --seeds 0 1 2
     python benchmarks/e2e_study.py --report              # only the table of finished runs
+    python benchmarks/e2e_study.py --scratch --runs runs/e2e_scratch --tasks depth   # as a fresh clone trains
     python benchmarks/e2e_study.py --pair runs/depth runs/e2e_depth    # tutorial 11's one-seed quickstart table
 
 Rows, per task and seed s (runs/e2e/<task>/<row>_s<s>), every one from the same pre-trained start
@@ -13,7 +14,8 @@ Rows, per task and seed s (runs/e2e/<task>/<row>_s<s>), every one from the same 
     e2e              python train.py configs/e2e/<task>.yaml              (the same steps and batch: equal compute)
     e2e_continued    configs/e2e/<task>.yaml from the diffusion run's checkpoint for --continue-steps more steps at
                      the diffusion run's final LR (E2E-FT's main recipe: it continues Marigold); compute = both runs
-Each row is compared with `diffusion` of the same seed scene by scene (stats.paired_diff_ci), and over seeds by the
+With --scratch every row starts from random weights instead (train.init_from=), as the quickstarts do on a fresh
+clone. Each row is compared with `diffusion` of the same seed scene by scene (stats.paired_diff_ci), and over seeds by the
 Student-t interval of the per-seed differences (stats.seed_interval); the verdict word is stats.verdict's.
 Training compute is the run's train_macs (log.jsonl; a continued run adds its parent's; the shared pre-training is
 stated once), inference compute the forward MACs per prediction: steps x members x MACs per sample.
@@ -46,12 +48,13 @@ def finished(path):
     return (Path(path) / compare.SCENES_FILE).is_file()
 
 
-def run_row(task, row, seed, extra, continue_steps):
+def run_row(task, row, seed, extra, continue_steps, scratch=False):
     """Train or evaluate one row unless it has finished; its exit status."""
     out = row_dir(task, row, seed)
     if finished(out):
         return 0
-    start = [f"train.init_from={RUNS / 'pretrain' / 'ckpt.pt'}", "train.init_optional=false"]
+    start = (["train.init_from="] if scratch else
+             [f"train.init_from={RUNS / 'pretrain' / 'ckpt.pt'}", "train.init_optional=false"])
     common = [f"train.seed={seed}", *extra]
     if row == "diffusion":
         return call([sys.executable, "train.py", f"configs/{task}.yaml", *start, *common, f"train.out_dir={out}"])
@@ -92,8 +95,10 @@ def verdict(lo, hi, row):
     return named_verdict(lo, hi, row, "diffusion")
 
 
-def report(tasks, seeds):
-    version = commit()
+def report(tasks, seeds, scratch=False):
+    """Tabulate the finished rows into tutorials/results/e2e_study.json (e2e_study_scratch.json with --scratch)."""
+    version, command = commit(), f"{COMMAND} --scratch" if scratch else COMMAND
+    start = "every run from scratch" if scratch else "every run from one shared pre-trained start"
     runs = []
     for task in tasks:
         metric = METRIC[task]
@@ -123,11 +128,11 @@ def report(tasks, seeds):
                     lo, hi = d - h, d + h
                 metrics["diff"] = entry(d, (lo, hi))
                 cells["verdict"] = verdict(lo, hi, row)
-            runs.append({"name": f"{task} {row}", "seed": done, "overrides": None, "command": COMMAND,
+            runs.append({"name": f"{task} {row}", "seed": done, "overrides": None, "command": command,
                          "commit": version, "cells": cells, "metrics": metrics})
             print(task, row, cells, {k: m["value"] for k, m in metrics.items()})
     study = {"study": "e2e_study", "description": "E2E-FT against the diffusion recipe",
-             "evidence": "1024 validation scenes, 3 training seeds", "command": COMMAND,
+             "evidence": f"1024 validation scenes, up to {len(seeds)} training seeds; {start}", "command": command,
              "columns": [{"head": "task", "cell": "task"}, {"head": "recipe", "cell": "row"},
                          {"head": "seeds", "cell": "seeds"}, {"head": "error (mean over seeds)", "metric": "metric"},
                          {"head": "minus diffusion", "metric": "diff"}, {"head": "verdict", "cell": "verdict"},
@@ -135,7 +140,8 @@ def report(tasks, seeds):
                          {"head": "MMACs per prediction", "cell": "inference"}],
              "runs": runs}
     if runs:
-        RESULTS.write_text(json.dumps(study, indent=1) + "\n")
+        out = RESULTS.with_name("e2e_study_scratch.json") if scratch else RESULTS
+        out.write_text(json.dumps(study, indent=1) + "\n")
     return 0
 
 
@@ -186,6 +192,9 @@ def main(argv=None):
     p.add_argument("--continue-steps", type=int, default=1000, help="e2e steps after the diffusion run")
     p.add_argument("--extra", nargs="*", default=[], help="overrides for every training run (e.g. a smaller model)")
     p.add_argument("--runs", type=Path, default=RUNS, help="where the runs go (default runs/e2e)")
+    p.add_argument("--scratch", action="store_true",
+                   help="every row from scratch, as a fresh clone's quickstart trains, instead of the shared "
+                        "pre-trained start (no pretrain run)")
     p.add_argument("--pair", nargs=2, metavar=("DIFFUSION_RUN", "E2E_RUN"),
                    help="only tutorial 11's one-seed table from two finished depth quickstart runs")
     args = p.parse_args(argv)
@@ -194,16 +203,17 @@ def main(argv=None):
     RUNS = args.runs.resolve()
     pretrain = RUNS / "pretrain"
     if not args.report:
-        if not (pretrain / "ckpt.pt").is_file() and call([sys.executable, "train.py", "configs/pretrain.yaml",
-                                                           *args.extra, f"train.out_dir={pretrain}"]) != 0:
+        needs_pretrain = not args.scratch and not (pretrain / "ckpt.pt").is_file()
+        if needs_pretrain and call([sys.executable, "train.py", "configs/pretrain.yaml", *args.extra,
+                                    f"train.out_dir={pretrain}"]) != 0:
             return 1
         for task in args.tasks:
             for seed in args.seeds:
                 for row in ROWS:
-                    if run_row(task, row, seed, args.extra, args.continue_steps) != 0:
+                    if run_row(task, row, seed, args.extra, args.continue_steps, args.scratch) != 0:
                         print(f"error: {task} {row} seed {seed} failed; see above", file=sys.stderr)
                         return 1
-    return report(args.tasks, args.seeds)
+    return report(args.tasks, args.seeds, args.scratch)
 
 
 if __name__ == "__main__":

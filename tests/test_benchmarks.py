@@ -3,6 +3,9 @@ only run by hand breaks silently (bench_train's profiled step did, after recipe.
 These run each script's core on the micro model for a step or two."""
 
 import importlib.util
+import sys
+
+import numpy as np
 
 import pytest
 
@@ -11,6 +14,9 @@ from minidp import config
 
 
 def load_script(name):
+    """benchmarks/<name>.py as a module; benchmarks/ goes on sys.path, as running the script puts it (common.py)."""
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -28,3 +34,15 @@ def test_bench_train_profiles_every_phase_of_the_step(objective):
     assert sum(kinds.values()) > 0
     shapes = bench.matmul_shapes(cfg, model)
     assert shapes and all(len(s) == 4 and min(s) > 0 for s in shapes)
+
+
+def test_member_spread_correlation_is_pearsons_with_an_interval_around_it():
+    spread = load_script("member_spread")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=200)
+    y = 0.6 * x + rng.normal(size=200)
+    r, lo, hi = spread.correlation_ci(x, y, n_boot=400)
+    assert r == pytest.approx(np.sum((x - x.mean()) * (y - y.mean())) / (199 * x.std(ddof=1) * y.std(ddof=1)))
+    assert lo < r < hi and 0.3 < r < 0.7
+    r0, lo0, hi0 = spread.correlation_ci(x, rng.normal(size=200), n_boot=400)
+    assert lo0 < 0 < hi0  # independent draws: the interval holds zero
