@@ -158,38 +158,23 @@ def test_optimizer_is_fused_adamw_on_cpu_with_the_configured_hyperparameters():
     assert (opt.defaults["lr"], opt.defaults["weight_decay"]) == (3e-4, 0.01)
 
 
-def test_fused_cpu_adamw_takes_the_same_steps_as_foreach():
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=cuda)])
+def test_fused_adamw_takes_the_same_steps_as_foreach(device):
     torch.manual_seed(0)
-    a, b = torch.nn.Linear(16, 16), torch.nn.Linear(16, 16)
+    a, b = torch.nn.Linear(16, 16).to(device), torch.nn.Linear(16, 16).to(device)
     b.load_state_dict(a.state_dict())
-    fused = parallel.make_optimizer(a, 1e-2, 0.01, torch.device("cpu"))
+    start = a.weight.detach().clone()
+    fused = parallel.make_optimizer(a, 1e-2, 0.01, torch.device(device))
     foreach = torch.optim.AdamW(b.parameters(), lr=1e-2, weight_decay=0.01, foreach=True)
-    x = torch.randn(8, 16)
+    assert fused.defaults["fused"]
+    x = torch.randn(8, 16, device=device)
     for _ in range(5):
         for model, opt in ((a, fused), (b, foreach)):
             opt.zero_grad()
             model(x).square().mean().backward()
             opt.step()
     assert_same_state(a.state_dict(), b.state_dict(), atol=1e-6)
-    assert not torch.equal(a.weight, torch.nn.Linear(16, 16).weight)  # it moved
-
-
-@cuda
-def test_optimizer_is_fused_adamw_on_cuda_and_matches_foreach():
-    torch.manual_seed(0)
-    a = torch.nn.Linear(64, 64).cuda()
-    b = torch.nn.Linear(64, 64).cuda()
-    b.load_state_dict(a.state_dict())
-    fused = parallel.make_optimizer(a, 1e-3, 0.0, torch.device("cuda"))
-    foreach = torch.optim.AdamW(b.parameters(), lr=1e-3, weight_decay=0.0, foreach=True)
-    assert fused.defaults["fused"]
-    x = torch.randn(8, 64, device="cuda")
-    for _ in range(3):
-        for model, opt in ((a, fused), (b, foreach)):
-            opt.zero_grad()
-            model(x).square().mean().backward()
-            opt.step()
-    assert_same_state(a.state_dict(), b.state_dict(), atol=1e-6)
+    assert (a.weight - start).abs().max() > 1e-3  # the steps moved the weights
 
 
 @cuda
