@@ -12,14 +12,19 @@ Rows, per task and seed s (runs/e2e/<task>/<row>_s<s>), every one from the same 
     diffusion        python train.py configs/<task>.yaml                  its own evaluation (1 step x 5 members)
     diffusion_zeros  python sample.py <diffusion run> sample.noise=zeros sample.ensemble=1   (no training)
     e2e              python train.py configs/e2e/<task>.yaml              (the same steps and batch: equal compute)
-    e2e_continued    configs/e2e/<task>.yaml from the diffusion run's checkpoint for --continue-steps more steps at
-                     the diffusion run's final LR (E2E-FT's main recipe: it continues Marigold); compute = both runs
+    diffusion_continued  configs/<task>.yaml from the diffusion run's checkpoint for --continue-steps more steps at
+                     the diffusion run's final LR, constant: the control for the next row (the same extra compute,
+                     the diffusion objective)
+    e2e_continued    the same continuation with configs/e2e/<task>.yaml (E2E-FT's main recipe: it continues
+                     Marigold); compute = both runs
 With --scratch every row starts from random weights instead (train.init_from=), as the quickstarts do on a fresh
-clone. Each row is compared with `diffusion` of the same seed scene by scene (stats.paired_diff_ci), and over seeds by the
-Student-t interval of the per-seed differences (stats.seed_interval); the verdict word is stats.verdict's.
+clone. Each row is compared with its reference in AGAINST (`diffusion`; for `e2e_continued`, `diffusion_continued`,
+the row of equal compute) of the same seed scene by scene (stats.paired_diff_ci), and over seeds by the Student-t
+interval of the per-seed differences (stats.seed_interval); the verdict word is stats.verdict's.
 Training compute is the run's train_macs (log.jsonl; a continued run adds its parent's; the shared pre-training is
 stated once), inference compute the forward MACs per prediction: steps x members x MACs per sample.
-Writes tutorials/results/e2e_study.json (python -m minidp.tables renders it).
+Writes tutorials/results/e2e_study.json (python -m minidp.tables renders it) and tutorials/figures/e2e_study.png (each
+difference with its interval over seeds and every seed's value); with --scratch, e2e_study_scratch.json / .png.
 """
 
 import argparse
@@ -29,12 +34,17 @@ from pathlib import Path
 
 from common import ROOT, call, commit, entry, named_verdict, paired
 
-from minidp import compare, config, stats
+from minidp import compare, config, stats, viz
 
 RUNS = ROOT / "runs" / "e2e"
 RESULTS = ROOT / "tutorials" / "results" / "e2e_study.json"
+FIGURES = ROOT / "tutorials" / "figures"
 METRIC = {"depth": "absrel", "flow": "epe", "normals": "angle_mean"}  # lower is better for all three
-ROWS = ("diffusion", "diffusion_zeros", "e2e", "e2e_continued")
+ROWS = ("diffusion", "diffusion_zeros", "e2e", "diffusion_continued", "e2e_continued")
+# what each row is compared with: the same model (zeros), or the row of equal training compute
+CONTINUED = ("diffusion_continued", "e2e_continued")
+AGAINST = {"diffusion_zeros": "diffusion", "e2e": "diffusion", "diffusion_continued": "diffusion",
+           "e2e_continued": "diffusion_continued"}
 COMMAND = "python benchmarks/e2e_study.py"
 
 
@@ -65,9 +75,10 @@ def run_row(task, row, seed, extra, continue_steps, scratch=False):
         return call([sys.executable, "train.py", f"configs/e2e/{task}.yaml", *start, *common, f"train.out_dir={out}"])
     parent = row_dir(task, "diffusion", seed)
     lr = json.loads((parent / "log.jsonl").read_text().splitlines()[-1])["lr"]  # where its decay ended
-    return call([sys.executable, "train.py", f"configs/e2e/{task}.yaml", f"train.init_from={parent / 'ckpt.pt'}",
-                 f"train.steps={continue_steps}", f"train.lr={lr:.3g}", "train.lr_schedule=constant",
-                 "train.warmup_steps=0", *common, f"train.out_dir={out}"])
+    cfg = f"configs/e2e/{task}.yaml" if row == "e2e_continued" else f"configs/{task}.yaml"
+    return call([sys.executable, "train.py", cfg, f"train.init_from={parent / 'ckpt.pt'}",
+                 *common, f"train.steps={continue_steps}", f"train.lr={lr:.3g}", "train.lr_schedule=constant",
+                 "train.warmup_steps=0", f"train.out_dir={out}"])  # after --extra: its train.steps is not this
 
 
 def train_macs(task, row, seed):
@@ -76,7 +87,7 @@ def train_macs(task, row, seed):
         return json.loads((path / "log.jsonl").read_text().splitlines()[-1])["train_macs"]
 
     own = 0 if row == "diffusion_zeros" else last(row_dir(task, row, seed))
-    parent = last(row_dir(task, "diffusion", seed)) if row in ("diffusion_zeros", "e2e_continued") else 0
+    parent = last(row_dir(task, "diffusion", seed)) if row in ("diffusion_zeros", *CONTINUED) else 0
     return own + parent
 
 
@@ -91,10 +102,6 @@ def inference_macs(path):
     return e["steps"] * e["ensemble"] * per_sample
 
 
-def verdict(lo, hi, row):
-    return named_verdict(lo, hi, row, "diffusion")
-
-
 def report(tasks, seeds, scratch=False):
     """Tabulate the finished rows into tutorials/results/e2e_study.json (e2e_study_scratch.json with --scratch)."""
     version, command = commit(), f"{COMMAND} --scratch" if scratch else COMMAND
@@ -103,13 +110,14 @@ def report(tasks, seeds, scratch=False):
     for task in tasks:
         metric = METRIC[task]
         for row in ROWS:
+            ref = AGAINST.get(row, row)
             values, diffs, done = [], [], []
             for s in seeds:
-                a, b = row_dir(task, row, s), row_dir(task, "diffusion", s)
+                a, b = row_dir(task, row, s), row_dir(task, ref, s)
                 if not (finished(a) and finished(b)):
                     continue
                 values.append(json.loads((a / "eval.json").read_text())[metric])
-                if row != "diffusion":
+                if row != ref:
                     diffs.append(paired(a, b, metric)[0])
                 done.append(s)
             if not done:
@@ -123,26 +131,55 @@ def report(tasks, seeds, scratch=False):
             if diffs:
                 d, h = stats.seed_interval(diffs)
                 if h == float("inf"):  # one seed: the paired interval over scenes
-                    lo, hi = paired(row_dir(task, row, done[0]), row_dir(task, "diffusion", done[0]), metric)[1:]
+                    lo, hi = paired(row_dir(task, row, done[0]), row_dir(task, ref, done[0]), metric)[1:]
                 else:
                     lo, hi = d - h, d + h
                 metrics["diff"] = entry(d, (lo, hi))
-                cells["verdict"] = verdict(lo, hi, row)
+                cells["against"] = ref
+                cells["verdict"] = named_verdict(lo, hi, row, ref)
             runs.append({"name": f"{task} {row}", "seed": done, "overrides": None, "command": command,
-                         "commit": version, "cells": cells, "metrics": metrics})
+                         "commit": version, "cells": cells, "metrics": metrics,
+                         "per_seed": {metric: [round(v, 6) for v in values], "diff": [round(v, 6) for v in diffs]}})
             print(task, row, cells, {k: m["value"] for k, m in metrics.items()})
-    study = {"study": "e2e_study", "description": "E2E-FT against the diffusion recipe",
+    name = "e2e_study_scratch" if scratch else "e2e_study"
+    study = {"study": name, "description": "E2E-FT against the diffusion recipe",
              "evidence": f"1024 validation scenes, up to {len(seeds)} training seeds; {start}", "command": command,
              "columns": [{"head": "task", "cell": "task"}, {"head": "recipe", "cell": "row"},
                          {"head": "seeds", "cell": "seeds"}, {"head": "error (mean over seeds)", "metric": "metric"},
-                         {"head": "minus diffusion", "metric": "diff"}, {"head": "verdict", "cell": "verdict"},
+                         {"head": "against", "cell": "against"},
+                         {"head": "difference", "metric": "diff"}, {"head": "verdict", "cell": "verdict"},
                          {"head": "training TMACs", "cell": "train"},
                          {"head": "MMACs per prediction", "cell": "inference"}],
              "runs": runs}
     if runs:
-        out = RESULTS.with_name("e2e_study_scratch.json") if scratch else RESULTS
-        out.write_text(json.dumps(study, indent=1) + "\n")
+        RESULTS.with_name(f"{name}.json").write_text(json.dumps(study, indent=1) + "\n")
+        figure(runs, FIGURES / f"{name}.png")
     return 0
+
+
+def figure(runs, path):
+    """One panel per task: each compared row's difference from its reference, the interval over seeds (bar) and
+    every seed's paired difference (dots), in the task's own units; left of zero is better."""
+    plt = viz.pyplot()
+    compared = [r for r in runs if "diff" in r["metrics"]]
+    tasks = list(dict.fromkeys(r["cells"]["task"] for r in compared))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 2.6), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        rows = [r for r in compared if r["cells"]["task"] == task]
+        for y, r in enumerate(rows):
+            d = r["metrics"]["diff"]
+            lo, hi = d["ci"]
+            ax.errorbar([d["value"]], [y], xerr=[[d["value"] - lo], [hi - d["value"]]], fmt="o", color="k", capsize=3)
+            ax.scatter(r["per_seed"]["diff"], [y] * len(r["per_seed"]["diff"]), s=14, color="tab:orange", zorder=3)
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_yticks(range(len(rows)), [f"{r['cells']['row']}\n- {r['cells']['against']}" for r in rows], fontsize=7)
+        ax.set_ylim(len(rows) - 0.5, -0.5)  # first row on top
+        ax.set_xlabel(f"{METRIC[task]} difference (lower = better)", fontsize=8)
+        ax.set_title(f"{task} ({rows[0]['cells']['seeds']} seeds)", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def quickstart_pair(diffusion, e2e, task="depth"):
@@ -167,7 +204,7 @@ def quickstart_pair(diffusion, e2e, task="depth"):
         if name != "diffusion":
             d, lo, hi = paired(path, diffusion, metric)
             metrics["diff"] = entry(d, (lo, hi))
-            cells["verdict"] = verdict(lo, hi, name)
+            cells["verdict"] = named_verdict(lo, hi, name, "diffusion")
         shown = [str(r.relative_to(ROOT) if r.is_relative_to(ROOT) else r) for r in (diffusion, e2e)]
         runs.append({"name": name, "seed": 0, "overrides": None, "cells": cells, "metrics": metrics, "commit": version,
                      "command": f"{COMMAND} --pair {' '.join(shown)}"})

@@ -8,7 +8,8 @@ one at a time; then each task's metric against its baseline and its bar (issue 9
 The clone has no runs/ folder, so every quickstart starts from scratch unless it says otherwise (the configs that
 can start from runs/pretrain do so only when it exists). Wall time is the whole command: start-up, rendering the
 world, training and the evaluation on 1,024 validation scenes. The clone's quickstart_times.json records
-{name: seconds}; the report writes tutorials/results/tasks_quickstart.json (README table, python -m minidp.tables).
+{name: seconds}; the report writes tutorials/results/tasks_quickstart.json (README table, python -m minidp.tables),
+replacing the rows of the quickstarts it ran and keeping the others (each row says its commit).
 The machine's speed changes by the hour (the README says how much): read a time with the samples/s beside it.
 """
 
@@ -107,6 +108,9 @@ def report(clone, names):
             print(f"{name}: not run in {clone}; skipped")
             continue
         rows += task_rows(name, run, times[name], version)
+    if RESULTS.is_file():  # the quickstarts not re-run keep their rows (each row has its own commit)
+        kept = [r for r in json.loads(RESULTS.read_text())["runs"] if r["cells"]["quickstart"] not in names]
+        rows = sorted(kept + rows, key=lambda r: ORDER.index(r["cells"]["quickstart"]))
     study = {"study": "tasks_quickstart", "description": "every quickstart from a fresh clone, timed",
              "evidence": "1024 validation scenes, one training seed", "command": "python benchmarks/quickstarts.py",
              "columns": [{"head": "quickstart", "cell": "quickstart"}, {"head": "task", "cell": "task"},
