@@ -41,8 +41,8 @@ RESULTS = ROOT / "tutorials" / "results" / "e2e_study.json"
 FIGURES = ROOT / "tutorials" / "figures"
 METRIC = {"depth": "absrel", "flow": "epe", "normals": "angle_mean"}  # lower is better for all three
 ROWS = ("diffusion", "diffusion_zeros", "e2e", "diffusion_continued", "e2e_continued")
-# what each row is compared with: the same model (zeros), or the row of equal training compute
-CONTINUED = ("diffusion_continued", "e2e_continued")
+CONTINUED = ("diffusion_continued", "e2e_continued")  # trained on from the diffusion run: its compute is added
+# what each row is compared with: the same model (zeros), the run it continues, or the row of equal training compute
 AGAINST = {"diffusion_zeros": "diffusion", "e2e": "diffusion", "diffusion_continued": "diffusion",
            "e2e_continued": "diffusion_continued"}
 COMMAND = "python benchmarks/e2e_study.py"
@@ -162,6 +162,8 @@ def figure(runs, path):
     every seed's paired difference (dots), in the task's own units; left of zero is better."""
     plt = viz.pyplot()
     compared = [r for r in runs if "diff" in r["metrics"]]
+    if not compared:  # only diffusion rows have finished: nothing to draw
+        return
     tasks = list(dict.fromkeys(r["cells"]["task"] for r in compared))
     fig, axes = plt.subplots(1, len(tasks), figsize=(4.2 * len(tasks), 2.6), squeeze=False)
     for ax, task in zip(axes[0], tasks):

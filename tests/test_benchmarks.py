@@ -46,3 +46,23 @@ def test_member_spread_correlation_is_pearsons_with_an_interval_around_it():
     assert lo < r < hi and 0.3 < r < 0.7
     r0, lo0, hi0 = spread.correlation_ci(x, rng.normal(size=200), n_boot=400)
     assert lo0 < 0 < hi0  # independent draws: the interval holds zero
+
+
+def test_e2e_study_compares_each_row_with_its_reference_and_draws_only_compared_rows(tmp_path):
+    study = load_script("e2e_study")
+    # every row but the reference itself has a reference that is also a row, and the continuation's is its control
+    assert set(study.AGAINST) == set(study.ROWS) - {"diffusion"} and set(study.AGAINST.values()) <= set(study.ROWS)
+    assert study.AGAINST["e2e_continued"] == "diffusion_continued"
+
+    def run(task, row, diff=None):
+        metrics = {"metric": {"value": 0.1, "ci": [0.09, 0.11]}}
+        if diff is not None:
+            metrics["diff"] = {"value": diff, "ci": [diff - 0.01, diff + 0.01]}
+        return {"cells": {"task": task, "row": row, "seeds": "2", "against": study.AGAINST.get(row, row)},
+                "metrics": metrics, "per_seed": {"diff": [] if diff is None else [diff - 0.005, diff + 0.005]}}
+
+    path = tmp_path / "study.png"
+    study.figure([run("depth", "diffusion")], path)
+    assert not path.exists()  # nothing compared yet: no figure
+    study.figure([run("depth", "diffusion"), run("depth", "e2e", -0.02), run("flow", "e2e", 0.01)], path)
+    assert path.stat().st_size > 1000
