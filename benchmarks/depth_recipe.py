@@ -49,7 +49,8 @@ PILOTS = {"D": ("2200 steps, lr 2e-3, depth_quick", PILOT + ["train.lr=2e-3", "t
           "J": ("I3 at batch 16 (4400 steps), EMA 0.999", PILOT_B16 + ["train.ema_decay=0.999", "train.lr_final=2e-3",
                                                                      "train.warmup_steps=200"], "70K")}
 COMMAND = "python benchmarks/depth_recipe.py"
-# The commit each finished run was trained at (a run folder does not record it); a run trained now takes HEAD's.
+# The commit each run trained before this script recorded it (in the run's trained_at.txt) was trained at.
+TRAINED_AT_FILE = "trained_at.txt"
 TRAINED_AT = {"previous": "a1f8511", "quick": "a1f8511", "D": "a1f8511", "E": "a1f8511", "F1": "a1f8511",
               "F2": "a1f8511", "G1": "a1f8511", "H": "51d6225", "I1": "b2e3ab5", "I2": "b2e3ab5", "I3": "b2e3ab5",
               "I4": "b2e3ab5", "J": "b2e3ab5"}
@@ -61,8 +62,17 @@ def train(row, overrides, seed):
     out = RUNS / f"{row}_s{seed}"
     if (out / compare.SCENES_FILE).is_file():
         return 0
-    return call([sys.executable, "train.py", "configs/depth.yaml", *overrides, f"train.seed={seed}",
-                 f"train.out_dir={out}"])
+    status = call([sys.executable, "train.py", "configs/depth.yaml", *overrides, f"train.seed={seed}",
+                   f"train.out_dir={out}"])
+    if status == 0:
+        (out / TRAINED_AT_FILE).write_text(commit() + "\n")
+    return status
+
+
+def trained_at(row, run):
+    """The commit `run` of `row` was trained at: its trained_at.txt, or TRAINED_AT for the runs from before it."""
+    path = run / TRAINED_AT_FILE
+    return path.read_text().strip() if path.is_file() else TRAINED_AT[row]
 
 
 def absrel(run):
@@ -81,7 +91,7 @@ def report(seeds, pilots):
         d, lo, hi = paired(a, b, "absrel")
         diffs.append(d)
         done.append(s)
-        runs.append({"name": f"seed {s}", "seed": s, "command": COMMAND, "commit": TRAINED_AT.get("quick", commit()),
+        runs.append({"name": f"seed {s}", "seed": s, "command": COMMAND, "commit": trained_at("quick", a),
                      "overrides": {r: o + [f"train.seed={s}"] for r, (_, o, _) in ROWS.items()},
                      "cells": {"seed": str(s), "verdict": named_verdict(lo, hi, "quick", "previous")},
                      "metrics": {"previous": entry(*absrel(b)), "quick": entry(*absrel(a)),
@@ -90,7 +100,7 @@ def report(seeds, pilots):
         mean, half = stats.seed_interval(diffs)
         means = {r: stats.seed_interval([absrel(RUNS / f"{r}_s{s}")[0] for s in done]) for r in ROWS}
         runs.append({"name": "over seeds", "seed": done, "overrides": None, "command": COMMAND,
-                     "commit": TRAINED_AT.get("quick", commit()),
+                     "commit": trained_at("quick", RUNS / f"quick_s{done[0]}"),
                      "cells": {"seed": f"mean of {len(done)} (t interval)",
                                "verdict": named_verdict(mean - half, mean + half, "quick", "previous")},
                      "metrics": {r: entry(m, (m - h, m + h)) for r, (m, h) in means.items()}
@@ -101,7 +111,7 @@ def report(seeds, pilots):
         if not (run / compare.SCENES_FILE).is_file():
             continue
         row = {"name": name, "seed": 0, "overrides": PILOTS[name][1] + ["train.seed=0"],
-               "command": COMMAND + " --pilots", "commit": TRAINED_AT.get(name, commit()),
+               "command": COMMAND + " --pilots", "commit": trained_at(name, run),
                "cells": {"pilot": name, "what": what, "samples": samples},
                "metrics": {"absrel": entry(*absrel(run))}}
         if (against := PILOT_AGAINST[name]) and (RUNS / f"{against}_s0" / compare.SCENES_FILE).is_file():
