@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from minidp import config as cfglib
-from minidp import files, parallel, readers, recipe, tasks, vae, world
+from minidp import files, parallel, readers, recipe, render, tasks, vae, world
 from minidp.errors import RESUME, ArgumentParser, FaultError, InputError, choose_device, int_in, one_line
 
 DataError = (readers.DatasetError, vae.VAEWeightsError)  # bad data or weights: one line, exit status 2
@@ -134,16 +134,18 @@ def real_scenes(data_cfg):
 # Scenes and batches
 # ----------------------------------------------------------------------------------------------------------
 
-def render_scenes(data_cfg, indices):
+def render_scenes(data_cfg, indices, keys=None):
     """Scenes `indices` of the configured dataset: the world's full render dict (world.render_specs) + tokens,
-    or a real dataset's task keys (read now, in this process)."""
+    or a real dataset's task keys (read now, in this process). keys: the ones the caller reads (default: all); the
+    world skips its second frame when none of them needs it."""
     for task in data_cfg.tasks or [data_cfg.task]:
         tasks.check_dataset_task(data_cfg.dataset, task)
     if data_cfg.dataset != "world":
         ds = real_scenes(data_cfg)
         return raise_error(collate([ds[int(i)] for i in indices]))
+    second = keys is None or not set(keys).isdisjoint(render.SECOND_FRAME_KEYS)
     scenes = world.render(indices, resolution=data_cfg.resolution, seed=data_cfg.seed,
-                          num_classes=data_cfg.num_classes)
+                          num_classes=data_cfg.num_classes, second_frame=second)
     scenes["tokens"] = tasks.scene_tokens(scenes["expressions"], scenes["ref_masks"].shape[1])  # (B, S, L)
     return scenes
 
@@ -152,7 +154,7 @@ def render_cache(data_cfg, n, chunk=256, run=None):
     """Scenes 0..n-1 rendered once into memory, `chunk` at a time, only the keys the tasks of `run` (default:
     data.task) read: {key: (n, ...) tensor}."""
     keys = tasks.scene_keys(run or [tasks.get(data_cfg.task)])
-    chunks = (render_scenes(data_cfg, range(start, min(start + chunk, n))) for start in range(0, n, chunk))
+    chunks = (render_scenes(data_cfg, range(start, min(start + chunk, n)), keys) for start in range(0, n, chunk))
     parts = [{k: scenes[k] for k in keys} for scenes in chunks]  # each chunk's other keys are freed at once
     return {k: torch.cat([part[k] for part in parts]) for k in keys}
 
@@ -165,13 +167,14 @@ def make_batch(data_cfg, indices, device="cpu", cache=None, pick=None, task=None
     idx = torch.as_tensor(list(indices) if not torch.is_tensor(indices) else indices, dtype=torch.long)
     if isinstance(cache, LatentCache):
         return cache.batch(idx.cpu(), device)
+    task = task or tasks.get(data_cfg.task)
     if isinstance(cache, RealLoader):
         scenes = cache.next(idx.cpu())
     elif cache is not None:
         scenes = {k: v[idx] for k, v in cache.items()}
     else:
-        scenes = render_scenes(data_cfg, idx.tolist())
-    return (task or tasks.get(data_cfg.task)).make_sample(scenes, idx if pick is None else pick, device)
+        scenes = render_scenes(data_cfg, idx.tolist(), task.scene_keys)  # make_sample reads only these
+    return task.make_sample(scenes, idx if pick is None else pick, device)
 
 
 def training_batch(cfg, run, plan, rows, device, cache):

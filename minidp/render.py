@@ -386,22 +386,31 @@ def frame_flow(scene, frame1, resolution):
     return flow, valid
 
 
-def render_scenes(scene, resolution):
+SECOND_FRAME_KEYS = ("rgb2", "ids2", "flow", "flow_valid")  # what needs the second frame's camera and motion
+
+
+def render_scenes(scene, resolution, second_frame=True):
     """Both frames of packed scenes (from `pack`) and everything derived from them, as (B, ...) image tensors.
 
     Returns rgb, depth, normals, valid, ids, amodal, alone, rgb2, ids2, flow, flow_valid and ref_masks, with the shapes
-    and meanings documented in `world.render_specs` (which adds the per-scene labels and the expressions)."""
+    and meanings documented in `world.render_specs` (which adds the per-scene labels and the expressions).
+    second_frame=False skips frame 2 and the flow (SECOND_FRAME_KEYS are then absent): about half the work, for a
+    training cache of a task that reads neither; frame 1's keys are the same tensors either way."""
     B, S = scene["present"].shape
     R = resolution
     f1 = render_frame(scene, scene["pos"], scene["rot"], scene["focal"], scene["center"], scene["yaw"], R)
-    f2 = render_frame(scene, scene["pos2"], scene["rot2"], scene["focal2"], scene["center2"], scene["yaw2"], R)
-    flow, flow_valid = frame_flow(scene, f1, R)
     amodal = f1["t_obj"] < math.inf  # (B, S, P)
     ambient = scene["ambient"][:, None, None]  # (B, 1, 1)
     shade = (ambient + (1 - ambient) * f1["lam_obj"])[:, :, None]  # (B, S, 1, P)
     albedo = scene["table"][:, :, 4:].transpose(1, 2)[..., None]  # (B, S, 3, 1)
     alone = torch.where(amodal[:, :, None], albedo * shade * 2 - 1, 1.0)  # (B, S, 3, P), white background
     ids = f1["ids"].view(B, R, R)
+    second = {}
+    if second_frame:
+        f2 = render_frame(scene, scene["pos2"], scene["rot2"], scene["focal2"], scene["center2"], scene["yaw2"], R)
+        flow, flow_valid = frame_flow(scene, f1, R)
+        second = {"rgb2": f2["rgb"].view(B, 3, R, R), "ids2": f2["ids"].view(B, R, R), "flow": flow.view(B, 2, R, R),
+                  "flow_valid": flow_valid.view(B, R, R)}
     return {
         "rgb": f1["rgb"].view(B, 3, R, R),
         "depth": f1["depth"].view(B, R, R),
@@ -410,9 +419,6 @@ def render_scenes(scene, resolution):
         "ids": ids,
         "amodal": amodal.view(B, S, R, R),
         "alone": alone.view(B, S, 3, R, R),
-        "rgb2": f2["rgb"].view(B, 3, R, R),
-        "ids2": f2["ids"].view(B, R, R),
-        "flow": flow.view(B, 2, R, R),
-        "flow_valid": flow_valid.view(B, R, R),
+        **second,
         "ref_masks": ids[:, None] == torch.arange(1, S + 1)[None, :, None, None],  # (B, S, H, W)
     }

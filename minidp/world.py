@@ -368,7 +368,7 @@ def scene_spec(index, seed=0, num_classes=10):
 # Public API
 # ----------------------------------------------------------------------------------------------------------
 
-def render_specs(specs, resolution=64):
+def render_specs(specs, resolution=64, second_frame=True):
     """Renders a list of scene specs (from `scene_spec`, or written by hand) into a batch.
 
     A spec: {"label": int, "room": {"size": (W, D, Hw), "floor": (rgb, rgb), "tile", "wall": (rgb, rgb), "stripe",
@@ -387,6 +387,7 @@ def render_specs(specs, resolution=64):
         ref_masks (B, S, R, R) bool              visible mask of the object expression k refers to
         label (B,) long, num_objects (B,) long, focal (B,) pixels
         expressions: B lists of str, objects: B lists of dicts from `describe`
+    second_frame=False leaves out rgb2, ids2, flow and flow_valid (render.SECOND_FRAME_KEYS) and half the work.
     """
     _check_resolution(resolution)
     if len(specs) == 0:
@@ -395,7 +396,7 @@ def render_specs(specs, resolution=64):
     words = [expressions(objs) for objs in objects]
     scene = pack(specs, resolution, PALETTE)
     return {
-        **render_scenes(scene, resolution),
+        **render_scenes(scene, resolution, second_frame),
         "label": torch.tensor([spec["label"] for spec in specs], dtype=torch.long),
         "num_objects": torch.tensor([len(spec["objects"]) for spec in specs], dtype=torch.long),
         "focal": scene["focal"],
@@ -404,14 +405,14 @@ def render_specs(specs, resolution=64):
     }
 
 
-def render(indices, resolution=64, seed=0, num_classes=10):
+def render(indices, resolution=64, seed=0, num_classes=10, second_frame=True):
     """Scenes `indices` of the world (seed, num_classes), rendered as one batch; see `render_specs`."""
     _check_resolution(resolution)
     _check_num_classes(num_classes)
     indices = _check_indices(indices)
     if not indices:
         raise ValueError("indices must name at least one scene, got none")
-    return render_specs([scene_spec(i, seed, num_classes) for i in indices], resolution)
+    return render_specs([scene_spec(i, seed, num_classes) for i in indices], resolution, second_frame)
 
 
 def collate(items):

@@ -32,6 +32,20 @@ def test_same_seed_and_index_give_identical_scenes_whatever_the_batch():
     assert a["expressions"] == again["expressions"] and a["expressions"][1] == b["expressions"][0]
 
 
+def test_without_the_second_frame_every_other_key_is_the_same_and_a_cache_skips_it_only_when_unread():
+    from minidp import config, data, tasks
+    full, first = world.render([2, 9], 32, seed=4), world.render([2, 9], 32, seed=4, second_frame=False)
+    assert set(full) - set(first) == set(render.SECOND_FRAME_KEYS) and set(first) < set(full)
+    for key, value in first.items():
+        assert torch.equal(value, full[key]) if isinstance(value, torch.Tensor) else value == full[key], key
+    for name in ("depth", "flow"):  # the training cache: depth reads no second-frame key, flow does
+        cfg = config.load_config(f"configs/{name}.yaml", ["data.train_size=4"])
+        cache = data.render_cache(cfg.data, 4, run=tasks.run_tasks(cfg))
+        rendered = world.render(range(4), 32, seed=cfg.data.seed)
+        assert set(cache) == set(tasks.get(name).scene_keys)
+        assert all(torch.equal(cache[k], rendered[k]) for k in cache)
+
+
 def test_different_index_or_seed_gives_a_different_scene():
     a = world.render([0, 1], 32)
     c = world.render([0], 32, seed=1)
