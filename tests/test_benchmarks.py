@@ -3,6 +3,7 @@ only run by hand breaks silently (bench_train's profiled step did, after recipe.
 These run each script's core on the micro model for a step or two."""
 
 import importlib.util
+import json
 import sys
 
 import numpy as np
@@ -66,3 +67,37 @@ def test_e2e_study_compares_each_row_with_its_reference_and_draws_only_compared_
     assert not path.exists()  # nothing compared yet: no figure
     study.figure([run("depth", "diffusion"), run("depth", "e2e", -0.02), run("flow", "e2e", 0.01)], path)
     assert path.stat().st_size > 1000
+
+
+def test_steps_study_evaluates_each_setting_once_fits_the_exponent_and_tabulates(tmp_path, micro_run, monkeypatch):
+    import shutil
+    study = load_script("steps_study")
+    ks = np.array([1, 2, 5, 10])
+    assert study.exponent(ks, 0.3 * ks ** -0.5) == pytest.approx(-0.5)
+    (tmp_path / "recipe_s0").mkdir()
+    shutil.copy(micro_run / "ckpt.pt", tmp_path / "recipe_s0" / "ckpt.pt")
+    monkeypatch.setattr(study, "RESULTS", tmp_path / "steps_study.json")
+    monkeypatch.setattr(study, "FIGURE", tmp_path / "steps_study.png")
+    args = ["--models", "recipe", "--seeds", "0", "1", "--steps", "1", "2", "--ensemble", "2", "--ensemble-steps", "1",
+            "--num-images", "2", "--runs", str(tmp_path)]
+    study.RUNS = tmp_path
+    todo = [(sp, k, 1) for sp in ("leading", "trailing") for k in (1, 2)] + [("leading", 1, 2), ("trailing", 1, 2)]
+    study.evaluate_run(tmp_path / "recipe_s0", todo, 2)
+    evaluated = sorted(p.name for p in (tmp_path / "recipe_s0" / "steps").iterdir())
+    assert evaluated == ["leading_001_m1", "leading_001_m2", "leading_002_m1", "trailing_001_m1", "trailing_001_m2",
+                         "trailing_002_m1"]
+    stamp = (tmp_path / "recipe_s0" / "steps" / "leading_002_m1" / "eval.json").stat().st_mtime_ns
+    study.evaluate_run(tmp_path / "recipe_s0", todo, 2)  # finished: nothing is evaluated again
+    assert (tmp_path / "recipe_s0" / "steps" / "leading_002_m1" / "eval.json").stat().st_mtime_ns == stamp
+    shutil.copytree(tmp_path / "recipe_s0", tmp_path / "recipe_s1")  # a second "seed": the same numbers, interval 0
+    assert study.main(["--report", *args]) == 0
+    rows = {r["name"]: r for r in json.loads((tmp_path / "steps_study.json").read_text())["runs"]}
+    assert set(rows) == {"recipe leading x1", "recipe leading x2", "recipe trailing x1", "recipe trailing x2"}
+    one = rows["recipe trailing x1"]
+    a, b = (json.loads((tmp_path / "recipe_s0" / "steps" / f"trailing_00{k}_m1" / "eval.json").read_text())["absrel"]
+            for k in (1, 2))
+    assert one["metrics"]["k1"]["value"] == pytest.approx(a, abs=1e-6)
+    assert one["metrics"]["b"]["value"] == pytest.approx(np.log(b / a) / np.log(2), abs=1e-3)
+    assert one["metrics"]["diff"]["value"] == pytest.approx(b - a, abs=1e-6)
+    assert "b" not in rows["recipe trailing x2"]["metrics"]  # one step count: no exponent
+    assert (tmp_path / "steps_study.png").stat().st_size > 1000
