@@ -6,10 +6,12 @@ the tests do.
   below) a second thread's spin-waits made an in-process run up to 6x slower here.
 - `micro_run`: train.py configs/depth.yaml + helpers.MICRO, trained once per session for the tests that compare
   another run with it (accumulation, compile, FSDP, bad input). Read it; copy it before writing into it.
-- The compiled training run of tests/test_parallel.py spends ~40 s in the C++ compiler when torch.compile's cache
-  is cold (CI). It starts as a train.py child as soon as collection is done, so the compiler works on the core the
-  rest of the suite leaves idle, and its test waits only for what is left (`compiled_run`). Nothing starts when
-  that test is not selected.
+- The suite runs on one core and leaves the other idle, so the expensive work that needs no test's state runs
+  there, in children started as soon as collection is done, one after another (`_background`): first the compiled
+  training run of tests/test_parallel.py (~40 s in the C++ compiler when torch.compile's cache is cold, as on CI),
+  then every selected tutorial chapter of tests/test_tutorials.py (~30 s, run in a child by that file's own code).
+  Their tests wait only for what is left (`compiled_run`, `chapter_result`). Nothing starts for a test that is not
+  selected.
 """
 
 import os
@@ -17,6 +19,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -28,20 +31,60 @@ os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
 COMPILED_TEST = "test_compiled_training_matches_eager_losses"
+CHAPTER_TEST = "test_chapter_runs"
+
+
+class Background:
+    """Commands run one after another in children, on the core the suite leaves idle; `wait(name)` blocks until the
+    named one has ended and gives its exit status (None: it never ran, because the session is ending)."""
+
+    def __init__(self, jobs, folder):
+        self.jobs, self.folder, self.status, self.proc = dict(jobs), folder, {}, None
+        self.done = {name: threading.Event() for name in self.jobs}
+        self.stopped = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        for name, cmd in self.jobs.items():
+            if not self.stopped:
+                with open(self.folder / f"{name}.txt", "w") as log:
+                    self.proc = subprocess.Popen(cmd, cwd=self.folder, stdout=log, stderr=subprocess.STDOUT)
+                    self.status[name] = self.proc.wait()
+            self.done[name].set()
+
+    def wait(self, name, timeout=600):
+        assert self.done[name].wait(timeout), f"background job {name} still running after {timeout} s"
+        return self.status.get(name)
+
+    def output(self, name):
+        return (self.folder / f"{name}.txt").read_text()
+
+    def stop(self):
+        self.stopped = True
+        if self.proc is not None and self.proc.poll() is None:  # a -x stop or Ctrl-C before its test ran
+            self.proc.kill()
+        self.thread.join(timeout=60)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 _background = {}
 
 
 def pytest_collection_finish(session):
-    if shutil.which("g++") is None and shutil.which("c++") is None:
-        return  # the test skips: torch.compile's CPU backend needs a C++ compiler
-    if any(item.name == COMPILED_TEST for item in session.items):
-        folder = Path(tempfile.mkdtemp(prefix="minidp_compiled_"))
-        out = folder / "compiled"
-        cmd = [sys.executable, str(ROOT / "train.py"), str(ROOT / "configs" / "depth.yaml"), *MICRO,
-               f"train.out_dir={out}", "train.compile=true"]
-        log = open(folder / "output.txt", "w")
-        proc = subprocess.Popen(cmd, cwd=folder, stdout=log, stderr=subprocess.STDOUT)
-        _background.update(folder=folder, out=out, log=log, proc=proc)
+    names = {item.name.split("[")[0] for item in session.items}
+    folder = Path(tempfile.mkdtemp(prefix="minidp_background_"))
+    jobs = []
+    # torch.compile's CPU backend needs a C++ compiler: without one the compiled test skips
+    if COMPILED_TEST in names and (shutil.which("g++") or shutil.which("c++")):
+        jobs.append(("compiled", [sys.executable, str(ROOT / "train.py"), str(ROOT / "configs" / "depth.yaml"),
+                                  *MICRO, f"train.out_dir={folder / 'compiled'}", "train.compile=true"]))
+    chapters = [item.callspec.params["chapter"] for item in session.items if item.name.startswith(CHAPTER_TEST + "[")]
+    if chapters:
+        jobs.append(("chapters", [sys.executable, str(ROOT / "tests" / "test_tutorials.py"), str(folder / "chapters"),
+                                  *map(str, chapters)]))
+    if jobs:
+        _background["jobs"] = Background(jobs, folder)
 
 
 def pytest_sessionfinish(session):
@@ -49,20 +92,31 @@ def pytest_sessionfinish(session):
         child.kill()
         child.wait()
     if _background:
-        _background["proc"].kill()  # finished already unless its test never ran (a -x stop, Ctrl-C)
-        _background["proc"].wait()
-        _background["log"].close()
-        shutil.rmtree(_background["folder"], ignore_errors=True)
+        _background.pop("jobs").stop()
 
 
 @pytest.fixture
 def compiled_run():
     """The run directory of `train.py configs/depth.yaml MICRO train.compile=true`, started at collection."""
-    if not _background:
+    jobs = _background.get("jobs")
+    if jobs is None or "compiled" not in jobs.jobs:
         pytest.skip("the compiled run was not started: no C++ compiler")
-    returncode = _background["proc"].wait(timeout=600)
-    assert returncode == 0, (_background["folder"] / "output.txt").read_text()[-3000:]
-    return _background["out"]
+    assert jobs.wait("compiled") == 0, jobs.output("compiled")[-3000:]
+    return jobs.folder / "compiled"
+
+
+@pytest.fixture
+def chapter_result():
+    """chapter_result(chapter): the background child's result for a tutorial chapter ("ok" or the traceback), or
+    None when no child ran it."""
+    def result(chapter):
+        jobs = _background.get("jobs")
+        if jobs is None or "chapters" not in jobs.jobs:
+            return None
+        jobs.wait("chapters")
+        path = jobs.folder / "chapters" / f"{Path(chapter).stem}.txt"
+        return path.read_text() if path.is_file() else f"no result; the child's output:\n{jobs.output('chapters')}"
+    return result
 
 
 @pytest.fixture(scope="session")
