@@ -34,6 +34,8 @@ ROWS = {"previous": ("4000 steps, lr 2e-3, EMA 0.999, depth_release (to 2026-12-
         "quick": ("3000 steps, lr 4e-3, EMA 0.998, depth_quick (configs/depth.yaml)", [], "96K")}
 PILOT = ["train.steps=2200"]
 PILOT_B16 = ["train.steps=4400", "train.global_batch=16"]
+PILOT_64K = ["train.steps=4000", "train.global_batch=16", "train.lr_final=2e-3", "train.warmup_steps=200",
+             "train.ema_decay=0.999"]
 PILOTS = {"D": ("2200 steps, lr 2e-3, depth_quick", PILOT + ["train.lr=2e-3", "train.lr_final=2e-4"], "70K"),
           "E": ("D with lr 4e-3", PILOT, "70K"),
           "F1": ("E with lr 8e-3", PILOT + ["train.lr=8e-3", "train.lr_final=8e-4"], "70K"),
@@ -47,7 +49,9 @@ PILOTS = {"D": ("2200 steps, lr 2e-3, depth_quick", PILOT + ["train.lr=2e-3", "t
           "I3": ("E decaying to lr 2e-3 (2x)", PILOT + ["train.lr_final=2e-3"], "70K"),
           "I4": ("E at a constant lr 4e-3", PILOT + ["train.lr_final=4e-3"], "70K"),
           "J": ("I3 at batch 16 (4400 steps), EMA 0.999", PILOT_B16 + ["train.ema_decay=0.999", "train.lr_final=2e-3",
-                                                                     "train.warmup_steps=200"], "70K")}
+                                                                     "train.warmup_steps=200"], "70K"),
+          # 2026-12-03, third round: 64K samples (4000 steps of 16), what fits 8 minutes at ~150 samples/s
+          "K": ("J at 64K samples (4000 steps)", PILOT_64K, "64K")}
 COMMAND = "python benchmarks/depth_recipe.py"
 # The commit each run trained before this script recorded it (in the run's trained_at.txt) was trained at.
 TRAINED_AT_FILE = "trained_at.txt"
@@ -55,7 +59,7 @@ TRAINED_AT = {"previous": "a1f8511", "quick": "a1f8511", "D": "a1f8511", "E": "a
               "F2": "a1f8511", "G1": "a1f8511", "H": "51d6225", "I1": "b2e3ab5", "I2": "b2e3ab5", "I3": "b2e3ab5",
               "I4": "b2e3ab5", "J": "b2e3ab5"}
 PILOT_AGAINST = {"D": None, "E": "D", "F1": "E", "F2": "E", "G1": "E", "H": "E", "I1": "E", "I2": "E", "I3": "E",
-                 "I4": "E", "J": "I3"}
+                 "I4": "E", "J": "I3", "K": "J"}
 
 
 def train(row, overrides, seed):
