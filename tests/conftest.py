@@ -9,8 +9,9 @@ the tests do.
 - The suite runs on one core and leaves the other idle, so the expensive work that needs no test's state runs
   there, in children started as soon as collection is done, one after another (`_background`): first the compiled
   training run of tests/test_parallel.py (~40 s in the C++ compiler when torch.compile's cache is cold, as on CI),
-  then every selected tutorial chapter of tests/test_tutorials.py (~30 s, run in a child by that file's own code).
-  Their tests wait only for what is left (`compiled_run`, `chapter_result`). Nothing starts for a test that is not
+  then every selected tutorial chapter of tests/test_tutorials.py (~30 s, run in a child by that file's own code),
+  then the torchrun run of tests/test_train.py (~10 s: three fresh pythons). Their tests wait only for what is left
+  (`compiled_run`, `chapter_result`, `torchrun_run`). Nothing starts for a test that is not
   selected.
 """
 
@@ -25,13 +26,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import MICRO, ROOT, Forked, run_inprocess
+from helpers import MICRO, ROOT, Forked, run_inprocess, torchrun_command
 
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
 COMPILED_TEST = "test_compiled_training_matches_eager_losses"
 CHAPTER_TEST = "test_chapter_runs"
+TORCHRUN_TEST = "test_ddp_two_gloo_ranks_equal_one_process_with_twice_the_batch[depth-torchrun]"
 
 
 class Background:
@@ -83,8 +85,12 @@ def pytest_collection_finish(session):
     if chapters:
         jobs.append(("chapters", [sys.executable, str(ROOT / "tests" / "test_tutorials.py"), str(folder / "chapters"),
                                   *map(str, chapters)]))
+    if any(item.name == TORCHRUN_TEST for item in session.items):
+        jobs.append(("torchrun", torchrun_command(folder / "torchrun", "data.task=depth")))
     if jobs:
         _background["jobs"] = Background(jobs, folder)
+    else:
+        folder.rmdir()
 
 
 def pytest_sessionfinish(session):
@@ -106,13 +112,20 @@ def compiled_run():
 
 
 @pytest.fixture
+def torchrun_run():
+    """torchrun_run(): (exit status, output, run directory) of helpers.torchrun_command(<folder>, "data.task=depth"),
+    started at collection because its test was selected."""
+    def result():
+        jobs = _background["jobs"]
+        return jobs.wait("torchrun"), jobs.output("torchrun"), jobs.folder / "torchrun"
+    return result
+
+
+@pytest.fixture
 def chapter_result():
-    """chapter_result(chapter): the background child's result for a tutorial chapter ("ok" or the traceback), or
-    None when no child ran it."""
+    """chapter_result(chapter): the background child's result for a selected tutorial chapter, "ok" or the error."""
     def result(chapter):
-        jobs = _background.get("jobs")
-        if jobs is None or "chapters" not in jobs.jobs:
-            return None
+        jobs = _background["jobs"]
         jobs.wait("chapters")
         path = jobs.folder / "chapters" / f"{Path(chapter).stem}.txt"
         return path.read_text() if path.is_file() else f"no result; the child's output:\n{jobs.output('chapters')}"

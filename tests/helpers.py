@@ -32,6 +32,13 @@ MICRO = [
 ]
 
 
+def torchrun_command(out_dir, *extra):
+    """`torchrun --nproc_per_node=2 train.py configs/depth.yaml MICRO extra` writing to out_dir, as a list; --standalone:
+    torchrun picks a free port, so two suites on one machine do not collide."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
+            str(ROOT / "train.py"), str(ROOT / "configs" / "depth.yaml"), *MICRO, *extra, f"train.out_dir={out_dir}"]
+
+
 def run_inprocess(out_dir, *extra):
     """train.py's main() on configs/depth.yaml + MICRO + extra overrides, writing to out_dir; its exit status."""
     import train  # the script; tests put the repository root on sys.path before calling this

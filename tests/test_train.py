@@ -5,9 +5,7 @@ Run: pytest -q tests/test_train.py     (about a minute: it starts torchrun once 
 """
 
 import json
-import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -50,24 +48,20 @@ def test_accumulation_equals_one_big_batch(tmp_path, micro_run):
 
 
 @pytest.mark.parametrize("task, launcher", [("depth", "torchrun"), ("referring", "forked ranks")])
-def test_ddp_two_gloo_ranks_equal_one_process_with_twice_the_batch(tmp_path, task, launcher):
+def test_ddp_two_gloo_ranks_equal_one_process_with_twice_the_batch(tmp_path, task, launcher, torchrun_run):
     # 2 ranks x per-rank batch 2 vs 1 process x batch 4, same initialisation (seed) and data plan, 3 steps.
     # referring covers the text path, the object picks and the condition drops of the batch plan.
-    # depth runs under torchrun itself, once in the suite; the other multi-rank tests fork their ranks from this
-    # process with the variables torchrun sets (tests/helpers.py), which starts them ~10 s sooner.
+    # depth runs under torchrun itself, once in the suite (in a whole pytest run, started at collection on the idle
+    # core: tests/conftest.py); the other multi-rank tests fork their ranks from this process with the variables
+    # torchrun sets (tests/helpers.py), which starts them ~10 s sooner.
     assert run_inprocess(tmp_path / "one", f"data.task={task}") == 0
-    args = [ROOT / "train.py", ROOT / "configs" / "depth.yaml", *MICRO, f"data.task={task}",
-            f"train.out_dir={tmp_path / 'two'}"]
     if launcher == "torchrun":
-        # --standalone: torchrun picks a free port, so two suites on one machine do not collide
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone", *map(str, args)]
-        proc = subprocess.run(cmd, cwd=tmp_path, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
-                              text=True, timeout=240)
-        code, err = proc.returncode, proc.stderr[-2000:]
+        code, err, two = torchrun_run()  # helpers.torchrun_command(<its folder>, "data.task=depth")
     else:
-        code, err = wait_all(train_ranks(tmp_path / "two", f"data.task={task}", cwd=tmp_path))
-    assert code == 0, err
-    a, b = params(tmp_path / "one"), params(tmp_path / "two")
+        two = tmp_path / "two"
+        code, err = wait_all(train_ranks(two, f"data.task={task}", cwd=tmp_path))
+    assert code == 0, err[-2000:]
+    a, b = params(tmp_path / "one"), params(two)
     assert all(torch.allclose(a[k], b[k], atol=1e-5) for k in a), "DDP parameters differ from 1 process"
     # the parameters really moved (a test of equal initial weights would prove nothing)
     torch.manual_seed(0)  # train.py seeds with train.seed before building the model

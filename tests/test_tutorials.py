@@ -2,9 +2,8 @@
 
 One namespace per chapter (blocks share variables, like cells of a notebook), run in a temporary directory
 so figures the chapter writes land there. A chapter that raises fails its test, so the course cannot rot.
-In a whole pytest run the chapters run in a child started at collection (tests/conftest.py: on the core the suite
-leaves idle), which runs this file as a script; each test reads its chapter's result. Without that child (this
-file imported on its own) the test runs its chapter in the test process.
+The chapters run in a child started at collection (tests/conftest.py: on the core the one-threaded suite leaves
+idle), which runs this file as a script; each test reads its chapter's result ("ok" or the traceback).
 
 Run: pytest -q tests/test_tutorials.py            (or -k 00 for one chapter)
      python tests/test_tutorials.py OUT CHAPTER...   (what the child runs: OUT/<chapter>.txt is "ok" or the error)
@@ -56,12 +55,9 @@ def run_chapter(chapter, folder):
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[c.stem for c in CHAPTERS])
-def test_chapter_runs(chapter, tmp_path, chapter_result):
+def test_chapter_runs(chapter, chapter_result):
     result = chapter_result(chapter)
-    if result is None:
-        run_chapter(chapter, tmp_path)
-    else:
-        assert result == "ok", f"{chapter.name} raised in the background child:\n{result}"
+    assert result == "ok", f"{chapter.name} raised in the background child:\n{result}"
 
 
 if __name__ == "__main__":  # python tests/test_tutorials.py OUT CHAPTER...: each chapter in its own temporary folder
