@@ -74,6 +74,8 @@ _background = {}
 
 
 def pytest_collection_finish(session):
+    if session.config.option.collectonly:
+        return
     names = {item.name.split("[")[0] for item in session.items}
     folder = Path(tempfile.mkdtemp(prefix="minidp_background_"))
     jobs = []
