@@ -167,7 +167,7 @@ def figure(curves, args):
     """AbsRel against DDIM steps (log-log), one panel per spacing, one line per model (one member: solid, with the
     interval over seeds; args.ensemble members: squares)."""
     plt = viz.pyplot()
-    fig, axes = plt.subplots(1, len(args.spacings), figsize=(4.6 * len(args.spacings), 3.4), squeeze=False,
+    fig, axes = plt.subplots(1, len(args.spacings), figsize=(4.6 * len(args.spacings), 3.9), squeeze=False,
                              sharey=True)
     colours = dict(zip(MODELS, ["tab:red", "tab:blue", "tab:green", "k"]))
     for ax, spacing in zip(axes[0], args.spacings):
@@ -187,8 +187,9 @@ def figure(curves, args):
         ax.set_title(f"{spacing} spacing", fontsize=9)
         ax.grid(alpha=0.3, which="both")
     axes[0][0].set_ylabel("AbsRel (lower = better)")
-    axes[0][-1].legend(fontsize=6)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7)  # below the panels, over no curve
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     FIGURE.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(FIGURE, dpi=110)
     plt.close(fig)
