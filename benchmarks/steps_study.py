@@ -94,6 +94,12 @@ def evaluate_run(run, todo, num_images):
               f"({time.time() - start:.0f} s)", flush=True)
 
 
+def trained_at(model, seeds):
+    """The commit(s) the model's seeds were trained at (train() writes each run's trained_at.txt)."""
+    found = [(RUNS / f"{model}_s{s}" / "trained_at.txt") for s in seeds]
+    return " ".join(dict.fromkeys(p.read_text().strip() for p in found if p.is_file())) or None
+
+
 def absrel(path):
     return json.loads((Path(path) / "eval.json").read_text())["absrel"]
 
@@ -103,6 +109,14 @@ def exponent(steps, values):
     return float(np.polyfit(np.log(steps), np.log(values), 1)[0])
 
 
+def trend(ci):
+    """The word for an exponent's interval over seeds (None: one seed, no interval)."""
+    if ci is None:
+        return "one seed"
+    lo, hi = ci
+    return "falls with steps" if hi < 0 else "rises with steps" if lo > 0 else "no trend detected"
+
+
 def interval(values):
     """entry() of a mean over seeds with its Student-t interval (none for one seed)."""
     mean, half = stats.seed_interval(values)
@@ -110,7 +124,7 @@ def interval(values):
 
 
 def report(args):
-    version, runs, curves = commit(), [], {}
+    runs, curves = [], {}
     columns = sorted(set(args.steps) | set(args.ensemble_steps))
     for model in args.models:
         for spacing in args.spacings:
@@ -135,15 +149,14 @@ def report(args):
                     metrics["diff"] = interval([d for d, _, _ in diffs])
                     if len(seeds) == 1:  # one seed: the difference's interval over scenes
                         metrics["diff"]["ci"] = [round(float(x), 6) for x in diffs[0][1:]]
-                    lo, hi = metrics["b"]["ci"] or (metrics["b"]["value"],) * 2
-                    cells["trend"] = ("falls with steps" if hi < 0 else "rises with steps" if lo > 0 else
-                                      "no trend detected") if metrics["b"]["ci"] else "one seed"
+                    cells["trend"] = trend(metrics["b"]["ci"])
                     lo, hi = metrics["diff"]["ci"]
                     cells["verdict"] = named_verdict(lo, hi, f"{ks[-1]} steps", f"{ks[0]} step")
                     per_seed |= {"b": [round(x, 4) for x in b], "diff": [round(float(d[0]), 6) for d in diffs]}
                 curves[(model, spacing, members)] = (ks, table)
                 runs.append({"name": f"{model} {spacing} x{members}", "seed": seeds, "command": COMMAND,
-                             "overrides": MODELS[model] + list(args.extra), "commit": version, "cells": cells,
+                             "overrides": MODELS[model] + list(args.extra), "commit": trained_at(model, seeds),
+                             "cells": cells,
                              "metrics": metrics, "per_seed": per_seed})
                 print(runs[-1]["name"], cells, {k: m["value"] for k, m in metrics.items()})
     if not runs:
