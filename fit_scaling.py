@@ -2,6 +2,7 @@
 
     python fit_scaling.py fit runs/sweeps/model_size [--x train|inference] [--y loss|eval.absrel|...] [--out DIR]
     python fit_scaling.py sweep configs/sweeps/model_size_pretrain.yaml        # or under torchrun: DDP runs
+    python fit_scaling.py sweep configs/sweeps/moe_equal_active.yaml --results sweep_moe_equal_active
 
 fit: every run directory given (or every sub-directory of a folder given) becomes points (x = compute in
 MACs, y = a loss or an error); minidp.scaling.fit_power_law fits L = a * C^b to their envelope (the lower hull
@@ -21,8 +22,9 @@ skipped); kind: test_time trains one run <out>/base, then evaluates it once per 
 `seeds: k` every run is made k times, as <out>/<variant>/seed<j> with train.seed=j (test_time: one base run per
 seed, <out>/base/seed<j>, each evaluated once per variant). Then it prints the sweep's table (per variant and y:
 the mean +- the 95 % t-interval over seeds, and the verdict of variant - baseline, the file's `baseline:` or its
-first variant, minidp.stats' rule), and fits and draws each y of the file's fit section into <out> through the
-per-variant means.
+first variant, or the variant's own `against:`, minidp.stats' rule), and fits and draws each y of the file's fit
+section into <out> through the per-variant means. `--results STUDY` then writes that table's rows (with the
+paired differences) to tutorials/results/STUDY.json, from which `python -m minidp.tables` renders the tables.
 
 Notable choices:
 - Each run is a child process (`python train.py ...`). Under torchrun every rank of this script starts its
@@ -52,9 +54,9 @@ from pathlib import Path
 import numpy as np
 
 from minidp import config as cfglib
-from minidp import files, scaling, stats, viz
-from minidp.sweeps import (direction, final_values, find_runs, read_sweep, seed_dirs, seed_verdict,
-                           variant_points)
+from minidp import files, scaling, stats, tables, viz
+from minidp.sweeps import (direction, final_values, find_runs, read_sweep, reference_of, results_study, seed_dirs,
+                           seed_verdict, variant_points, verdict_words)
 from minidp.errors import ArgumentParser, FaultError, InputError, one_line
 
 HERE = Path(__file__).resolve().parent
@@ -171,7 +173,8 @@ def run_sweep(spec):
         return
     groups = {n: [run for run, _ in seed_dirs(out, n, seeds)] for n in spec["variants"]
               if any(fnmatch.fnmatch(n, g) for g in spec["fit"]["include"])}
-    print_table(groups, spec["fit"]["x"], spec["fit"]["y"], baseline=spec["baseline"])
+    against = {n: reference_of(spec, n) for n in groups}
+    print_table(groups, spec["fit"]["x"], spec["fit"]["y"], against=against)
     for y in spec["fit"]["y"]:
         try:
             fit_and_draw(groups, spec["fit"]["x"], y, out)
@@ -179,11 +182,11 @@ def run_sweep(spec):
             files.warning(f"no law for {y}: {e}")
 
 
-def print_table(groups, x, ys, window=5, baseline=None):
+def print_table(groups, x, ys, window=5, against=None):
     """One line per variant: its final compute and, per y, its final value (the loss smoothed): the mean +- the
-    95 % t-interval over its seeds, and the verdict of variant - baseline (the first variant by default), the
-    sweep's numbers whether or not a power law fits them."""
-    baseline = baseline or next(iter(groups))
+    95 % t-interval over its seeds, and the verdict of variant - its reference (against[name]; the first variant by
+    default), the sweep's numbers whether or not a power law fits them."""
+    against = against or dict.fromkeys(groups, next(iter(groups)))
     finals = {}
     for name, runs in groups.items():
         for y in ys:
@@ -191,7 +194,7 @@ def print_table(groups, x, ys, window=5, baseline=None):
                 finals[name, y] = final_values(runs, x, y, window)
             except (ValueError, OSError):
                 pass
-    head = "".join(f" {y.removeprefix('eval.'):>21} {'vs ' + baseline:>22}" for y in ys)
+    head = "".join(f" {y.removeprefix('eval.'):>21} {'verdict':>22}" for y in ys)
     print(f"{'run':<16} {x + ' MACs':>14}{head}", flush=True)
     for name in groups:
         cells, c = [], None
@@ -202,11 +205,24 @@ def print_table(groups, x, ys, window=5, baseline=None):
             c = finals[name, y][0] if c is None else c
             mean, half = stats.seed_interval(finals[name, y][1])
             value = f"{mean:.4f}" + (f" +- {half:.4f}" if math.isfinite(half) else "")
-            word = "-" if name == baseline or (baseline, y) not in finals else \
-                seed_verdict(finals[name, y][1], finals[baseline, y][1], direction(y))
-            word = {"A better": f"{name} better", "B better": f"{baseline} better"}.get(word, word)
+            ref = against.get(name, name)
+            word = "-" if name == ref or (ref, y) not in finals else \
+                verdict_words(seed_verdict(finals[name, y][1], finals[ref, y][1], direction(y)), name, ref)
             cells.append(f" {value:>21} {word:>22}")
         print(f"{name:<16} {(f'{c:.3e}' if c is not None else '-'):>14}" + "".join(cells), flush=True)
+
+
+def write_results(spec, sweep_file, study):
+    """tutorials/results/<study>.json from the finished sweep: the rows of its table (sweeps.results_study),
+    described by the sweep file's first comment line and recorded with this checkout's commit."""
+    header = next((line.lstrip("# ").strip() for line in Path(sweep_file).read_text().splitlines()
+                   if line.startswith("#")), "")
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True)
+    command = f"python fit_scaling.py sweep {sweep_file} --results {study}"
+    result = results_study(spec, study, header.split(":")[0], command, git.stdout.strip() or None)
+    path = tables.RESULTS / f"{study}.json"
+    files.write_text(path, json.dumps(result, indent=1) + "\n")
+    print(f"sweep | results -> {path} (python -m minidp.tables renders its tables)", flush=True)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -226,6 +242,8 @@ def main(argv=None):
     f.add_argument("--max-iter", type=int, default=20, help="the most fits")
     s = sub.add_parser("sweep", help="run a sweep file's variants, then fit and draw")
     s.add_argument("sweep", help="a sweep file, e.g. configs/sweeps/ddim_steps.yaml")
+    s.add_argument("--results", metavar="STUDY", help="then write tutorials/results/STUDY.json (minidp/tables.py: "
+                                                      "the tables generated from it) from the sweep's runs")
     args = p.parse_args(argv)
     try:
         if args.command == "fit":
@@ -240,6 +258,8 @@ def main(argv=None):
             lock = lock_sweep(spec)
             try:
                 run_sweep(spec)
+                if args.results and int(os.environ.get("RANK", 0)) == 0:
+                    write_results(spec, args.sweep, args.results)
             finally:  # explicitly: a frame kept alive by a reference cycle would hold it past the sweep
                 if lock:
                     lock.close()

@@ -442,6 +442,10 @@ for _name, (_hidden, _depth) in {"a1": (256, 12), "a2": (512, 16), "a3": (768, 2
 # parameters with 1000 classes; use input_size 8).
 DIT_PRESETS["tiny"] = dict(depth=6, hidden_size=96, num_heads=4, patch_size=4)
 DIT_PRESETS["micro"] = dict(depth=2, hidden_size=32, num_heads=2, patch_size=2)
+# tiny with a 15 D MLP (1440 wide): the active MACs per token of tiny-8E2A (two SwiGLU experts of 4 D and a shared
+# one of 2 D: 30 D^2 + D E against the dense 2 D x 15 D; 126.3M against 126.6M per sample), the dense side of
+# §3.2 at equal active compute (configs/sweeps/moe_equal_active.yaml).
+DIT_PRESETS["tiny-mlp15"] = dict(DIT_PRESETS["tiny"], mlp_ratio=15.0)
 
 
 def preset_builder(arch, cls=None):

@@ -8,7 +8,10 @@ decides about a sweep's files is here, so a test or a notebook can use it withou
     common: [overrides for every run]   variants: {name: [overrides] or {overrides, parent, parent_key}}
     fit: {x: train | inference, y: [loss | eval.<key>], include: [glob]}   seeds: k   baseline: <variant>
 
+A variant given as a mapping may also name `against: <variant>`, the run its verdict is taken against instead of
+the baseline (two pairs of equal compute in one sweep: configs/sweeps/moe_equal_active.yaml).
 With seeds: k every variant's runs are <out>/<variant>/seed<j>, trained with train.seed = j.
+`results_study` turns a finished sweep into a results file of minidp/tables.py (`fit_scaling.py sweep --results`).
 """
 
 import math
@@ -86,10 +89,12 @@ def read_sweep(path):
         raise InputError(f"{path}: baseline {spec['baseline']!r} is not a variant")
     for name, v in list(spec["variants"].items()):
         v = {"overrides": v} if isinstance(v, list) else (v or {})
-        if not isinstance(v, dict) or set(v) - {"overrides", "parent", "parent_key"}:
-            raise InputError(f"{path}: variant {name}: a list of overrides or {{overrides, parent, parent_key}}")
-        if v.get("parent") is not None and v["parent"] not in spec["variants"]:
-            raise InputError(f"{path}: variant {name}: parent {v['parent']!r} is not a variant")
+        if not isinstance(v, dict) or set(v) - {"overrides", "parent", "parent_key", "against"}:
+            raise InputError(f"{path}: variant {name}: a list of overrides or {{overrides, parent, parent_key, "
+                             f"against}}")
+        for key in ("parent", "against"):
+            if v.get(key) is not None and v[key] not in spec["variants"]:
+                raise InputError(f"{path}: variant {name}: {key} {v[key]!r} is not a variant")
         spec["variants"][name] = v
         try:
             cfglib.load_config(spec["config"], spec["common"] + list(v.get("overrides") or []))
@@ -126,3 +131,52 @@ def seed_verdict(values, reference, better):
     if not math.isfinite(half):
         return "1 seed"  # no interval over seeds: no verdict either way
     return stats.verdict(diff - half, diff + half, better)
+
+
+def reference_of(spec, name):
+    """The variant whose seeds `name`'s verdict pairs with: its `against:`, else the sweep's baseline."""
+    return spec["variants"][name].get("against") or spec["baseline"]
+
+
+def verdict_words(word, name, reference):
+    """seed_verdict's word with the two variants named: 'tiny better' instead of 'B better'."""
+    return {"A better": f"{name} better", "B better": f"{reference} better"}.get(word, word)
+
+
+def results_study(spec, study, description, command, commit, window=5):
+    """A results file (minidp/tables.py) of a finished sweep: one row per variant with its final compute and, per
+    y, the mean over seeds with its 95 % t-interval, the variant it is compared against, the per-seed paired
+    difference from it with its t-interval, and the verdict. Raises ValueError for an unfinished run."""
+    out, x, ys, seeds = Path(spec["out"]), spec["fit"]["x"], spec["fit"]["y"], spec["seeds"]
+    runs_of = {name: [run for run, _ in seed_dirs(out, name, seeds)] for name in spec["variants"]}
+    finals = {(name, y): final_values(runs, x, y, window) for name, runs in runs_of.items() for y in ys}
+    columns = [{"head": "variant", "cell": "variant"}, {"head": f"{x} MACs", "cell": "macs"},
+               {"head": "against", "cell": "against"}]
+    for y in ys:
+        key = y.removeprefix("eval.")
+        columns += [{"head": key, "metric": key}, {"head": f"{key} difference", "metric": f"{key}_diff"},
+                    {"head": "verdict", "cell": f"{key}_verdict"}]
+
+    def entry(values):
+        mean, half = stats.seed_interval(values)
+        return {"value": mean, "ci": [mean - half, mean + half] if math.isfinite(half) else None}
+
+    rows = []
+    for name, v in spec["variants"].items():
+        reference = reference_of(spec, name)
+        cells, metrics = {"variant": name, "macs": f"{finals[name, ys[0]][0]:.3g}",
+                          "against": "" if name == reference else reference}, {}
+        for y in ys:
+            key, values = y.removeprefix("eval."), finals[name, y][1]
+            metrics[key] = entry(values)
+            if name != reference:
+                metrics[f"{key}_diff"] = entry(np.subtract(values, finals[reference, y][1]))
+                word = seed_verdict(values, finals[reference, y][1], direction(y))
+                cells[f"{key}_verdict"] = verdict_words(word, name, reference)
+        rows.append({"name": name, "seed": list(range(seeds)), "overrides": spec["common"] + list(v.get("overrides") or []),
+                     "command": command, "commit": commit, "cells": cells, "metrics": metrics})
+    images = cfglib.load_config(spec["config"], spec["common"]).sample.num_images
+    evidence = f"{seeds} training seed{'s' if seeds > 1 else ''}, paired by seed" + (
+        f"; evaluations on {images} validation scenes" if any(y.startswith("eval.") for y in ys) else "")
+    return {"study": study, "description": description, "evidence": evidence, "command": command,
+            "columns": columns, "runs": rows}

@@ -150,3 +150,14 @@ def test_moe_macs_of_a_dense_model_points_to_dit_macs():
         moe_macs(micro())
     with pytest.raises(ValueError, match=r"dit_macs counts dense DiTs; unknown config keys .*'num_experts'"):
         dit_macs(build_moe("micro-4E2A", input_size=8))
+
+
+def test_equal_active_compute_pairs_cost_the_same_per_token():
+    # §3.2 at equal active compute (configs/sweeps/moe_equal_active.yaml): each MoE against the dense model of its
+    # active MACs per token, counted by FlopCounterMode on the models themselves, within 1 %.
+    kwargs = dict(input_size=32, in_channels=3, num_classes=10)
+    for moe_name, dense_name in (("tiny-8E2A-slim", "tiny"), ("tiny-8E2A", "tiny-mlp15")):
+        torch.manual_seed(0)
+        sparse, dense = build_moe(moe_name, **kwargs), build_dit(dense_name, **kwargs)
+        assert abs(flop_counter_macs(sparse, batch=2) / flop_counter_macs(dense, batch=2) - 1) < 0.01
+        assert count_params(sparse) > 2 * count_params(dense)  # the MoE's extra parameters are what is tested

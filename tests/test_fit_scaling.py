@@ -256,3 +256,40 @@ def test_fit_over_a_sweep_with_seeds_takes_each_variant_as_the_mean_of_its_seeds
     result = json.loads((tmp_path / "scaling_loss.json").read_text())
     assert result["runs"] == ["v0", "v1", "v2"] and result["n_points"] == 15
     assert result["a"] == pytest.approx(1.01 * A, rel=1e-9) and result["b"] == pytest.approx(B, rel=1e-9)
+
+
+def test_a_variant_against_another_than_the_baseline_and_the_results_file(tmp_path, monkeypatch, capsys):
+    # c and d are judged against b (their `against:`), b against the baseline a; --results writes the table's source
+    monkeypatch.setattr(fit_scaling, "run_child", fake_train_py([]))
+    monkeypatch.setattr(fit_scaling.tables, "RESULTS", tmp_path)
+    sweep = tmp_path / "pairs.yaml"
+    sweep.write_text(f"""# Pairs: a test
+config: {ROOT / 'configs' / 'depth.yaml'}
+out: {tmp_path / 'out'}
+seeds: 3
+variants:
+  a: [train.lr=1e-3]
+  b: [train.lr=2e-3]
+  c: {{overrides: [train.lr=2e-3], against: b}}
+  d: {{overrides: [train.lr=1e-3], against: b}}
+fit: {{y: [loss]}}
+""")
+    assert fit_scaling.main(["sweep", str(sweep), "--results", "pairs"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line[:2] in ("a ", "b ", "c ", "d ")}
+    assert "a better" in rows["b"] and "d better" in rows["d"] and "no difference detected" in rows["c"]
+    study = json.loads((tmp_path / "pairs.json").read_text())
+    assert study["description"] == "Pairs" and study["evidence"] == "3 training seeds, paired by seed"
+    by_name = {run["name"]: run for run in study["runs"]}
+    assert [by_name[n]["cells"]["against"] for n in "abcd"] == ["", "a", "b", "b"]
+    assert by_name["d"]["cells"]["loss_verdict"] == "d better" and "loss_diff" not in by_name["a"]["metrics"]
+    d = by_name["d"]["metrics"]["loss_diff"]  # d is a run for run (same seeds, same offset 0): minus b's 0.005
+    assert d["value"] == pytest.approx(-0.005 * 5 ** -0.1, abs=1.5e-3) and d["ci"][1] < 0  # noise sd 4e-4
+    assert by_name["c"]["metrics"]["loss_diff"]["value"] == 0  # c is b run for run
+    assert "| d |" in fit_scaling.tables.render(study)
+
+
+def test_against_must_name_a_variant(tmp_path, capsys):
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"config: {ROOT / 'configs' / 'depth.yaml'}\nout: o\nvariants: {{a: [], b: {{against: z}}}}\n")
+    assert fit_scaling.main(["sweep", str(sweep)]) == 2
+    assert "variant b: against 'z' is not a variant" in one_error_line(capsys)
