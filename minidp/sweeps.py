@@ -173,8 +173,9 @@ def results_study(spec, study, description, command, commit, window=5):
                 metrics[f"{key}_diff"] = entry(np.subtract(values, finals[reference, y][1]))
                 word = seed_verdict(values, finals[reference, y][1], direction(y))
                 cells[f"{key}_verdict"] = verdict_words(word, name, reference)
-        rows.append({"name": name, "seed": list(range(seeds)), "overrides": spec["common"] + list(v.get("overrides") or []),
-                     "command": command, "commit": commit, "cells": cells, "metrics": metrics})
+        overrides = spec["common"] + list(v.get("overrides") or [])
+        rows.append({"name": name, "seed": list(range(seeds)), "overrides": overrides, "command": command,
+                     "commit": commit, "cells": cells, "metrics": metrics})
     images = cfglib.load_config(spec["config"], spec["common"]).sample.num_images
     evidence = f"{seeds} training seed{'s' if seeds > 1 else ''}, paired by seed" + (
         f"; evaluations on {images} validation scenes" if any(y.startswith("eval.") for y in ys) else "")

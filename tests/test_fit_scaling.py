@@ -275,7 +275,8 @@ variants:
 fit: {{y: [loss]}}
 """)
     assert fit_scaling.main(["sweep", str(sweep), "--results", "pairs"]) == 0
-    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line[:2] in ("a ", "b ", "c ", "d ")}
+    printed = capsys.readouterr().out.splitlines()
+    rows = {line.split()[0]: line for line in printed if line[:2] in ("a ", "b ", "c ", "d ")}
     assert "a better" in rows["b"] and "d better" in rows["d"] and "no difference detected" in rows["c"]
     study = json.loads((tmp_path / "pairs.json").read_text())
     assert study["description"] == "Pairs" and study["evidence"] == "3 training seeds, paired by seed"
