@@ -55,8 +55,8 @@ import numpy as np
 
 from minidp import config as cfglib
 from minidp import files, scaling, stats, tables, viz
-from minidp.sweeps import (direction, final_values, find_runs, read_sweep, reference_of, results_study, seed_dirs,
-                           seed_verdict, variant_points, verdict_words)
+from minidp.sweeps import (TRAINED_AT, direction, final_values, find_runs, read_sweep, reference_of, results_study,
+                           seed_dirs, seed_verdict, variant_points, verdict_words)
 from minidp.errors import ArgumentParser, FaultError, InputError, one_line
 
 HERE = Path(__file__).resolve().parent
@@ -136,8 +136,19 @@ def run_child(argv, what):
         raise RuntimeError(f"{what} failed with exit status {rc}")
 
 
+def checkout_commit():
+    """This checkout's short commit, or None outside git."""
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True)
+    return git.stdout.strip() or None
+
+
 def run_sweep(spec):
     out, master = Path(spec["out"]), int(os.environ.get("RANK", 0)) == 0
+    commit = checkout_commit()  # the code the children run: each finished run records it (trained_at.txt)
+
+    def finished(run):
+        if master and commit:
+            (run / TRAINED_AT).write_text(commit + "\n")
     train_py, sample_py = str(HERE / "train.py"), str(HERE / "sample.py")
     seeds = spec["seeds"]
     bases, fwd = seed_dirs(out, "base", seeds), {}
@@ -146,6 +157,7 @@ def run_sweep(spec):
             if not (base / "eval.json").is_file():
                 run_child([train_py, spec["config"], *spec["common"], *seed, f"train.out_dir={base}"],
                           f"training the base run {base}")
+                finished(base)
             fwd[base] = scaling.forward_macs_from_log(scaling.run_log(base),
                                                       cfglib.load_config(base / "config.yaml").train.global_batch)
     for name, v in spec["variants"].items():
@@ -159,6 +171,7 @@ def run_sweep(spec):
                 base = bases[k][0]
                 if master:  # evaluation is one process
                     run_child([sample_py, str(base), *v.get("overrides", []), "--out", str(run)], f"variant {label}")
+                    finished(run)
                     (run / "sweep.json").write_text(json.dumps({"source": str(base), "forward_macs": fwd[base]}) + "\n")
                 continue
             parent = v.get("parent")
@@ -166,6 +179,7 @@ def run_sweep(spec):
             extra = [f"train.{v.get('parent_key', 'init_from')}={parent_run / 'ckpt.pt'}"] if parent else []
             run_child([train_py, spec["config"], *spec["common"], *v.get("overrides", []), *seed, *extra,
                        f"train.out_dir={run}"], f"variant {label}")
+            finished(run)
             if master and parent:
                 record = {"parent": parent, "parent_macs": scaling.final_macs(parent_run)}
                 (run / "sweep.json").write_text(json.dumps(record) + "\n")
@@ -214,12 +228,12 @@ def print_table(groups, x, ys, window=5, against=None):
 
 def write_results(spec, sweep_file, study):
     """tutorials/results/<study>.json from the finished sweep: the rows of its table (sweeps.results_study),
-    described by the sweep file's first comment line and recorded with this checkout's commit."""
+    described by the sweep file's first comment line; each row's commit is what its runs were trained at (their
+    trained_at.txt), this checkout's for runs from before the sweep recorded it."""
     header = next((line.lstrip("# ").strip() for line in Path(sweep_file).read_text().splitlines()
                    if line.startswith("#")), "")
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True)
     command = f"python fit_scaling.py sweep {sweep_file} --results {study}"
-    result = results_study(spec, study, header.split(":")[0], command, git.stdout.strip() or None)
+    result = results_study(spec, study, header.split(":")[0], command, checkout_commit())
     path = tables.RESULTS / f"{study}.json"
     files.write_text(path, json.dumps(result, indent=1) + "\n")
     print(f"sweep | results -> {path} (python -m minidp.tables renders its tables)", flush=True)

@@ -25,6 +25,7 @@ from minidp import scaling, stats
 from minidp.compare import better_direction
 from minidp.errors import InputError
 
+TRAINED_AT = "trained_at.txt"  # a finished sweep run's commit (fit_scaling.py writes it; results_study reads it)
 SEED_DIR = re.compile(r"seed\d+")  # a variant trained with several seeds keeps them in <variant>/seed<k>
 
 
@@ -143,10 +144,18 @@ def verdict_words(word, name, reference):
     return {"A better": f"{name} better", "B better": f"{reference} better"}.get(word, word)
 
 
+def trained_at(runs, default):
+    """The commits `runs` were trained at (their TRAINED_AT files, ', '-joined), `default` for runs without one."""
+    commits = sorted({(run / TRAINED_AT).read_text().strip() if (run / TRAINED_AT).is_file() else default
+                      for run in runs} - {None})
+    return ", ".join(commits) or None
+
+
 def results_study(spec, study, description, command, commit, window=5):
     """A results file (minidp/tables.py) of a finished sweep: one row per variant with its final compute and, per
     y, the mean over seeds with its 95 % t-interval, the variant it is compared against, the per-seed paired
-    difference from it with its t-interval, and the verdict. Raises ValueError for an unfinished run."""
+    difference from it with its t-interval, and the verdict; each row's commit is its runs' (trained_at; `commit`
+    for runs that did not record one). Raises ValueError for an unfinished run."""
     out, x, ys, seeds = Path(spec["out"]), spec["fit"]["x"], spec["fit"]["y"], spec["seeds"]
     runs_of = {name: [run for run, _ in seed_dirs(out, name, seeds)] for name in spec["variants"]}
     finals = {(name, y): final_values(runs, x, y, window) for name, runs in runs_of.items() for y in ys}
@@ -175,7 +184,7 @@ def results_study(spec, study, description, command, commit, window=5):
                 cells[f"{key}_verdict"] = verdict_words(word, name, reference)
         overrides = spec["common"] + list(v.get("overrides") or [])
         rows.append({"name": name, "seed": list(range(seeds)), "overrides": overrides, "command": command,
-                     "commit": commit, "cells": cells, "metrics": metrics})
+                     "commit": trained_at(runs_of[name], commit), "cells": cells, "metrics": metrics})
     images = cfglib.load_config(spec["config"], spec["common"]).sample.num_images
     evidence = f"{seeds} training seed{'s' if seeds > 1 else ''}, paired by seed" + (
         f"; evaluations on {images} validation scenes" if any(y.startswith("eval.") for y in ys) else "")

@@ -262,6 +262,7 @@ def test_a_variant_against_another_than_the_baseline_and_the_results_file(tmp_pa
     # c and d are judged against b (their `against:`), b against the baseline a; --results writes the table's source
     monkeypatch.setattr(fit_scaling, "run_child", fake_train_py([]))
     monkeypatch.setattr(fit_scaling.tables, "RESULTS", tmp_path)
+    monkeypatch.setattr(fit_scaling, "checkout_commit", lambda: "abc1234")  # what the runs are trained at
     sweep = tmp_path / "pairs.yaml"
     sweep.write_text(f"""# Pairs: a test
 config: {ROOT / 'configs' / 'depth.yaml'}
@@ -287,6 +288,13 @@ fit: {{y: [loss]}}
     assert d["value"] == pytest.approx(-0.005 * 5 ** -0.1, abs=1.5e-3) and d["ci"][1] < 0  # noise sd 4e-4
     assert by_name["c"]["metrics"]["loss_diff"]["value"] == 0  # c is b run for run
     assert "| d |" in fit_scaling.tables.render(study)
+    assert {run["commit"] for run in study["runs"]} == {"abc1234"}
+    # a run from before sweeps recorded their commit takes the checkout's that writes the results
+    (tmp_path / "out" / "d" / "seed1" / "trained_at.txt").unlink()
+    monkeypatch.setattr(fit_scaling, "checkout_commit", lambda: "def5678")
+    assert fit_scaling.main(["sweep", str(sweep), "--results", "pairs"]) == 0
+    rows = {run["name"]: run for run in json.loads((tmp_path / "pairs.json").read_text())["runs"]}
+    assert rows["d"]["commit"] == "abc1234, def5678" and rows["c"]["commit"] == "abc1234"
 
 
 def test_against_must_name_a_variant(tmp_path, capsys):
