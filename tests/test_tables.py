@@ -17,7 +17,7 @@ from minidp import tables
 STUDIES = sorted(p.stem for p in tables.RESULTS.glob("*.json"))
 # tables that define things rather than report measurements (schedules, files, the sweeps' status)
 DEFINITIONS = ("| name | betas | used by |", "| file | what |", "| sweep | the paper's | varies | y | status |",
-               "| figure | direction seen at this scale (one seed, no interval) |")
+               "| figure | what was measured at this scale |")
 
 
 @pytest.mark.parametrize("path", tables.MARKDOWN, ids=lambda p: p.name)
