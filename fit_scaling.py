@@ -42,7 +42,6 @@ Notable choices:
   that compares runs at equal compute (MoE against dense) is read from the figure, not from this column.
 """
 
-import fnmatch
 import json
 import math
 import os
@@ -55,8 +54,8 @@ import numpy as np
 
 from minidp import config as cfglib
 from minidp import files, scaling, stats, tables, viz
-from minidp.sweeps import (TRAINED_AT, direction, final_values, find_runs, read_sweep, reference_of, results_study,
-                           seed_dirs, seed_verdict, variant_points, verdict_words)
+from minidp.sweeps import (TRAINED_AT, direction, final_values, find_runs, included, read_sweep, reference_of,
+                           results_study, seed_dirs, seed_verdict, variant_points, verdict_words)
 from minidp.errors import ArgumentParser, FaultError, InputError, one_line
 
 HERE = Path(__file__).resolve().parent
@@ -185,8 +184,7 @@ def run_sweep(spec):
                 (run / "sweep.json").write_text(json.dumps(record) + "\n")
     if not master:
         return
-    groups = {n: [run for run, _ in seed_dirs(out, n, seeds)] for n in spec["variants"]
-              if any(fnmatch.fnmatch(n, g) for g in spec["fit"]["include"])}
+    groups = {n: [run for run, _ in seed_dirs(out, n, seeds)] for n in included(spec)}
     against = {n: reference_of(spec, n) for n in groups}
     print_table(groups, spec["fit"]["x"], spec["fit"]["y"], against=against)
     for y in spec["fit"]["y"]:

@@ -14,6 +14,7 @@ With seeds: k every variant's runs are <out>/<variant>/seed<j>, trained with tra
 `results_study` turns a finished sweep into a results file of minidp/tables.py (`fit_scaling.py sweep --results`).
 """
 
+import fnmatch
 import math
 import re
 from pathlib import Path
@@ -134,6 +135,11 @@ def seed_verdict(values, reference, better):
     return stats.verdict(diff - half, diff + half, better)
 
 
+def included(spec):
+    """The variants the fit and the results table take (fit.include's globs), in the sweep file's order."""
+    return [n for n in spec["variants"] if any(fnmatch.fnmatch(n, g) for g in spec["fit"]["include"])]
+
+
 def reference_of(spec, name):
     """The variant whose seeds `name`'s verdict pairs with: its `against:`, else the sweep's baseline."""
     return spec["variants"][name].get("against") or spec["baseline"]
@@ -157,7 +163,9 @@ def results_study(spec, study, description, command, commit, window=5):
     difference from it with its t-interval, and the verdict; each row's commit is its runs' (trained_at; `commit`
     for runs that did not record one). Raises ValueError for an unfinished run."""
     out, x, ys, seeds = Path(spec["out"]), spec["fit"]["x"], spec["fit"]["y"], spec["seeds"]
-    runs_of = {name: [run for run, _ in seed_dirs(out, name, seeds)] for name in spec["variants"]}
+    names = included(spec)  # e.g. only the fine-tunes of a pre-training sweep: its parents have no eval
+    needed = dict.fromkeys(names + [reference_of(spec, name) for name in names])
+    runs_of = {name: [run for run, _ in seed_dirs(out, name, seeds)] for name in needed}
     finals = {(name, y): final_values(runs, x, y, window) for name, runs in runs_of.items() for y in ys}
     columns = [{"head": "variant", "cell": "variant"}, {"head": f"{x} MACs", "cell": "macs"},
                {"head": "against", "cell": "against"}]
@@ -171,8 +179,8 @@ def results_study(spec, study, description, command, commit, window=5):
         return {"value": mean, "ci": [mean - half, mean + half] if math.isfinite(half) else None}
 
     rows = []
-    for name, v in spec["variants"].items():
-        reference = reference_of(spec, name)
+    for name in names:
+        v, reference = spec["variants"][name], reference_of(spec, name)
         cells, metrics = {"variant": name, "macs": f"{finals[name, ys[0]][0]:.3g}",
                           "against": "" if name == reference else reference}, {}
         for y in ys:

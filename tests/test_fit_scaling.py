@@ -302,3 +302,37 @@ def test_against_must_name_a_variant(tmp_path, capsys):
     sweep.write_text(f"config: {ROOT / 'configs' / 'depth.yaml'}\nout: o\nvariants: {{a: [], b: {{against: z}}}}\n")
     assert fit_scaling.main(["sweep", str(sweep)]) == 2
     assert "variant b: against 'z' is not a variant" in one_error_line(capsys)
+
+
+def test_the_results_file_holds_the_variants_the_fit_includes_and_a_parent_without_the_metric(tmp_path, monkeypatch):
+    # a pre-train / fine-tune sweep: the pre-training parents evaluate no AbsRel; the table holds the fine-tunes only
+    train_child = fake_train_py([])
+
+    def run_child(argv, what):
+        train_child(argv, what)
+        out = Path(dict(a.split("=", 1) for a in argv[2:] if "=" in a)["train.out_dir"])
+        if out.parent.name == "pre":
+            (out / "eval.json").write_text(json.dumps({"class_loss": 0.3}))  # no absrel
+    monkeypatch.setattr(fit_scaling, "run_child", run_child)
+    monkeypatch.setattr(fit_scaling.tables, "RESULTS", tmp_path)
+    monkeypatch.setattr(fit_scaling, "checkout_commit", lambda: "abc1234")
+    sweep = tmp_path / "pre.yaml"
+    sweep.write_text(f"""# Pre: a test
+config: {ROOT / 'configs' / 'depth.yaml'}
+out: {tmp_path / 'out'}
+seeds: 2
+baseline: ft_a
+variants:
+  pre: [train.lr=1e-3]
+  ft_a: {{parent: pre, overrides: [train.lr=1e-3]}}
+  ft_b: {{parent: pre, overrides: [train.lr=2e-3]}}
+fit: {{y: [eval.absrel], include: [ft_*]}}
+""")
+    assert fit_scaling.main(["sweep", str(sweep), "--results", "pre"]) == 0
+    study = json.loads((tmp_path / "pre.json").read_text())
+    assert [run["name"] for run in study["runs"]] == ["ft_a", "ft_b"]
+    assert [run["cells"]["against"] for run in study["runs"]] == ["", "ft_a"]
+    absrel = {n: [json.loads((tmp_path / "out" / n / f"seed{k}" / "eval.json").read_text())["absrel"]
+                  for k in range(2)] for n in ("ft_a", "ft_b")}
+    diff = study["runs"][1]["metrics"]["absrel_diff"]["value"]  # ft_b - ft_a, paired seed by seed
+    assert diff == pytest.approx(np.mean(np.subtract(absrel["ft_b"], absrel["ft_a"])), rel=1e-12)
