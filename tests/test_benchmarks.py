@@ -101,3 +101,59 @@ def test_steps_study_evaluates_each_setting_once_fits_the_exponent_and_tabulates
     assert one["metrics"]["diff"]["value"] == pytest.approx(b - a, abs=1e-6)
     assert "b" not in rows["recipe trailing x2"]["metrics"]  # one step count: no exponent
     assert (tmp_path / "steps_study.png").stat().st_size > 1000
+
+
+def test_generalist_study_trains_specialists_on_the_generalists_schedule_and_tabulates_paired_seeds(
+        tmp_path, monkeypatch):
+    import torch
+    from minidp import ct_estimation, recipe
+    study = load_script("generalist_study")
+    gcfg = config.load_config(study.GENERALIST)
+    mix = dict(gcfg.data.tasks)
+    # every specialist: the generalist's batch, LR, decay, warm-up and its samples of the task (S x share)
+    steps = {task: study.specialist_steps(gcfg, task, 3500) for task in mix}
+    assert steps == {"depth": 1217, "flow": 761, "amodal": 761, "referring": 761}  # 3500 x 4 / 11.5 = 1217.4
+    for task in mix:
+        s = config.load_config(ROOT / "configs" / f"{task}.yaml", study.specialist_overrides(gcfg, task, 3500, 0.995))
+        for key in ("global_batch", "lr", "lr_final", "lr_schedule", "warmup_steps"):
+            assert getattr(s.train, key) == getattr(gcfg.train, key), (task, key)
+        assert s.train.ema_decay == 0.995 and s.train.loss == ("l1" if task == "amodal" else "mse")
+        written = ct_estimation.PRESETS["depth_release"] if task == "depth" else \
+            gcfg.diffusion.task_timestep_weights[task]  # the generalist's c_t^2 for the task, as written
+        w = np.asarray(recipe.timestep_weights(s))
+        assert w / w.sum() == pytest.approx(np.asarray(written) / sum(written), abs=1e-8)
+    # the shared vector is the distribution of t the generalist's batches already draw, over all tasks
+    shared = study.shared_vector(gcfg)
+    g = config.load_config(study.GENERALIST, ["train.global_batch=512"])
+    t = torch.cat([recipe.batch_plan(g, step, (1, 1, 1), False, True)["t"] for step in range(40)])
+    drawn = np.bincount((t // 100).numpy(), minlength=10) / t.numel()  # 20480 draws: sd <= 0.0033 per group
+    assert drawn == pytest.approx(shared, abs=0.015) and shared.sum() == pytest.approx(1)
+    sc = config.load_config(study.GENERALIST, study.shared_overrides(gcfg))
+    assert all(np.allclose(sc.diffusion.task_timestep_weights[task], shared, atol=1e-8) for task in mix)
+    # the report: per task, generalist - specialist and shared - generalist, paired by seed
+    monkeypatch.setattr(study, "RUNS", tmp_path)
+    monkeypatch.setattr(study, "RESULTS", tmp_path / "generalist_study.json")
+    spec = {"depth": [0.10, 0.11, 0.12], "flow": [1.0, 1.1, 1.2], "amodal": [0.70, 0.72, 0.74],
+            "referring": [0.60, 0.61, 0.62]}
+    for s in range(3):
+        general, shared_run = {}, {}
+        for task, values in spec.items():
+            run = tmp_path / f"{task}_s{s}"
+            run.mkdir()
+            (run / "eval.json").write_text(json.dumps({study.METRIC[task]: values[s], "steps": 1}))
+            sign = 1 if task in ("depth", "flow") else -1  # the generalist 10 % worse than its specialist, by seed
+            general[task] = {study.METRIC[task]: values[s] * (1 + sign * 0.1) + 0.001 * s}
+            shared_run[task] = {study.METRIC[task]: general[task][study.METRIC[task]] + (0.002, -0.002, 0)[s]}
+        for name, e in (("generalist", general), ("shared", shared_run)):
+            (tmp_path / f"{name}_s{s}").mkdir()
+            (tmp_path / f"{name}_s{s}" / "eval.json").write_text(json.dumps(e))
+    assert study.report(gcfg, [0, 1, 2], 3500) == 0
+    rows = {r["name"]: r for r in json.loads((tmp_path / "generalist_study.json").read_text())["runs"]}
+    depth = rows["depth generalist"]
+    expected = np.subtract([v * 1.1 + 0.001 * s for s, v in enumerate(spec["depth"])], spec["depth"])
+    assert depth["metrics"]["diff"]["value"] == pytest.approx(expected.mean(), abs=1e-6)
+    assert depth["cells"]["verdict"] == "specialist better"  # AbsRel: lower is better
+    assert rows["amodal generalist"]["cells"]["verdict"] == "specialist better"  # mIoU: higher is better
+    assert rows["amodal generalist"]["metrics"]["ratio"]["value"] < 1 < depth["metrics"]["ratio"]["value"]
+    assert rows["flow shared"]["cells"]["verdict"] == "no difference detected"  # +0.002, -0.002, 0 over seeds
+    assert rows["referring specialist"]["metrics"]["value"]["value"] == pytest.approx(0.61)
