@@ -54,8 +54,8 @@ import numpy as np
 
 from minidp import config as cfglib
 from minidp import files, scaling, stats, tables, viz
-from minidp.sweeps import (TRAINED_AT, direction, final_values, find_runs, included, read_sweep, reference_of,
-                           results_study, seed_dirs, seed_verdict, variant_points, verdict_words)
+from minidp.sweeps import (checkout_commit, direction, final_values, find_runs, included, mark_trained, read_sweep,
+                           reference_of, results_study, seed_dirs, seed_verdict, variant_points, verdict_words)
 from minidp.errors import ArgumentParser, FaultError, InputError, one_line
 
 HERE = Path(__file__).resolve().parent
@@ -135,19 +135,13 @@ def run_child(argv, what):
         raise RuntimeError(f"{what} failed with exit status {rc}")
 
 
-def checkout_commit():
-    """This checkout's short commit, or None outside git."""
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True)
-    return git.stdout.strip() or None
-
-
 def run_sweep(spec):
     out, master = Path(spec["out"]), int(os.environ.get("RANK", 0)) == 0
     commit = checkout_commit()  # the code the children run: each finished run records it (trained_at.txt)
 
     def finished(run):
-        if master and commit:
-            (run / TRAINED_AT).write_text(commit + "\n")
+        if master:
+            mark_trained(run, commit)
     train_py, sample_py = str(HERE / "train.py"), str(HERE / "sample.py")
     seeds = spec["seeds"]
     bases, fwd = seed_dirs(out, "base", seeds), {}

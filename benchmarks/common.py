@@ -14,6 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from minidp import compare, stats  # noqa: E402
+from minidp.sweeps import checkout_commit as commit  # noqa: E402,F401 (the scripts import it from here)
 
 
 def call(cmd, cwd=ROOT):
@@ -25,12 +26,6 @@ def call(cmd, cwd=ROOT):
     status = subprocess.run(cmd, cwd=cwd, env={**os.environ, "PYTHONPATH": str(ROOT)}).returncode
     print(f"  ({time.time() - start:.0f} s, exit {status})", flush=True)
     return status
-
-
-def commit(cwd=ROOT):
-    """The checkout's short commit, or None outside git."""
-    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=cwd, capture_output=True, text=True)
-    return out.stdout.strip() or None
 
 
 def paired(a, b, metric):

@@ -24,7 +24,7 @@ import sys
 
 from common import ROOT, call, commit, entry, named_verdict, paired
 
-from minidp import compare, stats
+from minidp import compare, stats, sweeps
 
 RUNS = ROOT / "runs" / "depth_recipe"
 RESULTS = ROOT / "tutorials" / "results" / "depth_recipe.json"
@@ -54,7 +54,6 @@ PILOTS = {"D": ("2200 steps, lr 2e-3, depth_quick", PILOT + ["train.lr=2e-3", "t
           "K": ("J at 64K samples (4000 steps)", PILOT_64K, "64K")}
 COMMAND = "python benchmarks/depth_recipe.py"
 # The commit each run trained before this script recorded it (in the run's trained_at.txt) was trained at.
-TRAINED_AT_FILE = "trained_at.txt"
 TRAINED_AT = {"previous": "a1f8511", "quick": "a1f8511", "D": "a1f8511", "E": "a1f8511", "F1": "a1f8511",
               "F2": "a1f8511", "G1": "a1f8511", "H": "51d6225", "I1": "b2e3ab5", "I2": "b2e3ab5", "I3": "b2e3ab5",
               "I4": "b2e3ab5", "J": "b2e3ab5"}
@@ -69,13 +68,13 @@ def train(row, overrides, seed):
     status = call([sys.executable, "train.py", "configs/depth.yaml", *overrides, f"train.seed={seed}",
                    f"train.out_dir={out}"])
     if status == 0:
-        (out / TRAINED_AT_FILE).write_text(commit() + "\n")
+        sweeps.mark_trained(out, commit())
     return status
 
 
 def trained_at(row, run):
     """The commit `run` of `row` was trained at: its trained_at.txt, or TRAINED_AT for the runs from before it."""
-    path = run / TRAINED_AT_FILE
+    path = run / sweeps.TRAINED_AT
     return path.read_text().strip() if path.is_file() else TRAINED_AT[row]
 
 

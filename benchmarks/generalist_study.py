@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from common import ROOT, call, commit, entry, named_verdict
 
-from minidp import compare, config, recipe, stats
+from minidp import compare, config, recipe, stats, sweeps
 
 RUNS = ROOT / "runs" / "generalist_study"
 RESULTS = ROOT / "tutorials" / "results" / "generalist_study.json"
@@ -143,8 +143,9 @@ def report(cfg, seeds, steps):
                 metrics["diff"], metrics["ratio"], cells["verdict"], diffs = compared(
                     vals[row], vals[against], row, against, metric)
                 per_seed["diff"] = [round(v, 6) for v in diffs]
+            trained = sweeps.trained_at([RUNS / f"{task if row == 'specialist' else row}_s{s}" for s in done], version)
             runs.append({"name": f"{task} {row}", "seed": done, "overrides": None, "command": f"{COMMAND} --steps {steps}",
-                         "commit": version, "cells": cells, "metrics": metrics, "per_seed": per_seed})
+                         "commit": trained, "cells": cells, "metrics": metrics, "per_seed": per_seed})
             print(task, row, cells, {k: m["value"] for k, m in metrics.items()})
     study = {"study": "generalist_study", "description": "the generalist against specialists on its schedule",
              "evidence": f"1024 validation scenes, up to {len(seeds)} training seeds; the generalist {steps} steps, "
@@ -184,6 +185,7 @@ def main(argv=None):
                 if call(row_command(cfg, row, seed, args.steps, args.ema, pretrain / "ckpt.pt")) != 0:
                     print(f"error: {row} seed {seed} failed; see above", file=sys.stderr)
                     return 1
+                sweeps.mark_trained(RUNS / f"{row}_s{seed}", commit())
     return report(cfg, args.seeds, args.steps)
 
 

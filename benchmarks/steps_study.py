@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from common import ROOT, call, commit, entry, named_verdict, paired
 
-from minidp import checkpoint, compare, config, data, evaluate, stats, viz
+from minidp import checkpoint, compare, config, data, evaluate, stats, sweeps, viz
 from minidp.errors import choose_device
 
 RUNS = ROOT / "runs" / "steps_study"
@@ -68,7 +68,7 @@ def train(model, seed, extra):
     status = call([sys.executable, "train.py", "configs/depth.yaml", "train.init_from=", *MODELS[model], *extra,
                    f"train.seed={seed}", f"train.out_dir={out}"])
     if status == 0:
-        (out / "trained_at.txt").write_text(f"{commit()}\n")
+        sweeps.mark_trained(out, commit())
     return status
 
 
@@ -95,9 +95,8 @@ def evaluate_run(run, todo, num_images):
 
 
 def trained_at(model, seeds):
-    """The commit(s) the model's seeds were trained at (train() writes each run's trained_at.txt)."""
-    found = [(RUNS / f"{model}_s{s}" / "trained_at.txt") for s in seeds]
-    return " ".join(dict.fromkeys(p.read_text().strip() for p in found if p.is_file())) or None
+    """The commit(s) the model's seeds were trained at (train() records each run's, sweeps.mark_trained)."""
+    return sweeps.trained_at([RUNS / f"{model}_s{s}" for s in seeds], None)
 
 
 def absrel(path):

@@ -17,6 +17,7 @@ With seeds: k every variant's runs are <out>/<variant>/seed<j>, trained with tra
 import fnmatch
 import math
 import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from minidp import scaling, stats
 from minidp.compare import better_direction
 from minidp.errors import InputError
 
-TRAINED_AT = "trained_at.txt"  # a finished sweep run's commit (fit_scaling.py writes it; results_study reads it)
+TRAINED_AT = "trained_at.txt"  # a finished run's commit (fit_scaling.py and the benchmarks/ studies write it)
 SEED_DIR = re.compile(r"seed\d+")  # a variant trained with several seeds keeps them in <variant>/seed<k>
 
 
@@ -148,6 +149,20 @@ def reference_of(spec, name):
 def verdict_words(word, name, reference):
     """seed_verdict's word with the two variants named: 'tiny better' instead of 'B better'."""
     return {"A better": f"{name} better", "B better": f"{reference} better"}.get(word, word)
+
+
+def checkout_commit():
+    """The short commit of the checkout this file is in (the code a run started now trains with), or None outside
+    git."""
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
+                         capture_output=True, text=True)
+    return git.stdout.strip() or None
+
+
+def mark_trained(run, commit):
+    """Record in a finished run the commit it was trained at (TRAINED_AT; nothing outside git)."""
+    if commit:
+        (Path(run) / TRAINED_AT).write_text(commit + "\n")
 
 
 def trained_at(runs, default):
