@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from common import ROOT, call, commit, entry, named_verdict
 
-from minidp import compare, config, recipe, stats, sweeps
+from minidp import compare, config, ct_estimation, recipe, stats, sweeps
 
 RUNS = ROOT / "runs" / "generalist_study"
 RESULTS = ROOT / "tutorials" / "results" / "generalist_study.json"
@@ -53,7 +53,8 @@ def task_vectors(cfg):
     default = recipe.timestep_weights(cfg)
     out = {}
     for task in cfg.data.tasks:
-        w = np.asarray(cfg.diffusion.task_timestep_weights.get(task) or default or [1.0] * 10, dtype=np.float64)
+        w = np.asarray(cfg.diffusion.task_timestep_weights.get(task) or default or [1.0] * ct_estimation.GROUPS,
+                       dtype=np.float64)
         out[task] = w / w.sum()
     return out
 
@@ -63,9 +64,6 @@ def shared_vector(cfg):
     generalist's batches draw t from the same distribution as before, whatever the task."""
     vectors, mix = task_vectors(cfg), cfg.data.tasks
     total = sum(mix.values())
-    groups = {len(v) for v in vectors.values()}
-    if len(groups) != 1:
-        raise ValueError(f"the tasks' timestep vectors have different numbers of groups: {sorted(groups)}")
     return sum(mix[t] / total * vectors[t] for t in vectors)
 
 
@@ -114,13 +112,13 @@ def over_seeds(values):
 
 
 def compared(values, reference, name, against, metric):
-    """(difference entry, ratio entry, verdict word, per-seed differences) of name - against over paired seeds."""
+    """(difference entry, ratio entry, verdict word, per-seed differences) of name - against over paired seeds; the
+    ratio entry is None where a reference value is 0 (an untrained model's IoU: no ratio to take)."""
     diffs = list(np.subtract(values, reference))
-    ratios = list(np.divide(values, reference))
     d, ci = over_seeds(diffs)
-    r, rci = over_seeds(ratios)
+    ratio = None if not np.all(reference) else entry(*over_seeds(np.divide(values, reference)), digits=3)
     word = "1 seed" if ci is None else named_verdict(*ci, name, against, compare.better_direction(metric))
-    return entry(d, ci), entry(r, rci, digits=3), word, diffs
+    return entry(d, ci), ratio, word, diffs
 
 
 def report(cfg, seeds, steps):
@@ -140,8 +138,10 @@ def report(cfg, seeds, steps):
             metrics = {"value": entry(mean, ci)}
             per_seed = {metric: [round(v, 6) for v in vals[row]]}
             if against:
-                metrics["diff"], metrics["ratio"], cells["verdict"], diffs = compared(
-                    vals[row], vals[against], row, against, metric)
+                metrics["diff"], ratio, cells["verdict"], diffs = compared(vals[row], vals[against], row, against,
+                                                                          metric)
+                if ratio:
+                    metrics["ratio"] = ratio
                 per_seed["diff"] = [round(v, 6) for v in diffs]
             trained = sweeps.trained_at([RUNS / f"{task if row == 'specialist' else row}_s{s}" for s in done], version)
             runs.append({"name": f"{task} {row}", "seed": done, "overrides": None, "command": f"{COMMAND} --steps {steps}",

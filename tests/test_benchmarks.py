@@ -157,3 +157,4 @@ def test_generalist_study_trains_specialists_on_the_generalists_schedule_and_tab
     assert rows["amodal generalist"]["metrics"]["ratio"]["value"] < 1 < depth["metrics"]["ratio"]["value"]
     assert rows["flow shared"]["cells"]["verdict"] == "no difference detected"  # +0.002, -0.002, 0 over seeds
     assert rows["referring specialist"]["metrics"]["value"]["value"] == pytest.approx(0.61)
+    assert study.compared([0.1, 0.2], [0.0, 0.1], "a", "b", "oiou")[1] is None  # IoU 0: no ratio, no crash
