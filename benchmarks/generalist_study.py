@@ -5,6 +5,7 @@ one shared vector.
     python benchmarks/generalist_study.py                      # train what is missing (3 seeds), report
     python benchmarks/generalist_study.py --steps 2000 --seeds 0 1 2
     python benchmarks/generalist_study.py --report             # only the table of finished runs
+    python benchmarks/generalist_study.py --seeds 2 --rows generalist depth flow   # part of a seed (two processes)
 
 Rows, per seed s (runs/generalist_study/<row>_s<s>, trained with train.seed = s), every one from the same
 pre-trained start (runs/generalist_study/pretrain: python train.py configs/pretrain.yaml, trained first if missing):
@@ -169,18 +170,24 @@ def main(argv=None):
     p.add_argument("--steps", type=int, default=3500, help="the generalist's steps (the quickstart's 3500)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--ema", type=float, default=0.995, help="every run's EMA decay")
+    p.add_argument("--rows", nargs="+", metavar="ROW", help="train only these rows (generalist, shared or a task; "
+                   "default all), e.g. to split one seed between two processes")
     p.add_argument("--runs", type=Path, default=RUNS, help="where the runs go (default runs/generalist_study)")
     args = p.parse_args(argv)
     RUNS = args.runs.resolve()
     cfg = config.load_config(GENERALIST)
+    rows = ("generalist", "shared", *cfg.data.tasks)
+    unknown = sorted(set(args.rows or ()) - set(rows))
+    if unknown:
+        p.error(f"unknown row(s) {', '.join(unknown)}; the rows are {', '.join(rows)}")
     if not args.report:
         pretrain = RUNS / "pretrain"
         if not (pretrain / "ckpt.pt").is_file() and call(
                 [sys.executable, "train.py", "configs/pretrain.yaml", f"train.out_dir={pretrain}"]) != 0:
             return 1
         for seed in args.seeds:
-            for row in ("generalist", "shared", *cfg.data.tasks):
-                if finished(RUNS / f"{row}_s{seed}"):
+            for row in rows:
+                if (args.rows and row not in args.rows) or finished(RUNS / f"{row}_s{seed}"):
                     continue
                 if call(row_command(cfg, row, seed, args.steps, args.ema, pretrain / "ckpt.pt")) != 0:
                     print(f"error: {row} seed {seed} failed; see above", file=sys.stderr)
