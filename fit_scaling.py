@@ -18,7 +18,8 @@ A run without the needed log, MACs or metric is named in a warning and skipped.
 
 sweep: a sweep file (configs/sweeps/*.yaml) lists variants of a base config. kind: train trains each variant
 with train.py into <out>/<variant> (a normal, resumable run directory; one with eval.json is finished and
-skipped); kind: test_time trains one run <out>/base, then evaluates it once per variant with sample.py. With
+skipped; a variant with `continues: <v>` starts as a copy of v's run and resumes it to its own train.steps);
+kind: test_time trains one run <out>/base, then evaluates it once per variant with sample.py. With
 `seeds: k` every run is made k times, as <out>/<variant>/seed<j> with train.seed=j (test_time: one base run per
 seed, <out>/base/seed<j>, each evaluated once per variant). Then it prints the sweep's table (per variant and y:
 the mean +- the 95 % t-interval over seeds, and the verdict of variant - baseline, the file's `baseline:` or its
@@ -45,6 +46,7 @@ Notable choices:
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -135,6 +137,18 @@ def run_child(argv, what):
         raise RuntimeError(f"{what} failed with exit status {rc}")
 
 
+def continued_from(source, run):
+    """Copy a finished run's checkpoint and log into `run`, which train.py then resumes (sweep key `continues`).
+    Every rank copies (to a temporary name, then an atomic rename), so no rank's train.py can see half a file."""
+    if not (source / "ckpt.pt").is_file():
+        raise InputError(f"{run.name}: continues {source}, which has no ckpt.pt (trained and then removed?)")
+    run.mkdir(parents=True, exist_ok=True)
+    for name in ("ckpt.pt", "log.jsonl"):
+        tmp = run / f".{name}.{os.getpid()}.tmp"
+        shutil.copyfile(source / name, tmp)
+        os.replace(tmp, run / name)
+
+
 def run_sweep(spec):
     out, master = Path(spec["out"]), int(os.environ.get("RANK", 0)) == 0
     commit = checkout_commit()  # the code the children run: each finished run records it (trained_at.txt)
@@ -167,6 +181,8 @@ def run_sweep(spec):
                     finished(run)
                     (run / "sweep.json").write_text(json.dumps({"source": str(base), "forward_macs": fwd[base]}) + "\n")
                 continue
+            if v.get("continues") and not (run / "ckpt.pt").is_file():  # not yet started: start from that run
+                continued_from(seed_dirs(out, v["continues"], seeds)[k][0], run)
             parent = v.get("parent")
             parent_run = seed_dirs(out, parent, seeds)[k][0] if parent else None
             extra = [f"train.{v.get('parent_key', 'init_from')}={parent_run / 'ckpt.pt'}"] if parent else []

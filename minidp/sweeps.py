@@ -5,11 +5,15 @@ fit_scaling.py runs sweeps (child processes, the lock, resuming) and fits and dr
 decides about a sweep's files is here, so a test or a notebook can use it without the script. A sweep file:
 
     kind: train | test_time        config: the base YAML (relative to the sweep file)     out: the runs' folder
-    common: [overrides for every run]   variants: {name: [overrides] or {overrides, parent, parent_key}}
+    common: [overrides for every run]   variants: {name: [overrides] or {overrides, parent, parent_key, ...}}
     fit: {x: train | inference, y: [loss | eval.<key>], include: [glob]}   seeds: k   baseline: <variant>
 
 A variant given as a mapping may also name `against: <variant>`, the run its verdict is taken against instead of
-the baseline (two pairs of equal compute in one sweep: configs/sweeps/moe_equal_active.yaml).
+the baseline (two pairs of equal compute in one sweep: configs/sweeps/moe_equal_active.yaml), or
+`continues: <variant>`: its run starts as a copy of that earlier variant's finished run (checkpoint and log) and
+train.py resumes it to this variant's train.steps, so 250, 500 and 1000 pre-training steps cost 1000 steps, not
+1750. Resuming is exact and nothing but the LR depends on train.steps, so with a constant LR the continued run is
+the run trained from scratch (a test holds them equal); the sweep file is refused otherwise.
 With seeds: k every variant's runs are <out>/<variant>/seed<j>, trained with train.seed = j.
 `results_study` turns a finished sweep into a results file of minidp/tables.py (`fit_scaling.py sweep --results`).
 """
@@ -92,18 +96,38 @@ def read_sweep(path):
         raise InputError(f"{path}: baseline {spec['baseline']!r} is not a variant")
     for name, v in list(spec["variants"].items()):
         v = {"overrides": v} if isinstance(v, list) else (v or {})
-        if not isinstance(v, dict) or set(v) - {"overrides", "parent", "parent_key", "against"}:
+        if not isinstance(v, dict) or set(v) - {"overrides", "parent", "parent_key", "against", "continues"}:
             raise InputError(f"{path}: variant {name}: a list of overrides or {{overrides, parent, parent_key, "
-                             f"against}}")
-        for key in ("parent", "against"):
+                             f"against, continues}}")
+        for key in ("parent", "against", "continues"):
             if v.get(key) is not None and v[key] not in spec["variants"]:
                 raise InputError(f"{path}: variant {name}: {key} {v[key]!r} is not a variant")
         spec["variants"][name] = v
         try:
-            cfglib.load_config(spec["config"], spec["common"] + list(v.get("overrides") or []))
+            cfg = cfglib.load_config(spec["config"], spec["common"] + list(v.get("overrides") or []))
         except cfglib.ConfigError as e:
             raise InputError(f"{path}: variant {name}: {e}") from None
+        if v.get("continues") is not None:
+            check_continues(path, spec, name, cfg)
     return spec
+
+
+def check_continues(path, spec, name, cfg):
+    """A variant that continues another must come after it in the file (the sweep trains in order), train the same
+    run for more steps, and use a constant LR: an LR decaying to train.steps would differ from the first step on."""
+    source = spec["variants"][name]["continues"]
+    if spec["kind"] != "train":
+        raise InputError(f"{path}: variant {name}: continues is for kind: train (a test_time variant trains nothing)")
+    if list(spec["variants"]).index(source) > list(spec["variants"]).index(name):
+        raise InputError(f"{path}: variant {name}: continues {source!r}, which comes after it; list {source} first")
+    if cfg.train.lr_schedule != "constant":
+        raise InputError(f"{path}: variant {name}: continues {source!r} with train.lr_schedule = "
+                         f"{cfg.train.lr_schedule!r}; only a constant LR makes the continued run equal to one trained "
+                         f"from scratch")
+    first = cfglib.load_config(spec["config"], spec["common"] + list(spec["variants"][source].get("overrides") or []))
+    if cfg.train.steps <= first.train.steps:
+        raise InputError(f"{path}: variant {name}: train.steps = {cfg.train.steps} continues {source!r}'s "
+                         f"{first.train.steps}; it must be more")
 
 
 def seed_dirs(out, name, seeds):

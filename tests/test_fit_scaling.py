@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -126,6 +127,12 @@ def test_too_few_points_and_missing_folder_are_clear_errors(tmp_path, capsys):
     ("config: {cfg}\nout: o\nvariants: {{a: [train.stepz=2]}}\n", "variant a: override 'train.stepz=2': unknown key"),
     ("config: {cfg}\nout: o\nvariants: {{a: []}}\nfit: {{y: [absrel]}}\n", "fit.y entries"),
     ("config: {cfg}\nout: o\nvarients: {{a: []}}\n", "unknown key 'varients'"),
+    ("config: {cfg}\nout: o\nvariants: {{a: [], b: {{continues: a, overrides: [train.steps=9000]}}}}\n",
+     "variant b: continues 'a' with train.lr_schedule = 'exp'"),  # depth.yaml's LR decays to its train.steps
+    ("config: {cfg}\nout: o\ncommon: [train.lr_schedule=constant]\n"
+     "variants: {{b: {{continues: a, overrides: [train.steps=9000]}}, a: []}}\n", "which comes after it"),
+    ("config: {cfg}\nout: o\ncommon: [train.lr_schedule=constant]\n"
+     "variants: {{a: [], b: {{continues: a}}}}\n", "it must be more"),
 ])
 def test_bad_sweep_file_is_one_line_and_status_2_before_anything_runs(tmp_path, capsys, body, message):
     sweep = tmp_path / "s.yaml"
@@ -165,6 +172,40 @@ fit: {{y: [loss]}}
     assert fit_scaling.main(["sweep", str(sweep)]) == 0  # finished runs are skipped, the fit is redone
     assert "lr_hi: finished, skipped" in capsys.readouterr().out
     assert (out / "lr_hi" / "eval.json").stat().st_mtime == stamp
+
+
+def test_a_continued_variant_equals_the_same_run_trained_from_scratch(tmp_path, monkeypatch):
+    # `continues`: b = a's 2 steps resumed to 4; c = 4 steps from scratch. A constant LR after a warm-up that ends
+    # within a's steps: every weight, EMA and logged loss of b must be c's (the sweep's claim that chaining is exact)
+    monkeypatch.setattr(fit_scaling, "run_child", run_child_forked)
+    monkeypatch.chdir(tmp_path)
+    sweep = tmp_path / "chain.yaml"
+    sweep.write_text(f"""
+config: {ROOT / 'configs' / 'depth.yaml'}
+out: {tmp_path / 'out'}
+common: [model.preset=micro, train.init_from=, data.resolution=16, data.train_size=16, data.val_size=2,
+         train.global_batch=4, train.log_every=1, train.warmup_steps=1, train.lr_schedule=constant,
+         sample.num_images=2, sample.batch=2, sample.ensemble=1]
+variants:
+  a: [train.steps=2]
+  b: {{continues: a, overrides: [train.steps=4]}}
+  c: [train.steps=4]
+fit: {{y: [loss]}}
+""")
+    assert fit_scaling.main(["sweep", str(sweep)]) == 0
+    out = tmp_path / "out"
+    b, c = (torch.load(out / n / "ckpt.pt", weights_only=True) for n in ("b", "c"))
+    assert b["step"] == c["step"] == 4
+    for key in ("model", "ema"):
+        assert b[key].keys() == c[key].keys()
+        assert all(torch.equal(b[key][k], c[key][k]) for k in c[key]), key
+    losses = [{r["step"]: r["loss"] for r in map(json.loads, (out / n / "log.jsonl").read_text().splitlines())
+               if "loss" in r} for n in ("b", "c")]
+    assert losses[0] == losses[1] and sorted(losses[0]) == [1, 2, 3, 4]  # a's steps 1-2 copied, 3-4 resumed
+    a_lines = (out / "a" / "log.jsonl").read_text().splitlines()
+    assert (out / "b" / "log.jsonl").read_text().splitlines()[:len(a_lines)] == a_lines  # copied (times too): not retrained
+    a = torch.load(out / "a" / "ckpt.pt", weights_only=True)
+    assert not all(torch.equal(a["model"][k], c["model"][k]) for k in c["model"])  # 2 more steps changed it
 
 
 @pytest.mark.parametrize("sweep", sorted((ROOT / "configs" / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
