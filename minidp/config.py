@@ -176,6 +176,8 @@ class DataConfig:
     workers: int = non_negative(4)   # DataLoader worker processes per rank for a real dataset (0: load in the loop)
     latent_cache: str = ""           # folder of `python -m minidp.data cache`'s latents; "" = <train.out_dir>/latents
     split_file: str = ""             # Hypersim: Marigold's filtered training list; FlyingChairs: its split file ("" = in root)
+    amodal_white: float = between(1.5, 1.0, 10.0)  # amodal's target background: 1.0 white; beyond it, DDIM's x0 clipping
+                                     # makes it exactly white (minidp/tasks/masks.py says why 1.5)
     tasks: dict[str, float] = task_map(  # multitask: tasks and mixture weights, {depth: 4, flow: 2.5}; data.task unused
         lambda w: math.isfinite(w) and w > 0, "weights > 0")
 

@@ -174,7 +174,7 @@ def make_batch(data_cfg, indices, device="cpu", cache=None, pick=None, task=None
         scenes = {k: v[idx] for k, v in cache.items()}
     else:
         scenes = render_scenes(data_cfg, idx.tolist(), task.scene_keys)  # make_sample reads only these
-    return task.make_sample(scenes, idx if pick is None else pick, device)
+    return task.make_sample(scenes, idx if pick is None else pick, device, data_cfg)
 
 
 def training_batch(cfg, run, plan, rows, device, cache):
@@ -202,7 +202,7 @@ def make_mixed_batch(data_cfg, run, task, indices, device="cpu", cache=None, pic
             continue
         scenes = {key: v[idx[rows]] for key, v in cache.items()} if cache is not None else \
             render_scenes(data_cfg, idx[rows].tolist())
-        s = one.make_sample(scenes, pick[rows], device)
+        s = one.make_sample(scenes, pick[rows], device, data_cfg)
         second = s["cond"][1] if len(s["cond"]) > 1 else torch.zeros_like(s["cond"][0])  # the blank image
         tokens = s.get("tokens", torch.zeros(len(rows), tasks.MAX_TOKENS, dtype=torch.long, device=device))
         parts = {"rgb": s["cond"][0], "second": second, "target": s["target"], "mask": s["mask"], "tokens": tokens}

@@ -76,7 +76,7 @@ def noised_target(cfg, task, pixels, batch, codec, t, u):
     release augments before encoding); the loss stays against the clean target."""
     if not cfg.train.augment:
         return batch["target"]
-    background = task.augment_background(pixels["cond"][0]) if pixels["cond"] else None
+    background = task.augment_background(pixels["cond"][0], cfg.data) if pixels["cond"] else None
     return codec.encode(augment.augment_from_uniforms(pixels["target"], t, task.augmentation, u, cfg.train.augment,
                                                       T=cfg.diffusion.T, background=background))
 

@@ -149,6 +149,7 @@ FIELD_CASES = [
     ("data.train_size=0", "data.train_size = 0"),
     ("data.val_size=0", "data.val_size = 0"),
     ("data.val_offset=-1", "data.val_offset = -1"),
+    ("data.amodal_white=0.5", "data.amodal_white = 0.5"),
     ("data.codec=sdvae", "data.codec = 'sdvae'"),
     ("data.workers=-1", "data.workers = -1"),
     ("train.rank_timeout_s=0", "train.rank_timeout_s = 0"),

@@ -7,7 +7,7 @@ Run: pytest -q tests/test_tasks.py
 import pytest
 import torch
 
-from minidp import data, metrics, render, tasks, world
+from minidp import config, data, metrics, render, tasks, world
 from minidp.tasks import normals as normals_task
 from minidp.config import DataConfig
 
@@ -158,12 +158,29 @@ def test_new_task_batches(task, n_cond):
     cfg = DataConfig(task=task, resolution=16)
     b = data.make_batch(cfg, [0, 1, 2])
     assert len(b["cond"]) == n_cond and b["target"].shape == (3, 3, 16, 16)
-    top = tasks.AMODAL_WHITE if task == "amodal" else 1  # amodal's background sits beyond white on purpose
+    top = cfg.amodal_white if task == "amodal" else 1  # amodal's background sits beyond white on purpose
     assert b["target"].min() >= -1 and b["target"].max() <= top
     if task == "referring":
         assert b["tokens"].shape == (3, tasks.MAX_TOKENS) and tasks.red_mask(b["target"]).equal(b["gt_mask"])
     if task == "amodal":
         assert tasks.amodal_mask(b["target"]).equal(b["gt_mask"]) and (b["prior_mask"] <= b["gt_mask"]).all()
+
+
+@pytest.mark.parametrize("white", [1.0, 1.1, 2.0])
+def test_the_amodal_background_is_data_amodal_white_and_reads_back_as_not_object(white):
+    # the amodal recipe's rungs (tutorial 06): background at white, 1.1 and 1.5 (the default) beyond it
+    cfg = DataConfig(task="amodal", resolution=16, amodal_white=white)
+    b = data.make_batch(cfg, [0, 1, 2, 3])
+    outside = ~b["gt_mask"][:, None].expand_as(b["target"])
+    assert outside.any() and (b["target"][outside] == white).all()
+    assert b["target"][~outside].max() <= 1  # the object itself is an image
+    assert tasks.amodal_mask(b["target"]).equal(b["gt_mask"])
+    assert (tasks.get("amodal").augment_background(b["cond"][0], cfg) == white).all()  # ADDP's augmentation paints it
+
+
+def test_an_amodal_background_below_white_is_refused():
+    with pytest.raises(config.ConfigError, match=r"data.amodal_white.*\[1.0, 10.0\]"):
+        config.load_config(None, ["data.task=amodal", "data.amodal_white=0.9"])
 
 
 def test_a_dataset_that_cannot_provide_the_task_is_named():

@@ -25,7 +25,7 @@ from minidp.tasks.base import Task, mask_image, to_255
 from minidp.tasks.classes import Classes
 from minidp.tasks.depth import Depth, decode_depth, encode_depth
 from minidp.tasks.flow import FLOW_SCALE, Flow, decode_flow, encode_flow
-from minidp.tasks.masks import (AMODAL_WHITE, MAX_TOKENS, REFERRING_DIM, VOCAB, Amodal, Referring, amodal_mask,
+from minidp.tasks.masks import (MAX_TOKENS, REFERRING_DIM, VOCAB, Amodal, Referring, amodal_mask,
                                 detokenize, paint_red, pick_objects, red_mask, scene_tokens, tokenize)
 from minidp.tasks.normals import Normals, decode_normals
 
@@ -35,7 +35,7 @@ DATASETS = ("world", "imagenet", "hypersim", "flyingchairs", "pix2gestalt")  # d
 
 __all__ = ["TASKS", "DATASETS", "Task", "get", "run_tasks", "scene_keys", "check_dataset_task", "model_inputs",
            # the tasks' pure helpers, for tests and tutorials
-           "encode_depth", "decode_depth", "FLOW_SCALE", "encode_flow", "decode_flow", "AMODAL_WHITE", "REFERRING_DIM",
+           "encode_depth", "decode_depth", "FLOW_SCALE", "encode_flow", "decode_flow", "REFERRING_DIM",
            "amodal_mask", "paint_red", "red_mask", "pick_objects", "mask_image", "to_255", "decode_normals",
            "MAX_TOKENS", "VOCAB", "tokenize", "detokenize", "scene_tokens"]
 

@@ -99,14 +99,14 @@ class Task:
         """Whether a sample's latents depend on its index alone (a latent cache can hold them)."""
         return True
 
-    def augment_background(self, rgb):
+    def augment_background(self, rgb, data_cfg):
         """What a mask target is painted over (augment.augment_target's `background`); None: not a mask."""
         return None
 
-    def make_sample(self, scenes, pick, device):
+    def make_sample(self, scenes, pick, device, data_cfg):
         """{"cond": [(B, 3, H, W)], "target": (B, 3, H, W), "mask": (B, H, W) bool (pixels the loss counts),
         "label": (B,)} plus the ground truth evaluation reads, from a batch of scenes; pick (B,) chooses the object
-        of tasks that ask about one."""
+        of tasks that ask about one; data_cfg is the run's data section (a task's own options, e.g. amodal_white)."""
         raise NotImplementedError
 
     def merge(self, members, cfg):

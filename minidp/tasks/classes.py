@@ -35,7 +35,7 @@ class Classes(Task):
     pretraining = True
     datasets = ("world", "imagenet")
 
-    def make_sample(self, scenes, pick, device):
+    def make_sample(self, scenes, pick, device, data_cfg):
         rgb = scenes["rgb"].to(device)
         return {"label": scenes["label"].to(device), "cond": [], "target": rgb,
                 "mask": torch.ones_like(rgb[:, 0], dtype=torch.bool)}

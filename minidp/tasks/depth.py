@@ -66,7 +66,7 @@ class Depth(Task):
     augmentation = "blur"
     metric, higher_is_better = "absrel", False
 
-    def make_sample(self, scenes, pick, device):
+    def make_sample(self, scenes, pick, device, data_cfg):
         rgb, depth, valid = (scenes[k].to(device) for k in ("rgb", "depth", "valid"))
         return {"label": scenes["label"].to(device), "cond": [rgb], "target": encode_depth(depth, valid),
                 "mask": valid, "depth": depth, "valid": valid}

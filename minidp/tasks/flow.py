@@ -48,7 +48,7 @@ class Flow(Task):
     datasets = ("world", "flyingchairs")
     metric, higher_is_better = "epe", False
 
-    def make_sample(self, scenes, pick, device):
+    def make_sample(self, scenes, pick, device, data_cfg):
         flow, ok = scenes["flow"].to(device), scenes["flow_valid"].to(device)
         return {"label": scenes["label"].to(device), "cond": [scenes["rgb"].to(device), scenes["rgb2"].to(device)],
                 "target": encode_flow(flow), "mask": ok, "flow": flow, "flow_valid": ok}

@@ -10,7 +10,7 @@
 
 Notable choices:
 - Amodal: the queried object is a partly occluded one whenever the scene has one (the interesting case, and the
-  one pix2gestalt trains on). The target's background is 1.5, beyond white: the read-back threshold (gray 250)
+  one pix2gestalt trains on). The target's background is data.amodal_white, by default 1.5, beyond white: the read-back threshold (gray 250)
   sits 0.04 below white, inside a small model's error at the object's edges, and a background learned at 1.5 is
   clipped to exact white by DDIM's x0 clipping. Measured on configs/amodal.yaml with L1, 2500 steps: from scratch,
   mIoU 0.628 with the background at 1.0, 0.674 at 1.1; from the pre-trained run, 0.703 at 1.1, 0.727 at 1.5,
@@ -34,7 +34,6 @@ from minidp.tasks.base import Task, mask_image, to_255
 AMODAL_GRAY = 250    # pix2gestalt: the whole object is where the gray value (0..255) is below 250
 RED_RADIUS = 50      # ADDP: the mask is where the colour (0..255) lies within L2 distance 50 of red
 REFERRING_DIM = 0.8  # the painted target's brightness (see the module docstring)
-AMODAL_WHITE = 1.5   # the amodal target's background, beyond white (see the module docstring)
 
 COLOURS = ("red", "green", "blue", "yellow", "cyan", "magenta", "white", "black", "orange", "purple", "brown",
            "gray", "pink")  # world.COLOURS
@@ -143,14 +142,14 @@ class Amodal(MaskTask):
 
     read_back = staticmethod(amodal_mask)
 
-    def augment_background(self, rgb):
-        return torch.full_like(rgb, AMODAL_WHITE)
+    def augment_background(self, rgb, data_cfg):
+        return torch.full_like(rgb, data_cfg.amodal_white)
 
-    def make_sample(self, scenes, pick, device):
+    def make_sample(self, scenes, pick, device, data_cfg):
         rgb, amodal, rows = scenes["rgb"].to(device), scenes["amodal"], torch.arange(len(scenes["rgb"]))
         k = pick_objects(scenes["ref_masks"], amodal, scenes["num_objects"], pick.cpu(), occluded_first=True)
         visible, whole, alone = (x[rows, k].to(device) for x in (scenes["ref_masks"], amodal, scenes["alone"]))
-        target = torch.where(whole[:, None], alone, torch.full_like(alone, AMODAL_WHITE))
+        target = torch.where(whole[:, None], alone, torch.full_like(alone, data_cfg.amodal_white))
         # the baseline's answer: the visible part taken as the whole object
         return {"label": scenes["label"].to(device), "cond": [rgb, mask_image(visible)], "target": target,
                 "mask": torch.ones_like(rgb[:, 0], dtype=torch.bool), "gt_mask": whole, "prior_mask": visible}
@@ -178,10 +177,10 @@ class Referring(MaskTask):
 
     read_back = staticmethod(red_mask)
 
-    def augment_background(self, rgb):
+    def augment_background(self, rgb, data_cfg):
         return (rgb + 1) * REFERRING_DIM - 1
 
-    def make_sample(self, scenes, pick, device):
+    def make_sample(self, scenes, pick, device, data_cfg):
         rgb, rows = scenes["rgb"].to(device), torch.arange(len(scenes["rgb"]))
         k = pick_objects(scenes["ref_masks"], None, scenes["num_objects"], pick.cpu(), occluded_first=False)
         visible = scenes["ref_masks"][rows, k].to(device)  # (B, H, W)

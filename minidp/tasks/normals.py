@@ -57,7 +57,7 @@ class Normals(Task):
     scene_keys = ("rgb", "normals", "valid", "label")
     metric, higher_is_better = "angle_mean", False
 
-    def make_sample(self, scenes, pick, device):
+    def make_sample(self, scenes, pick, device, data_cfg):
         rgb, normals, valid = (scenes[k].to(device) for k in ("rgb", "normals", "valid"))
         return {"label": scenes["label"].to(device), "cond": [rgb], "target": normals, "mask": valid,
                 "normals": normals, "valid": valid}
