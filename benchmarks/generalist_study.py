@@ -24,7 +24,9 @@ generalist's 0.999 would leave 0.999^n of the start in a specialist of n < 1000 
 Per task and seed: the generalist's metric against the specialist's (difference and ratio, generalist / specialist)
 and the shared row's against the generalist's; over seeds, the Student-t interval of the per-seed values
 (stats.seed_interval) and the verdict word of stats.verdict. Writes tutorials/results/generalist_study.json (python
--m minidp.tables renders it).
+-m minidp.tables renders it) and tutorials/figures/generalist_study.png: per task, the ratio of errors (AbsRel, EPE,
+1 - mIoU, 1 - oIoU) generalist / specialist and shared / generalist, with its interval over seeds (below 1: the
+first is better), the four tasks on one scale.
 """
 
 import argparse
@@ -35,10 +37,11 @@ from pathlib import Path
 import numpy as np
 from common import ROOT, call, commit, entry, named_verdict
 
-from minidp import compare, config, ct_estimation, recipe, stats, sweeps
+from minidp import compare, config, ct_estimation, recipe, stats, sweeps, viz
 
 RUNS = ROOT / "runs" / "generalist_study"
 RESULTS = ROOT / "tutorials" / "results" / "generalist_study.json"
+FIGURE = ROOT / "tutorials" / "figures" / "generalist_study.png"
 GENERALIST = ROOT / "configs" / "generalist.yaml"
 METRIC = {"depth": "absrel", "flow": "epe", "amodal": "miou", "referring": "oiou"}  # each task's headline metric
 COMMAND = "python benchmarks/generalist_study.py"
@@ -122,9 +125,41 @@ def compared(values, reference, name, against, metric):
     return entry(d, ci), ratio, word, diffs
 
 
+def error(task, values):
+    """The task's headline metric as an error (lower is better): AbsRel and EPE as they are, 1 - an IoU."""
+    values = np.asarray(values, dtype=np.float64)
+    return values if compare.better_direction(METRIC[task]) == "lower" else 1 - values
+
+
+def figure(points):
+    """points {(task, comparison): per-seed error ratios}: one marker per task and comparison with its interval
+    over seeds, a line at 1 (no difference)."""
+    plt = viz.pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    comparisons = {"generalist / specialist": ("tab:blue", -0.12), "shared / generalist": ("tab:orange", 0.12)}
+    tasks = list(dict.fromkeys(task for task, _ in points))
+    for name, (colour, shift) in comparisons.items():
+        xs, means, halves = [], [], []
+        for i, task in enumerate(tasks):
+            if (task, name) in points:
+                mean, half = stats.seed_interval(points[task, name])
+                xs.append(i + shift), means.append(mean), halves.append(half if np.isfinite(half) else 0)
+        ax.errorbar(xs, means, yerr=halves, color=colour, marker="o", ls="none", capsize=3, label=name)
+    ax.axhline(1, color="k", lw=0.8)
+    ax.set_xticks(range(len(tasks)), [f"{t}\n({'1 - ' if compare.better_direction(METRIC[t]) != 'lower' else ''}"
+                                      f"{METRIC[t]})" for t in tasks], fontsize=8)
+    ax.set_ylabel("error ratio (below 1: better)")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    FIGURE.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(FIGURE, dpi=110)
+    plt.close(fig)
+
+
 def report(cfg, seeds, steps):
     """Tabulate the finished rows into RESULTS: per task, the specialist, the generalist and the shared row."""
-    version, runs = commit(), []
+    version, runs, points = commit(), [], {}
     for task in cfg.data.tasks:
         metric = METRIC[task]
         done = [s for s in seeds if all(finished(RUNS / f"{row}_s{s}") for row in (task, "generalist", "shared"))]
@@ -133,6 +168,10 @@ def report(cfg, seeds, steps):
             continue
         vals = {row: [value(RUNS / f"{task if row == 'specialist' else row}_s{s}", task) for s in done]
                 for row in ("specialist", "generalist", "shared")}
+        errors = {row: error(task, v) for row, v in vals.items()}
+        if np.all(errors["specialist"] > 0) and np.all(errors["generalist"] > 0):
+            points[task, "generalist / specialist"] = errors["generalist"] / errors["specialist"]
+            points[task, "shared / generalist"] = errors["shared"] / errors["generalist"]
         for row, against in (("specialist", None), ("generalist", "specialist"), ("shared", "generalist")):
             mean, ci = over_seeds(vals[row])
             cells = {"task": task, "row": row, "metric": metric, "seeds": str(len(done)), "against": against or ""}
@@ -160,6 +199,8 @@ def report(cfg, seeds, steps):
              "runs": runs}
     if runs:
         RESULTS.write_text(json.dumps(study, indent=1) + "\n")
+    if points:
+        figure(points)
     return 0
 
 

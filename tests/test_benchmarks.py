@@ -133,6 +133,7 @@ def test_generalist_study_trains_specialists_on_the_generalists_schedule_and_tab
     # the report: per task, generalist - specialist and shared - generalist, paired by seed
     monkeypatch.setattr(study, "RUNS", tmp_path)
     monkeypatch.setattr(study, "RESULTS", tmp_path / "generalist_study.json")
+    monkeypatch.setattr(study, "FIGURE", tmp_path / "generalist_study.png")
     spec = {"depth": [0.10, 0.11, 0.12], "flow": [1.0, 1.1, 1.2], "amodal": [0.70, 0.72, 0.74],
             "referring": [0.60, 0.61, 0.62]}
     for s in range(3):
@@ -158,3 +159,6 @@ def test_generalist_study_trains_specialists_on_the_generalists_schedule_and_tab
     assert rows["flow shared"]["cells"]["verdict"] == "no difference detected"  # +0.002, -0.002, 0 over seeds
     assert rows["referring specialist"]["metrics"]["value"]["value"] == pytest.approx(0.61)
     assert study.compared([0.1, 0.2], [0.0, 0.1], "a", "b", "oiou")[1] is None  # IoU 0: no ratio, no crash
+    assert (tmp_path / "generalist_study.png").stat().st_size > 1000
+    # the figure's errors: 1 - IoU for the IoU tasks (the generalist's amodal mIoU 10 % lower: its error higher)
+    assert study.error("amodal", [0.7]) == pytest.approx([0.3]) and study.error("depth", [0.1]) == pytest.approx([0.1])
