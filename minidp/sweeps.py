@@ -199,8 +199,9 @@ def trained_at(runs, default):
 def results_study(spec, study, description, command, commit, window=5):
     """A results file (minidp/tables.py) of a finished sweep: one row per variant with its final compute and, per
     y, the mean over seeds with its 95 % t-interval, the variant it is compared against, the per-seed paired
-    difference from it with its t-interval, and the verdict; each row's commit is its runs' (trained_at; `commit`
-    for runs that did not record one). Raises ValueError for an unfinished run."""
+    difference from it with its t-interval, and the verdict, and each seed's value (per_seed: a later question, such
+    as a pair the file did not name, can then be paired from the file alone); each row's commit is its runs'
+    (trained_at; `commit` for runs that did not record one). Raises ValueError for an unfinished run."""
     out, x, ys, seeds = Path(spec["out"]), spec["fit"]["x"], spec["fit"]["y"], spec["seeds"]
     names = included(spec)  # e.g. only the fine-tunes of a pre-training sweep: its parents have no eval
     needed = dict.fromkeys(names + [reference_of(spec, name) for name in names])
@@ -230,8 +231,10 @@ def results_study(spec, study, description, command, commit, window=5):
                 word = seed_verdict(values, finals[reference, y][1], direction(y))
                 cells[f"{key}_verdict"] = verdict_words(word, name, reference)
         overrides = spec["common"] + list(v.get("overrides") or [])
+        per_seed = {y.removeprefix("eval."): [round(value, 8) for value in finals[name, y][1]] for y in ys}
         rows.append({"name": name, "seed": list(range(seeds)), "overrides": overrides, "command": command,
-                     "commit": trained_at(runs_of[name], commit), "cells": cells, "metrics": metrics})
+                     "commit": trained_at(runs_of[name], commit), "cells": cells, "metrics": metrics,
+                     "per_seed": per_seed})
     images = cfglib.load_config(spec["config"], spec["common"]).sample.num_images
     evidence = f"{seeds} training seed{'s' if seeds > 1 else ''}, paired by seed" + (
         f"; evaluations on {images} validation scenes" if any(y.startswith("eval.") for y in ys) else "")

@@ -375,5 +375,6 @@ fit: {{y: [eval.absrel], include: [ft_*]}}
     assert [run["cells"]["against"] for run in study["runs"]] == ["", "ft_a"]
     absrel = {n: [json.loads((tmp_path / "out" / n / f"seed{k}" / "eval.json").read_text())["absrel"]
                   for k in range(2)] for n in ("ft_a", "ft_b")}
+    assert study["runs"][1]["per_seed"]["absrel"] == pytest.approx(absrel["ft_b"], abs=1e-8)  # seed 0, seed 1
     diff = study["runs"][1]["metrics"]["absrel_diff"]["value"]  # ft_b - ft_a, paired seed by seed
     assert diff == pytest.approx(np.mean(np.subtract(absrel["ft_b"], absrel["ft_a"])), rel=1e-12)
