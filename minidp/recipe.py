@@ -112,8 +112,15 @@ def batch_plan(cfg, step, latent, class_dropout, text):
     return plan
 
 
+SEED_STRIDE = 0x9E3779B1  # odd, ~0.618 x 2^32: seed k's streams start far from every other seed's
+
+
 def step_generator(cfg, step):
-    return torch.Generator().manual_seed(cfg.train.seed * 2**32 + step)
+    """The generator of step `step`'s plan. torch's CPU generator keeps only the low 32 bits of its seed, so the
+    seed and the step are combined within them: (step + train.seed x SEED_STRIDE) mod 2^32. Seed 0 is the step
+    itself; seed k's steps meet seed 0's only after ~2.6e9 steps. (Until 2026-12-04 this was seed x 2^32 + step,
+    whose low 32 bits ignore the seed: every train.seed drew the same batches, noise and timesteps.)"""
+    return torch.Generator().manual_seed((step + cfg.train.seed * SEED_STRIDE) % 2**32)
 
 
 def step_indices(cfg, step):

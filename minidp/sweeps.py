@@ -175,10 +175,10 @@ def verdict_words(word, name, reference):
     return {"A better": f"{name} better", "B better": f"{reference} better"}.get(word, word)
 
 
-def checkout_commit():
-    """The short commit of the checkout this file is in (the code a run started now trains with), or None outside
-    git."""
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
+def checkout_commit(where=None):
+    """The short commit of the checkout `where` (default: the one this file is in, the code a run started now trains
+    with), or None outside git."""
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=where or Path(__file__).resolve().parent,
                          capture_output=True, text=True)
     return git.stdout.strip() or None
 
