@@ -160,5 +160,8 @@ def test_generalist_study_trains_specialists_on_the_generalists_schedule_and_tab
     assert rows["referring specialist"]["metrics"]["value"]["value"] == pytest.approx(0.61)
     assert study.compared([0.1, 0.2], [0.0, 0.1], "a", "b", "oiou")[1] is None  # IoU 0: no ratio, no crash
     assert (tmp_path / "generalist_study.png").stat().st_size > 1000
+    with pytest.raises(SystemExit) as stop:  # --rows splits a seed between processes; a row that is not one stops
+        study.main(["--report", "--rows", "depth", "flw"])
+    assert stop.value.code == 2
     # the figure's errors: 1 - IoU for the IoU tasks (the generalist's amodal mIoU 10 % lower: its error higher)
     assert study.error("amodal", [0.7]) == pytest.approx([0.3]) and study.error("depth", [0.1]) == pytest.approx([0.1])

@@ -23,6 +23,9 @@ import fit_scaling  # noqa: E402
 from helpers import run_child_forked  # noqa: E402
 
 A, B = 0.23, -0.0098  # the scaling paper's pre-training law
+# a micro sweep's common overrides: micro DiTs at 16 px on 16 scenes, batch 4, logging every step, evaluated on 2
+MICRO = ("model.preset=micro, train.init_from=, data.resolution=16, data.train_size=16, data.val_size=2,\n"
+         "         train.global_batch=4, train.log_every=1, sample.num_images=2, sample.batch=2, sample.ensemble=1")
 
 
 def write_run(run, macs, loss=None, evaluation=None, extra=None):
@@ -151,9 +154,7 @@ def test_micro_sweep_trains_each_variant_skips_finished_ones_and_fits(tmp_path, 
     sweep.write_text(f"""
 config: {ROOT / 'configs' / 'depth.yaml'}
 out: {tmp_path / 'out'}
-common: [model.preset=micro, train.init_from=, data.resolution=16, data.train_size=16, data.val_size=2,
-         train.steps=2, train.global_batch=4, train.log_every=1, train.warmup_steps=0, sample.num_images=2,
-         sample.batch=2, sample.ensemble=1]
+common: [{MICRO}, train.steps=2, train.warmup_steps=0]
 variants:
   lr_hi: [train.lr=1e-3]
   lr_lo: [train.lr=1e-4, train.lr_final=1e-5]
@@ -183,9 +184,7 @@ def test_a_continued_variant_equals_the_same_run_trained_from_scratch(tmp_path, 
     sweep.write_text(f"""
 config: {ROOT / 'configs' / 'depth.yaml'}
 out: {tmp_path / 'out'}
-common: [model.preset=micro, train.init_from=, data.resolution=16, data.train_size=16, data.val_size=2,
-         train.global_batch=4, train.log_every=1, train.warmup_steps=1, train.lr_schedule=constant,
-         sample.num_images=2, sample.batch=2, sample.ensemble=1]
+common: [{MICRO}, train.warmup_steps=1, train.lr_schedule=constant]
 variants:
   a: [train.steps=2]
   b: {{continues: a, overrides: [train.steps=4]}}
