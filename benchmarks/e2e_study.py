@@ -34,7 +34,7 @@ from pathlib import Path
 
 from common import ROOT, call, commit, entry, named_verdict, paired
 
-from minidp import compare, config, stats, viz
+from minidp import compare, config, stats, sweeps, viz
 
 RUNS = ROOT / "runs" / "e2e"
 RESULTS = ROOT / "tutorials" / "results" / "e2e_study.json"
@@ -152,7 +152,7 @@ def report(tasks, seeds, scratch=False):
                          {"head": "MMACs per prediction", "cell": "inference"}],
              "runs": runs}
     if runs:
-        RESULTS.with_name(f"{name}.json").write_text(json.dumps(study, indent=1) + "\n")
+        RESULTS.with_name(f"{name}.json").write_text(json.dumps(sweeps.with_seed_caveat(study), indent=1) + "\n")
         figure(runs, FIGURES / f"{name}.png")
     return 0
 

@@ -196,6 +196,40 @@ def trained_at(runs, default):
     return ", ".join(commits) or None
 
 
+SEED_FIX = "b94e18f"  # the commit from which train.seed changes a run's batches, noise and timesteps
+
+
+def predates_seed_fix(commit, where=None):
+    """True when git knows `commit` and it does not contain SEED_FIX (a run trained there drew seed 0's batches,
+    noise and timesteps whatever its train.seed); False when it does, or when git cannot tell (no repository, an
+    unknown commit)."""
+    git = subprocess.run(["git", "merge-base", "--is-ancestor", SEED_FIX, commit],
+                         cwd=where or Path(__file__).resolve().parent, capture_output=True, text=True)
+    return git.returncode == 1
+
+
+def seed_caveat(study, where=None):
+    """The line a results file's table ends with when its seeds were not what they claim: a study with runs over
+    several training seeds, any of them trained before SEED_FIX; None otherwise. Writers store it as the study's
+    "caveat" (minidp/tables.py prints it under the table)."""
+    commits = sorted({c for run in study["runs"] if isinstance(run.get("seed"), list) and len(run["seed"]) > 1
+                      for c in re.split(r"[,\s]+", str(run.get("commit") or "")) if c})
+    old = [c for c in commits if predates_seed_fix(c, where)]
+    if not old:
+        return None
+    return (f"Seeds differ only in initial weights: trained at {', '.join(old)}, before {SEED_FIX}, when train.seed "
+            f"did not reach the batches, noise or timesteps; runs started from one checkpoint with no new layers "
+            f"are one run repeated. The intervals are the spread over initialisations.")
+
+
+def with_seed_caveat(study):
+    """`study` with its "caveat" (seed_caveat) set when it has one; every writer of a results file calls it."""
+    caveat = seed_caveat(study)
+    if caveat:
+        study["caveat"] = caveat
+    return study
+
+
 def results_study(spec, study, description, command, commit, window=5):
     """A results file (minidp/tables.py) of a finished sweep: one row per variant with its final compute and, per
     y, the mean over seeds with its 95 % t-interval, the variant it is compared against, the per-seed paired
@@ -238,5 +272,6 @@ def results_study(spec, study, description, command, commit, window=5):
     images = cfglib.load_config(spec["config"], spec["common"]).sample.num_images
     evidence = f"{seeds} training seed{'s' if seeds > 1 else ''}, paired by seed" + (
         f"; evaluations on {images} validation scenes" if any(y.startswith("eval.") for y in ys) else "")
-    return {"study": study, "description": description, "evidence": evidence, "command": command,
-            "columns": columns, "runs": rows}
+    result = {"study": study, "description": description, "evidence": evidence, "command": command,
+              "columns": columns, "runs": rows}
+    return with_seed_caveat(result)

@@ -22,6 +22,8 @@ and tutorials/results/<study>.json holds what was measured:
 A metric with an interval renders as `0.1544 [0.1501, 0.1590]` (ci: 95 % over scenes, or over seeds when the run
 is a mean over seeds); `ci: null` means the study predates intervals, and then the table's last line says so,
 with the study's `evidence` (a study of speeds, which no verdict rests on, has evidence null and no such line).
+A study's `caveat` (minidp/sweeps.py seed_caveat: seeds trained before train.seed reached the batches) is printed
+in italics under its table.
 Everything that is not one number per cell (a wall time, "0.814 / 0.631", a benchmark's headline) is a `cell`:
 transcribed text, kept in the results file so that the table still has one source.
 
@@ -99,6 +101,8 @@ def render(study):
     if not has_intervals(study) and study.get("evidence"):
         lines += ["", f"*No intervals: measured before minidp recorded them ({study['evidence']}); a difference in "
                       f"this table is not a verdict until the study is re-run.*"]
+    if study.get("caveat"):
+        lines += ["", f"*{study['caveat']}*"]
     return "\n".join(lines) + "\n"
 
 

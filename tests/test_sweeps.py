@@ -5,6 +5,7 @@ end to end (training, resuming, fitting): tests/test_fit_scaling.py.
 Run: pytest -q tests/test_sweeps.py
 """
 
+import json
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,41 @@ def test_a_bad_sweep_file_is_one_line_naming_the_key(tmp_path, bad, words):
     sweep.write_text(f"config: {root / 'depth.yaml'}\nout: {tmp_path / 'runs'}\nvariants: {{tiny: []}}\n{bad}\n")
     with pytest.raises(sweeps.InputError, match=words):
         sweeps.read_sweep(sweep)
+
+
+def commit_chain(repo, n):
+    """A throwaway git repository with n empty commits in a row; their hashes, oldest first."""
+    import subprocess
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    hashes = []
+    for k in range(n):
+        subprocess.run(git + ["commit", "-q", "--allow-empty", "-m", f"c{k}"], check=True)
+        hashes.append(subprocess.run(git + ["rev-parse", "--short", "HEAD"], check=True, capture_output=True,
+                                     text=True).stdout.strip())
+    return hashes
+
+
+def test_a_multi_seed_study_trained_before_the_seed_fix_carries_the_caveat_and_one_after_it_does_not(
+        tmp_path, monkeypatch):
+    old, fix, new = commit_chain(tmp_path, 3)
+    monkeypatch.setattr(sweeps, "SEED_FIX", fix)
+    assert [sweeps.predates_seed_fix(c, tmp_path) for c in (old, fix, new, "0000000")] == [True, False, False, False]
+
+    def study(commit, seeds):
+        return {"runs": [{"seed": [0], "commit": new}, {"seed": seeds, "commit": commit}]}
+
+    caveat = sweeps.seed_caveat(study(f"{new}, {old}", [0, 1, 2]), tmp_path)
+    assert caveat.startswith("Seeds differ only in initial weights") and f"trained at {old}, before {fix}" in caveat
+    assert new not in caveat
+    assert sweeps.seed_caveat(study(new, [0, 1, 2]), tmp_path) is None
+    assert sweeps.seed_caveat(study(old, [0]), tmp_path) is None  # one seed: nothing claimed about seeds
+
+
+def test_every_committed_results_file_carries_the_caveat_its_commits_call_for():
+    from minidp import tables
+    if not sweeps.predates_seed_fix("b94e18f~1") or sweeps.predates_seed_fix("HEAD"):
+        pytest.skip("not inside minidp's git history")
+    for path in sorted(tables.RESULTS.glob("*.json")):
+        study = json.loads(path.read_text())
+        assert study.get("caveat") == sweeps.seed_caveat(study), path.name

@@ -84,3 +84,10 @@ def test_a_transposed_study_has_one_column_per_run():
     study["transpose"] = True
     assert tables.render(study) == ("| run | a | b |\n|---|---|---|\n"
                                     "| AbsRel | 0.123 [0.100, 0.150] | 0.20 [0.10, 0.15] |\n")
+
+
+def test_a_study_caveat_is_the_tables_last_line_in_italics():
+    study = hand_study([0.1, 0.15])
+    study["caveat"] = "Seeds differ only in initial weights."
+    lines = tables.render(study).splitlines()
+    assert lines[-2:] == ["", "*Seeds differ only in initial weights.*"] and len(lines) == 6
