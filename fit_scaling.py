@@ -57,7 +57,8 @@ import numpy as np
 from minidp import config as cfglib
 from minidp import files, scaling, stats, tables, viz
 from minidp.sweeps import (checkout_commit, direction, final_values, find_runs, included, mark_trained, read_sweep,
-                           reference_of, results_study, seed_dirs, seed_verdict, variant_points, verdict_words)
+                           reference_of, results_study, seed_dirs, seed_verdict, variant_points, verdict_words,
+                           write_study)
 from minidp.errors import ArgumentParser, FaultError, InputError, one_line
 
 HERE = Path(__file__).resolve().parent
@@ -243,7 +244,7 @@ def write_results(spec, sweep_file, study):
     command = f"python fit_scaling.py sweep {sweep_file} --results {study}"
     result = results_study(spec, study, header.split(":")[0], command, checkout_commit())
     path = tables.RESULTS / f"{study}.json"
-    files.write_text(path, json.dumps(result, indent=1) + "\n")
+    write_study(path, result)
     print(f"sweep | results -> {path} (python -m minidp.tables renders its tables)", flush=True)
 
 

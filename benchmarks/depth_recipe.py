@@ -130,7 +130,7 @@ def report(seeds, pilots):
                          {"head": "quick: " + ROWS["quick"][0], "metric": "quick"},
                          {"head": "quick - previous", "metric": "diff"}, {"head": "verdict", "cell": "verdict"}],
              "runs": runs}
-    RESULTS.write_text(json.dumps(sweeps.with_seed_caveat(study), indent=1) + "\n")
+    sweeps.write_study(RESULTS, study)
     if pilot_rows:
         pilot_study = {"study": "depth_recipe_pilots", "evidence": "1024 validation scenes, one training seed",
                        "command": COMMAND + " --pilots",

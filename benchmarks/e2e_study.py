@@ -152,7 +152,7 @@ def report(tasks, seeds, scratch=False):
                          {"head": "MMACs per prediction", "cell": "inference"}],
              "runs": runs}
     if runs:
-        RESULTS.with_name(f"{name}.json").write_text(json.dumps(sweeps.with_seed_caveat(study), indent=1) + "\n")
+        sweeps.write_study(RESULTS.with_name(f"{name}.json"), study)
         figure(runs, FIGURES / f"{name}.png")
     return 0
 

@@ -198,7 +198,7 @@ def report(cfg, seeds, steps):
                          {"head": "verdict", "cell": "verdict"}],
              "runs": runs}
     if runs:
-        RESULTS.write_text(json.dumps(sweeps.with_seed_caveat(study), indent=1) + "\n")
+        sweeps.write_study(RESULTS, study)
     if points:
         figure(points)
     return 0

@@ -170,7 +170,7 @@ def report(args):
              + [{"head": "exponent b", "metric": "b", "digits": 3}, {"head": "trend", "cell": "trend"},
                 {"head": "most - 1 step", "metric": "diff"}, {"head": "verdict", "cell": "verdict"}],
              "runs": runs}
-    RESULTS.write_text(json.dumps(sweeps.with_seed_caveat(study), indent=1) + "\n")
+    sweeps.write_study(RESULTS, study)
     figure(curves, args)
     return 0
 

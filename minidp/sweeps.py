@@ -19,6 +19,7 @@ With seeds: k every variant's runs are <out>/<variant>/seed<j>, trained with tra
 """
 
 import fnmatch
+import json
 import math
 import re
 import subprocess
@@ -27,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from minidp import config as cfglib
-from minidp import scaling, stats
+from minidp import files, scaling, stats
 from minidp.compare import better_direction
 from minidp.errors import InputError
 
@@ -222,12 +223,13 @@ def seed_caveat(study, where=None):
             f"are one run repeated. The intervals are the spread over initialisations.")
 
 
-def with_seed_caveat(study):
-    """`study` with its "caveat" (seed_caveat) set when it has one; every writer of a results file calls it."""
+def write_study(path, study):
+    """Write a results file (minidp/tables.py), atomically, with its "caveat" (seed_caveat) set when it has one:
+    every writer of tutorials/results/*.json goes through here, so none can forget the caveat."""
     caveat = seed_caveat(study)
     if caveat:
         study["caveat"] = caveat
-    return study
+    files.write_text(path, json.dumps(study, indent=1) + "\n")
 
 
 def results_study(spec, study, description, command, commit, window=5):
@@ -272,6 +274,5 @@ def results_study(spec, study, description, command, commit, window=5):
     images = cfglib.load_config(spec["config"], spec["common"]).sample.num_images
     evidence = f"{seeds} training seed{'s' if seeds > 1 else ''}, paired by seed" + (
         f"; evaluations on {images} validation scenes" if any(y.startswith("eval.") for y in ys) else "")
-    result = {"study": study, "description": description, "evidence": evidence, "command": command,
-              "columns": columns, "runs": rows}
-    return with_seed_caveat(result)
+    return {"study": study, "description": description, "evidence": evidence, "command": command,
+            "columns": columns, "runs": rows}

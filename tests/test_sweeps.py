@@ -6,6 +6,7 @@ Run: pytest -q tests/test_sweeps.py
 """
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -55,7 +56,6 @@ def test_a_bad_sweep_file_is_one_line_naming_the_key(tmp_path, bad, words):
 
 def commit_chain(repo, n):
     """A throwaway git repository with n empty commits in a row; their hashes, oldest first."""
-    import subprocess
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(repo)]
     subprocess.run(["git", "init", "-q", str(repo)], check=True)
     hashes = []

@@ -11,8 +11,8 @@
 Notable choices:
 - Amodal: the queried object is a partly occluded one whenever the scene has one (the interesting case, and the
   one pix2gestalt trains on). The target's background is data.amodal_white, by default 1.5, beyond white: the
-  read-back threshold (gray 250) sits 0.04 below white, inside a small model's error at the object's edges, and a background learned at 1.5 is
-  clipped to exact white by DDIM's x0 clipping. Measured on configs/amodal.yaml with L1, 2500 steps: from scratch,
+  read-back threshold (gray 250) sits 0.04 below white, inside a small model's error at the object's edges, and a
+  background learned at 1.5 is clipped to exact white by DDIM's x0 clipping. Measured on configs/amodal.yaml with L1, 2500 steps: from scratch,
   mIoU 0.628 with the background at 1.0, 0.674 at 1.1; from the pre-trained run, 0.703 at 1.1, 0.727 at 1.5,
   0.727 at 2.0 (64 scenes, one seed, no interval). The read-back is unchanged.
 - Referring: the painted target keeps the image at 80 % brightness. The world's brightest red object lies 38.5
