@@ -6,7 +6,9 @@ Not a test file (pytest collects only test_*.py); test files import it as `from 
 rootdir-relative import mode puts tests/ on sys.path.
 """
 
+import faulthandler
 import os
+import random
 import resource
 import runpy
 import signal
@@ -80,6 +82,7 @@ class Forked:
             sys.stdout = open(1, "w", buffering=1, closefd=False)
             sys.stderr = open(2, "w", buffering=1, closefd=False, errors="backslashreplace")
             signal.signal(signal.SIGINT, signal.default_int_handler)  # what a fresh python starts with
+            faulthandler.register(signal.SIGUSR1, file=sys.stderr, all_threads=True)  # dump_stacks(): where it hangs
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             if env is not None:
                 os.environ.clear()
@@ -118,11 +121,22 @@ class Forked:
         start = time.time()
         while self.poll() is None:
             if timeout is not None and time.time() - start > timeout:
+                self.dump_stacks()
                 self.kill()
                 self.wait()
-                raise TimeoutError(f"{' '.join(self.argv)} still running after {timeout} s:\n{self.err()[-3000:]}")
+                raise TimeoutError(f"{' '.join(self.argv)} still running after {timeout} s:\n{self.report()}")
             time.sleep(0.02)
         return self.returncode
+
+    def dump_stacks(self):
+        """Every thread's Python stack, written to the child's stderr (faulthandler, registered on SIGUSR1)."""
+        if self.poll() is None:
+            os.kill(self.pid, signal.SIGUSR1)
+            time.sleep(1)
+
+    def report(self, chars=3000):
+        """The ends of stdout and stderr, for a failure message."""
+        return f"--- stdout (end) ---\n{self.out()[-chars:]}\n--- stderr (end) ---\n{self.err()[-chars:]}"
 
     def send_signal(self, sig):
         if self.poll() is None:
@@ -181,9 +195,17 @@ def run_child_forked(argv, what):
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below Linux's ephemeral range (32768-60999). A port the kernel hands out for bind(("", 0)) is in
+    that range, where a rank's connect() to it, retried before rank 0 listens, can be given the same port as its own
+    source port and connect to itself (TCP simultaneous open): rendezvous then hangs."""
+    while True:
+        port = random.SystemRandom().randint(20000, 32000)  # not the tests' seeded random
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:  # in use
+                continue
+            return port
 
 
 def train_ranks(out_dir, *extra, world_size=2, cwd=None):
@@ -199,15 +221,28 @@ def train_ranks(out_dir, *extra, world_size=2, cwd=None):
 
 
 def wait_all(ranks, timeout=240):
-    """Wait for every rank; the first nonzero exit status with that rank's stderr, else 0 and ''."""
+    """Wait for every rank; the first nonzero exit status with that rank's stderr, else 0 and ''. A rank that fails
+    ends the wait at once (the others would only wait for it); past `timeout` every rank's stacks, stdout and stderr
+    are in the TimeoutError."""
+    start = time.time()
     try:
-        codes = [rank.wait(timeout=timeout) for rank in ranks]
+        while any(rank.poll() is None for rank in ranks):
+            failed = [rank for rank in ranks if rank.poll() not in (None, 0)]
+            if failed:
+                return failed[0].returncode, failed[0].err()[-3000:]
+            if time.time() - start > timeout:
+                for rank in ranks:
+                    rank.dump_stacks()
+                raise TimeoutError(f"ranks still running after {timeout} s:\n" + "\n".join(
+                    f"=== rank {r}, exit status {rank.poll()} ===\n{rank.report()}" for r, rank in enumerate(ranks)))
+            time.sleep(0.02)
     finally:
         for rank in ranks:
             rank.kill()
-    for code, rank in zip(codes, ranks):
-        if code != 0:
-            return code, rank.err()[-3000:]
+            rank.wait()
+    for rank in ranks:
+        if rank.returncode != 0:
+            return rank.returncode, rank.err()[-3000:]
     return 0, ""
 
 
