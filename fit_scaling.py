@@ -73,6 +73,9 @@ def fit_and_draw(groups, x, y, out, window=5, n_max=1, max_iter=20):
     groups: {variant: [run directories]}. Returns the result dict."""
     if x == "inference" and y == "loss":
         raise InputError("--x inference needs an evaluation metric (--y eval.<key>), not the training loss")
+    if direction(y) == "higher":  # mIoU, delta1: they rise towards 1, and a falling power law fits what is left
+        raise InputError(f"{y} rises as the model improves; a power law in compute is fitted to an error: "
+                         f"--y {y}_err (1 - {y.removeprefix('eval.')})")
     curves = {}
     for name, runs in groups.items():
         where = runs[0] if len(runs) == 1 else runs[0].parent

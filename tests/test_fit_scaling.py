@@ -67,7 +67,7 @@ def test_fit_over_a_folder_recovers_the_law_and_names_skipped_runs(tmp_path, cap
     assert (tmp_path / "scaling_loss.png").stat().st_size > 0
 
 
-def test_eval_metrics_against_inference_macs(tmp_path):
+def test_eval_metrics_against_inference_macs(tmp_path, capsys):
     # a test-time sweep: eval.json per variant (steps x ensemble), forward MACs recorded by the sweep
     for steps in (1, 2, 5, 10, 20):
         c = steps * 3 * 1e9
@@ -80,6 +80,10 @@ def test_eval_metrics_against_inference_macs(tmp_path):
     assert fit_scaling.main(["fit", str(tmp_path), "--x", "inference", "--y", "eval.delta1_err"]) == 0
     err = json.loads((tmp_path / "scaling_delta1_err.json").read_text())
     assert err["a"] == pytest.approx(2.0, rel=1e-6) and err["b"] == pytest.approx(-0.2, rel=1e-6)
+    # delta1 itself rises with compute: no falling law fits it, and the error names the metric that does
+    assert fit_scaling.main(["fit", str(tmp_path), "--x", "inference", "--y", "eval.delta1"]) == 2
+    line = one_error_line(capsys)
+    assert "eval.delta1 rises as the model improves" in line and "--y eval.delta1_err" in line
 
 
 def test_parent_macs_are_added_to_a_fine_tunes_compute(tmp_path):
