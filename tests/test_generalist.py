@@ -146,6 +146,13 @@ def test_two_gloo_ranks_equal_one_process_in_multitask_mode(tmp_path):
     assert any(not torch.allclose(init[k], a[k]) for k in a)  # the parameters really moved
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_generalist_trains_and_evaluates_on_one_gpu(tmp_path):
+    # the four tasks' batches assembled from the world held on the GPU (amodal and referring pick objects there)
+    assert run_inprocess(tmp_path / "gpu", *MULTI, "train.device=cuda") == 0
+    assert set(json.loads((tmp_path / "gpu" / "eval.json").read_text())) >= {"depth", "flow", "amodal", "referring"}
+
+
 @pytest.fixture(scope="module")
 def generalist_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("generalist")

@@ -135,6 +135,22 @@ def test_pick_objects_chooses_visible_objects_and_prefers_occluded_ones():
     assert picks == [0, 2, 0, 2]  # the two visible objects, in turn; never the hidden one
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("task", ["amodal", "referring"])
+def test_mask_samples_of_scenes_held_on_a_gpu_equal_the_cpu_ones(task):
+    # training keeps the rendered world on the GPU; the object pick once met CPU tensors there and raised
+    cfg = DataConfig(task=task, resolution=16)
+    scenes = data.render_scenes(cfg, range(6))
+    pick = torch.tensor([0, 5, 11, 2, 7, 3])  # on the CPU, as the batch plan gives it
+    cpu = tasks.get(task).make_sample(scenes, pick, "cpu", cfg)
+    gpu = tasks.get(task).make_sample({k: v.cuda() if torch.is_tensor(v) else v for k, v in scenes.items()}, pick,
+                                      "cuda", cfg)
+    assert set(gpu) == set(cpu)
+    for key in cpu:
+        for a, b in zip(*((x if isinstance(x, list) else [x]) for x in (gpu[key], cpu[key]))):
+            assert a.device.type == "cuda" and torch.equal(a.cpu(), b), key
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Text
 # ----------------------------------------------------------------------------------------------------------

@@ -95,9 +95,10 @@ def pick_objects(visible, amodal, num_objects, pick, occluded_first):
     there are any. Slot = the (pick mod #candidates)-th candidate.
     """
     B, S = visible.shape[:2]
+    pick, num_objects = pick.to(visible.device), num_objects.to(visible.device)  # the scenes may be on a GPU
     seen = visible.flatten(2).sum(-1)  # (B, S) visible pixels
     whole = amodal.flatten(2).sum(-1) if amodal is not None else seen  # (B, S) object pixels
-    live = (seen > 0) & (torch.arange(S)[None] < num_objects[:, None])  # (B, S)
+    live = (seen > 0) & (torch.arange(S, device=visible.device)[None] < num_objects[:, None])  # (B, S)
     if occluded_first:
         hidden = live & (seen < whole)
         live = torch.where(hidden.any(dim=1, keepdim=True), hidden, live)
@@ -146,8 +147,9 @@ class Amodal(MaskTask):
         return torch.full_like(rgb, data_cfg.amodal_white)
 
     def make_sample(self, scenes, pick, device, data_cfg):
-        rgb, amodal, rows = scenes["rgb"].to(device), scenes["amodal"], torch.arange(len(scenes["rgb"]))
-        k = pick_objects(scenes["ref_masks"], amodal, scenes["num_objects"], pick.cpu(), occluded_first=True)
+        rgb, amodal = scenes["rgb"].to(device), scenes["amodal"]
+        k = pick_objects(scenes["ref_masks"], amodal, scenes["num_objects"], pick, occluded_first=True)
+        rows = torch.arange(len(k), device=k.device)  # k is on the scenes' device (a GPU's for a cached world)
         visible, whole, alone = (x[rows, k].to(device) for x in (scenes["ref_masks"], amodal, scenes["alone"]))
         target = torch.where(whole[:, None], alone, torch.full_like(alone, data_cfg.amodal_white))
         # the baseline's answer: the visible part taken as the whole object
@@ -181,8 +183,9 @@ class Referring(MaskTask):
         return (rgb + 1) * REFERRING_DIM - 1
 
     def make_sample(self, scenes, pick, device, data_cfg):
-        rgb, rows = scenes["rgb"].to(device), torch.arange(len(scenes["rgb"]))
-        k = pick_objects(scenes["ref_masks"], None, scenes["num_objects"], pick.cpu(), occluded_first=False)
+        rgb = scenes["rgb"].to(device)
+        k = pick_objects(scenes["ref_masks"], None, scenes["num_objects"], pick, occluded_first=False)
+        rows = torch.arange(len(k), device=k.device)
         visible = scenes["ref_masks"][rows, k].to(device)  # (B, H, W)
         # the baseline's answer: the largest visible object, whatever the expression says
         largest = scenes["ref_masks"].flatten(2).sum(-1).argmax(dim=1)  # (B,)
