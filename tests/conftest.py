@@ -134,6 +134,15 @@ def chapter_result():
     return result
 
 
+@pytest.fixture(autouse=True)
+def tf32_restored():
+    """A CUDA run in this process (parallel.init) turns TF32 on for float32 matmuls; restored after each test, so a
+    later test's float32 GPU-against-CPU claim does not inherit it (on a machine without CUDA: nothing changes)."""
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags
+
+
 @pytest.fixture(scope="session")
 def micro_run(tmp_path_factory):
     """The plain micro depth run (run_inprocess with no extra override), trained once: read it or copy it."""

@@ -13,6 +13,7 @@ import resource
 import runpy
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +32,7 @@ MICRO = [
     "model.preset=micro", "train.init_from=", "data.task=depth", "data.resolution=16", "data.train_size=64",
     "train.mode=finetune", "train.steps=3", "train.global_batch=4", "train.log_every=1", "train.lr=1e-3",
     "train.ema_decay=0.9", "sample.steps=2", "sample.num_images=2", "sample.batch=2",
+    "train.device=cpu",  # on a GPU machine too: the runs the tests compare are float32 CPU runs (CUDA autocasts)
 ]
 
 
@@ -57,6 +59,10 @@ class Forked:
     environment, working directory, stdout and stderr (files, read with `out()` / `err()`, followed with `lines()`),
     and ends with the script's exit status: a real process, which the tests signal, kill and limit like any other.
 
+    On a machine with a GPU the child is a fresh python instead (FRESH_CHILD): autograd's engine starts a thread per
+    GPU at the parent's first backward, a CPU one too, and a forked child's backward then raises ("Unable to handle
+    autograd's threading in combination with fork-based multiprocessing", seen on an H200).
+
     What a fork does not test, a fresh process still does: tests/test_imports.py (the scripts start without
     matplotlib), the command-line errors of tests/test_bad_input.py and tests/test_compare.py, and the torchrun test
     of tests/test_train.py.
@@ -69,9 +75,16 @@ class Forked:
         self.argv, self.returncode = [str(script), *map(str, args)], None
         sys.stdout.flush()
         sys.stderr.flush()
-        self.pid = os.fork()
-        if self.pid == 0:
-            self._child(self.argv, env, cwd, file_size_limit)
+        if torch.cuda.is_available():  # see below: a fresh python
+            self._popen = subprocess.Popen(  # kept, so that subprocess never reaps the child behind poll()'s back
+                [sys.executable, "-c", FRESH_CHILD, *self.argv], stdout=self._out, stderr=self._err,
+                env=_with_root_on_path(os.environ if env is None else env), cwd=cwd,
+                preexec_fn=lambda: _limit_file_size(file_size_limit))
+            self.pid = self._popen.pid
+        else:
+            self.pid = os.fork()
+            if self.pid == 0:
+                self._child(self.argv, env, cwd, file_size_limit)
         Forked.running.add(self)
 
     def _child(self, argv, env, cwd, file_size_limit):  # never returns
@@ -89,9 +102,7 @@ class Forked:
                 os.environ.update(env)
             if cwd is not None:
                 os.chdir(cwd)
-            if file_size_limit is not None:  # `ulimit -f`; with SIGXFSZ ignored a write past it fails with EFBIG
-                signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-                resource.setrlimit(resource.RLIMIT_FSIZE, (file_size_limit, file_size_limit))
+            _limit_file_size(file_size_limit)
             sys.argv = argv
             runpy.run_path(argv[0], run_name="__main__")
             code = 0
@@ -166,6 +177,23 @@ class Forked:
                     yield text[done:]
                 return
             time.sleep(0.02)
+
+
+# What a fresh child runs when forking cannot be used (Forked): the script as __main__, stacks dumped on SIGUSR1.
+FRESH_CHILD = ("import faulthandler, os, runpy, signal, sys; faulthandler.register(signal.SIGUSR1, all_threads=True); "
+               "sys.argv = sys.argv[1:]; sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0])); "
+               "runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+def _with_root_on_path(env):
+    return {**env, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)}
+
+
+def _limit_file_size(limit):
+    """`ulimit -f limit` (None: none); with SIGXFSZ ignored a write past it fails with EFBIG."""
+    if limit is not None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
 
 def _read(file):
