@@ -344,3 +344,21 @@ def test_sigterm_during_the_final_evaluation_stops_it_at_once_and_keeps_the_fini
     assert "interrupted during evaluation: the checkpoint at step 2" in proc.out() and "Traceback" not in proc.err()
     assert checkpoint.load_checkpoint(out, "test")["step"] == 2
     assert not (out / "eval.json").exists()  # never a half-written report
+
+
+def test_where_a_gpu_exists_children_start_fresh_and_keep_what_a_fork_gives(tmp_path, monkeypatch):
+    # a forked child's backward raises once the parent's autograd engine has started its per-GPU threads (seen on an
+    # H200), so helpers.Forked starts a fresh python there: argv, cwd, the file-size limit, the exit status and the
+    # stack dump on a timeout must all still hold
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    script = tmp_path / "child.py"
+    script.write_text("import errno, os, sys\nprint(sys.argv[1:], os.getcwd())\n"
+                      "try:\n    open('big', 'wb').write(bytes(10_000))\nexcept OSError as e:\n"
+                      "    print(errno.errorcode[e.errno])\nsys.exit(3)\n")
+    child = fork(script, "a", "b", cwd=tmp_path, file_size_limit=4096)
+    assert child.wait(60) == 3
+    assert child.out().split("\n")[:2] == [f"['a', 'b'] {tmp_path}", "EFBIG"] and hasattr(child, "_popen")
+    (tmp_path / "sleeper.py").write_text("import time\ntime.sleep(60)\n")
+    sleeper = fork(tmp_path / "sleeper.py")
+    with pytest.raises(TimeoutError, match=r"sleeper.py\", line 2"):
+        sleeper.wait(timeout=2)
