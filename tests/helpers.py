@@ -75,7 +75,7 @@ class Forked:
         self.argv, self.returncode = [str(script), *map(str, args)], None
         sys.stdout.flush()
         sys.stderr.flush()
-        if torch.cuda.is_available():  # see below: a fresh python
+        if torch.cuda.is_available():  # a fresh python (the docstring says why)
             self._popen = subprocess.Popen(  # kept, so that subprocess never reaps the child behind poll()'s back
                 [sys.executable, "-c", FRESH_CHILD, *self.argv], stdout=self._out, stderr=self._err,
                 env=_with_root_on_path(os.environ if env is None else env), cwd=cwd,
