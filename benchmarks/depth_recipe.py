@@ -123,7 +123,7 @@ def report(seeds, pilots):
             row["metrics"]["diff"] = entry(d, (lo, hi))
         pilot_rows.append(row)
     study = {"study": "depth_recipe", "description": "the depth quickstart's recipe against the previous one",
-             "evidence": "1024 validation scenes, 3 training seeds",
+             "evidence": f"1024 validation scenes, {len(done)} training seeds",
              "command": COMMAND,
              "columns": [{"head": "seed", "cell": "seed"},
                          {"head": "previous: " + ROWS["previous"][0], "metric": "previous"},
