@@ -95,7 +95,7 @@ def pick_objects(visible, amodal, num_objects, pick, occluded_first):
     there are any. Slot = the (pick mod #candidates)-th candidate.
     """
     B, S = visible.shape[:2]
-    pick, num_objects = pick.to(visible.device), num_objects.to(visible.device)  # the scenes may be on a GPU
+    pick = pick.to(visible.device)  # the batch plan's pick is on the CPU, the scenes may be on a GPU
     seen = visible.flatten(2).sum(-1)  # (B, S) visible pixels
     whole = amodal.flatten(2).sum(-1) if amodal is not None else seen  # (B, S) object pixels
     live = (seen > 0) & (torch.arange(S, device=visible.device)[None] < num_objects[:, None])  # (B, S)
