@@ -6,7 +6,9 @@
 
 Rows (python train.py configs/depth.yaml <overrides> train.seed=<s> train.out_dir=runs/depth_recipe/<row>_s<s>):
     previous   the recipe to 2026-12-02: 4000 steps, lr 2e-3 -> 2e-4, EMA 0.999, depth_release   128K samples
-    quick      configs/depth.yaml as it is: 3000 steps, lr 4e-3 -> 4e-4, EMA 0.998, depth_quick   96K samples
+    quick      2026-12-03 to 12-04: 3000 steps, lr 4e-3 -> 4e-4, EMA 0.998, depth_quick        96K samples
+    fast       quick in 2600 steps with the LR decayed 2x (4e-3 -> 2e-3; pilot I3's change)     83K samples
+Each row's overrides spell its whole recipe, so the rows stay what they were whatever configs/depth.yaml becomes.
 Pilots (seed 0, 70K samples: 2200 steps of 32, EMA 0.998, each a change against the row named in its table row):
     D  depth_quick weights, lr 2e-3;  E  D with lr 4e-3;  F1  E with lr 8e-3;  F2  E with depth_release;
     G1  E with the weights [0 x 8, 1, 9] (95 % of training at t >= 900);  H  E at batch 16;  I1  E with L1;
@@ -30,11 +32,18 @@ RUNS = ROOT / "runs" / "depth_recipe"
 RESULTS = ROOT / "tutorials" / "results" / "depth_recipe.json"
 PREVIOUS = ["diffusion.timestep_sampling=depth_release", "train.steps=4000", "train.lr=2e-3", "train.lr_final=2e-4",
             "train.ema_decay=0.999"]
-ROWS = {"previous": ("4000 steps, lr 2e-3, EMA 0.999, depth_release (to 2026-12-02)", PREVIOUS, "128K"),
-        "quick": ("3000 steps, lr 4e-3, EMA 0.998, depth_quick (configs/depth.yaml)", [], "96K")}
-PILOT = ["train.steps=2200"]
-PILOT_B16 = ["train.steps=4400", "train.global_batch=16"]
-PILOT_64K = ["train.steps=4000", "train.global_batch=16", "train.lr_final=2e-3", "train.warmup_steps=200",
+QUICK = ["diffusion.timestep_sampling=depth_quick", "train.steps=3000", "train.lr=4e-3", "train.lr_final=4e-4",
+         "train.ema_decay=0.998"]
+FAST = QUICK[:1] + ["train.steps=2600", "train.lr=4e-3", "train.lr_final=2e-3", "train.ema_decay=0.998"]
+ROWS = {"previous": ("4000 steps, lr 2e-3 -> 2e-4, EMA 0.999, depth_release (to 2026-12-02)", PREVIOUS, "128K"),
+        "quick": ("3000 steps, lr 4e-3 -> 4e-4, EMA 0.998, depth_quick (2026-12-03)", QUICK, "96K"),
+        "fast": ("2600 steps, lr 4e-3 -> 2e-3, EMA 0.998, depth_quick (2026-12-04)", FAST, "83K")}
+# Each pair the table compares, (A, B): A - B per seed and over the seeds, with its verdict.
+PAIRS = [("quick", "previous"), ("fast", "previous"), ("fast", "quick")]
+# The pilots change the quick recipe (configs/depth.yaml when they ran), spelled out like the rows.
+PILOT = QUICK + ["train.steps=2200"]
+PILOT_B16 = QUICK + ["train.steps=4400", "train.global_batch=16"]
+PILOT_64K = QUICK + ["train.steps=4000", "train.global_batch=16", "train.lr_final=2e-3", "train.warmup_steps=200",
              "train.ema_decay=0.999"]
 PILOTS = {"D": ("2200 steps, lr 2e-3, depth_quick", PILOT + ["train.lr=2e-3", "train.lr_final=2e-4"], "70K"),
           "E": ("D with lr 4e-3", PILOT, "70K"),
@@ -85,29 +94,33 @@ def absrel(run):
 
 
 def report(seeds, pilots):
-    runs, diffs, done = [], [], []
+    runs, diffs, done = [], {pair: [] for pair in PAIRS}, []
     for s in seeds:
-        a, b = RUNS / f"quick_s{s}", RUNS / f"previous_s{s}"
-        if not ((a / compare.SCENES_FILE).is_file() and (b / compare.SCENES_FILE).is_file()):
-            print(f"seed {s}: not both rows finished; skipped")
+        row_runs = {r: RUNS / f"{r}_s{s}" for r in ROWS}
+        if not all((run / compare.SCENES_FILE).is_file() for run in row_runs.values()):
+            print(f"seed {s}: not every row finished; skipped")
             continue
-        d, lo, hi = paired(a, b, "absrel")
-        diffs.append(d)
         done.append(s)
-        runs.append({"name": f"seed {s}", "seed": s, "command": COMMAND, "commit": trained_at("quick", a),
+        cells, metrics = {"seed": str(s)}, {r: entry(*absrel(run)) for r, run in row_runs.items()}
+        for a, b in PAIRS:
+            d, lo, hi = paired(row_runs[a], row_runs[b], "absrel")
+            diffs[a, b].append(d)
+            cells[f"{a}-{b}"] = named_verdict(lo, hi, a, b)
+            metrics[f"{a}-{b}"] = entry(d, (lo, hi))
+        runs.append({"name": f"seed {s}", "seed": s, "command": COMMAND, "commit": trained_at("fast", row_runs["fast"]),
                      "overrides": {r: o + [f"train.seed={s}"] for r, (_, o, _) in ROWS.items()},
-                     "cells": {"seed": str(s), "verdict": named_verdict(lo, hi, "quick", "previous")},
-                     "metrics": {"previous": entry(*absrel(b)), "quick": entry(*absrel(a)),
-                                 "diff": entry(d, (lo, hi))}})
-    if len(diffs) >= 2:
-        mean, half = stats.seed_interval(diffs)
-        means = {r: stats.seed_interval([absrel(RUNS / f"{r}_s{s}")[0] for s in done]) for r in ROWS}
+                     "cells": cells, "metrics": metrics})
+    if len(done) >= 2:
+        cells, metrics = {"seed": f"mean of {len(done)} (t interval)"}, {}
+        for r in ROWS:
+            m, h = stats.seed_interval([absrel(RUNS / f"{r}_s{s}")[0] for s in done])
+            metrics[r] = entry(m, (m - h, m + h))
+        for a, b in PAIRS:
+            m, h = stats.seed_interval(diffs[a, b])
+            cells[f"{a}-{b}"] = named_verdict(m - h, m + h, a, b)
+            metrics[f"{a}-{b}"] = entry(m, (m - h, m + h))
         runs.append({"name": "over seeds", "seed": done, "overrides": None, "command": COMMAND,
-                     "commit": trained_at("quick", RUNS / f"quick_s{done[0]}"),
-                     "cells": {"seed": f"mean of {len(done)} (t interval)",
-                               "verdict": named_verdict(mean - half, mean + half, "quick", "previous")},
-                     "metrics": {r: entry(m, (m - h, m + h)) for r, (m, h) in means.items()}
-                     | {"diff": entry(mean, (mean - half, mean + half))}})
+                     "commit": trained_at("fast", RUNS / f"fast_s{done[0]}"), "cells": cells, "metrics": metrics})
     pilot_rows = []
     for name, (what, _, samples) in PILOTS.items() if pilots else ():
         run = RUNS / f"{name}_s0"
@@ -125,10 +138,10 @@ def report(seeds, pilots):
     study = {"study": "depth_recipe", "description": "the depth quickstart's recipe against the previous one",
              "evidence": f"1024 validation scenes, {len(done)} training seeds",
              "command": COMMAND,
-             "columns": [{"head": "seed", "cell": "seed"},
-                         {"head": "previous: " + ROWS["previous"][0], "metric": "previous"},
-                         {"head": "quick: " + ROWS["quick"][0], "metric": "quick"},
-                         {"head": "quick - previous", "metric": "diff"}, {"head": "verdict", "cell": "verdict"}],
+             "columns": [{"head": "seed", "cell": "seed"}]
+             + [{"head": f"{r}: {what}", "metric": r} for r, (what, _, _) in ROWS.items()]
+             + [c for a, b in PAIRS for c in ({"head": f"{a} - {b}", "metric": f"{a}-{b}"},
+                                              {"head": "verdict", "cell": f"{a}-{b}"})],
              "runs": runs}
     sweeps.write_study(RESULTS, study)
     if pilot_rows:

@@ -160,7 +160,7 @@ config: {ROOT / 'configs' / 'depth.yaml'}
 out: {tmp_path / 'out'}
 common: [{MICRO}, train.steps=2, train.warmup_steps=0]
 variants:
-  lr_hi: [train.lr=1e-3]
+  lr_hi: [train.lr=1e-3, train.lr_final=1e-4]
   lr_lo: [train.lr=1e-4, train.lr_final=1e-5]
 fit: {{y: [loss]}}
 """)
@@ -256,7 +256,7 @@ config: {ROOT / 'configs' / 'depth.yaml'}
 out: {tmp_path / 'out'}
 seeds: 3
 variants:
-  a: [train.lr=1e-3]
+  a: [train.lr=1e-3, train.lr_final=1e-4]
   b: [train.lr=2e-3]
 fit: {{y: [loss, eval.absrel]}}
 """)
@@ -313,10 +313,10 @@ config: {ROOT / 'configs' / 'depth.yaml'}
 out: {tmp_path / 'out'}
 seeds: 3
 variants:
-  a: [train.lr=1e-3]
+  a: [train.lr=1e-3, train.lr_final=1e-4]
   b: [train.lr=2e-3]
   c: {{overrides: [train.lr=2e-3], against: b}}
-  d: {{overrides: [train.lr=1e-3], against: b}}
+  d: {{overrides: [train.lr=1e-3, train.lr_final=1e-4], against: b}}
 fit: {{y: [loss]}}
 """)
     assert fit_scaling.main(["sweep", str(sweep), "--results", "pairs"]) == 0
@@ -367,8 +367,8 @@ out: {tmp_path / 'out'}
 seeds: 2
 baseline: ft_a
 variants:
-  pre: [train.lr=1e-3]
-  ft_a: {{parent: pre, overrides: [train.lr=1e-3]}}
+  pre: [train.lr=1e-3, train.lr_final=1e-4]
+  ft_a: {{parent: pre, overrides: [train.lr=1e-3, train.lr_final=1e-4]}}
   ft_b: {{parent: pre, overrides: [train.lr=2e-3]}}
 fit: {{y: [eval.absrel], include: [ft_*]}}
 """)
