@@ -165,3 +165,44 @@ def test_generalist_study_trains_specialists_on_the_generalists_schedule_and_tab
     assert stop.value.code == 2
     # the figure's errors: 1 - IoU for the IoU tasks (the generalist's amodal mIoU 10 % lower: its error higher)
     assert study.error("amodal", [0.7]) == pytest.approx([0.3]) and study.error("depth", [0.1]) == pytest.approx([0.1])
+
+
+def test_depth_recipe_rows_spell_their_recipes_and_the_report_pairs_every_seed(tmp_path, monkeypatch):
+    study = load_script("depth_recipe")
+    # each row is the recipe its label names, whatever configs/depth.yaml holds; the last row is depth.yaml as it is
+    named = {"previous": (4000, 2e-3, 2e-4, 0.999, "depth_release"), "quick": (3000, 4e-3, 4e-4, 0.998, "depth_quick"),
+             "fast": (2600, 4e-3, 2e-3, 0.998, "depth_quick")}
+    for row, (_, overrides, _) in study.ROWS.items():
+        c = config.load_config(ROOT / "configs" / "depth.yaml", overrides)
+        got = (c.train.steps, c.train.lr, c.train.lr_final, c.train.ema_decay, c.diffusion.timestep_sampling)
+        assert got == named[row], row
+    c = config.load_config(ROOT / "configs" / "depth.yaml")
+    assert (c.train.steps, c.train.lr, c.train.lr_final, c.train.ema_decay, c.diffusion.timestep_sampling) == \
+        named["fast"]
+    # fake evaluated runs: row r on seed s scores base[r] + shift[s] on every scene plus a scene's own difficulty
+    monkeypatch.setattr(study, "RUNS", tmp_path)
+    monkeypatch.setattr(study, "RESULTS", tmp_path / "depth_recipe.json")
+    rng = np.random.default_rng(0)
+    scenes, hard = np.arange(50), rng.uniform(0.05, 0.15, 50)
+    base, shift = {"previous": 0.100, "quick": 0.098, "fast": 0.097}, [0.0, 0.002, -0.001]
+    for row in study.ROWS:
+        for s in range(3):
+            run = tmp_path / f"{row}_s{s}"
+            run.mkdir()
+            absrel = hard + base[row] + shift[s] + rng.normal(0, 1e-4, 50)
+            np.savez(run / "eval_scenes.npz", scenes=scenes[::-1], absrel=absrel[::-1])  # any scene order
+            (run / "eval.json").write_text(json.dumps({"absrel": float(absrel.mean()), "absrel_ci": [0, 1]}))
+            (run / "trained_at.txt").write_text("abc1234\n")
+    assert study.report([0, 1, 2], pilots=False) == 0
+    rows = json.loads((tmp_path / "depth_recipe.json").read_text())["runs"]
+    assert [r["name"] for r in rows] == ["seed 0", "seed 1", "seed 2", "over seeds"]
+    for a, b in study.PAIRS:  # each pair's difference is base[a] - base[b] on every seed, decided on the scenes
+        for r in rows[:3]:
+            assert r["metrics"][f"{a}-{b}"]["value"] == pytest.approx(base[a] - base[b], abs=1e-4)
+            assert r["cells"][f"{a}-{b}"] == f"{a} better"
+        over = rows[3]["metrics"][f"{a}-{b}"]
+        assert over["value"] == pytest.approx(np.mean([r["metrics"][f"{a}-{b}"]["value"] for r in rows[:3]]),
+                                              abs=1e-6)
+    # over seeds, the rows' own means carry the seed shifts, whose spread the t interval holds
+    lo, hi = rows[3]["metrics"]["fast"]["ci"]
+    assert lo < base["fast"] + np.mean(shift) + hard.mean() < hi and hi - lo > 0.002
