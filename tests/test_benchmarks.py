@@ -206,3 +206,14 @@ def test_depth_recipe_rows_spell_their_recipes_and_the_report_pairs_every_seed(t
     # over seeds, the rows' own means carry the seed shifts, whose spread the t interval holds
     lo, hi = rows[3]["metrics"]["fast"]["ci"]
     assert lo < base["fast"] + np.mean(shift) + hard.mean() < hi and hi - lo > 0.002
+
+
+@pytest.mark.parametrize("task", ["depth", "flow", "normals"])
+def test_e2e_study_trains_the_diffusion_row_on_the_e2e_rows_schedule(task):
+    # equal training compute, whatever configs/<task>.yaml becomes: the same steps, batch, LR schedule and EMA
+    study = load_script("e2e_study")
+    diffusion = config.load_config(ROOT / "configs" / f"{task}.yaml", study.PINNED.get(task, []))
+    e2e = config.load_config(ROOT / "configs" / "e2e" / f"{task}.yaml")
+    for key in ("steps", "global_batch", "lr", "lr_final", "lr_schedule", "warmup_steps", "ema_decay"):
+        assert getattr(diffusion.train, key) == getattr(e2e.train, key), key
+    assert e2e.train.objective == "e2e" and diffusion.train.objective == "diffusion"
