@@ -212,7 +212,7 @@ def test_depth_recipe_rows_spell_their_recipes_and_the_report_pairs_every_seed(t
 def test_e2e_study_trains_the_diffusion_row_on_the_e2e_rows_schedule(task):
     # equal training compute, whatever configs/<task>.yaml becomes: the same steps, batch, LR schedule and EMA
     study = load_script("e2e_study")
-    diffusion = config.load_config(ROOT / "configs" / f"{task}.yaml", study.PINNED.get(task, []))
+    diffusion = config.load_config(ROOT / "configs" / f"{task}.yaml", study.e2e_schedule(task))
     e2e = config.load_config(ROOT / "configs" / "e2e" / f"{task}.yaml")
     for key in ("steps", "global_batch", "lr", "lr_final", "lr_schedule", "warmup_steps", "ema_decay"):
         assert getattr(diffusion.train, key) == getattr(e2e.train, key), key
