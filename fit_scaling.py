@@ -1,4 +1,5 @@
-"""Fit compute-scaling laws over runs, and run the sweeps that produce them.
+"""Fit compute-scaling laws over runs, and run the sweeps that produce them (the table and the fit of a sweep's
+runs: minidp/sweeps.py print_table and fit_and_draw; this script runs the children and resumes them).
 
     python fit_scaling.py fit runs/sweeps/model_size [--x train|inference] [--y loss|eval.absrel|...] [--out DIR]
     python fit_scaling.py sweep configs/sweeps/model_size_pretrain.yaml        # or under torchrun: DDP runs
@@ -44,7 +45,6 @@ Notable choices:
 """
 
 import json
-import math
 import os
 import shutil
 import signal
@@ -52,64 +52,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from minidp import config as cfglib
-from minidp import files, scaling, stats, tables, viz
-from minidp.sweeps import (checkout_commit, direction, final_values, find_runs, included, mark_trained, read_sweep,
-                           reference_of, results_study, seed_dirs, seed_verdict, variant_points, verdict_words,
-                           write_study)
+from minidp import files, scaling, tables
+from minidp.sweeps import (checkout_commit, find_runs, fit_and_draw, included, mark_trained, print_table,
+                           read_sweep, reference_of, results_study, seed_dirs, write_study)
 from minidp.errors import ArgumentParser, FaultError, InputError, one_line
 
 HERE = Path(__file__).resolve().parent
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Runs -> points and a law (a sweep's files and runs: minidp/sweeps.py; a run directory: minidp/scaling.py)
-
-
-def fit_and_draw(groups, x, y, out, window=5, n_max=1, max_iter=20):
-    """Collect each variant's points (the mean over its seeds), fit, write scaling_<y>.json and .png into `out`;
-    groups: {variant: [run directories]}. Returns the result dict."""
-    if x == "inference" and y == "loss":
-        raise InputError("--x inference needs an evaluation metric (--y eval.<key>), not the training loss")
-    if direction(y) == "higher":  # mIoU, delta1: they rise towards 1, and a falling power law fits what is left
-        raise InputError(f"{y} rises as the model improves; a power law in compute is fitted to an error: "
-                         f"--y {y}_err (1 - {y.removeprefix('eval.')})")
-    curves = {}
-    for name, runs in groups.items():
-        where = runs[0] if len(runs) == 1 else runs[0].parent
-        try:
-            xs, ys = variant_points(runs, x, y, window)
-        except ValueError as e:
-            files.warning(f"skipping {where}: {e}")
-            continue
-        if xs.size == 0 or np.any(xs <= 0) or np.any(ys <= 0):
-            files.warning(f"skipping {where}: no positive ({x} MACs, {y}) point")
-            continue
-        curves[name] = (xs, ys)
-    if not curves:
-        raise InputError(f"no usable run among {len(groups)} director{'y' if len(groups) == 1 else 'ies'} for {y}")
-    C, L = (np.concatenate(parts) for parts in zip(*curves.values()))  # every variant's points, (n,) each
-    try:
-        fit = scaling.fit_power_law(C, L, n_max=n_max, max_iter=max_iter)
-    except ValueError as e:
-        raise InputError(f"cannot fit {y}: {e}") from None
-    name = y.removeprefix("eval.")
-    law = scaling.format_law(fit["a"], fit["b"])
-    result = {"x": x, "y": y, "a": fit["a"], "b": fit["b"], "r2": fit["r2"], "law": law,
-              "iterations": fit["iterations"], "points_used": [[C[i], L[i]] for i in fit["used"]],
-              "hull": [[C[i], L[i]] for i in fit["hull"]], "runs": sorted(curves), "n_points": int(C.size)}
-    out.mkdir(parents=True, exist_ok=True)
-    files.write_text(out / f"scaling_{name}.json", json.dumps(result, indent=2) + "\n")  # atomic
-    line = np.array([C.min(), C.max()])
-    plotted = {**curves, "envelope": (C[fit["hull"]], L[fit["hull"]]),
-               f"{law} (R^2 {fit['r2']:.3f})": (line, scaling.power_law(line, fit["a"], fit["b"]))}
-    viz.plot_curves(plotted, out / f"scaling_{name}.png", xlabel=f"{x} compute (MACs)", ylabel=name,
-                    logx=True, logy=True)
-    print(f"{name}: {law} | R^2 {fit['r2']:.4f} | {len(fit['used'])} of {C.size} points from {len(curves)} runs"
-          f" | {fit['iterations']} fits -> {out / f'scaling_{name}.json'}", flush=True)
-    return result
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -206,36 +155,6 @@ def run_sweep(spec):
             fit_and_draw(groups, spec["fit"]["x"], y, out)
         except InputError as e:  # e.g. variants of equal compute (schedules): the table above is the result
             files.warning(f"no law for {y}: {e}")
-
-
-def print_table(groups, x, ys, window=5, against=None):
-    """One line per variant: its final compute and, per y, its final value (the loss smoothed): the mean +- the
-    95 % t-interval over its seeds, and the verdict of variant - its reference (against[name]; the first variant by
-    default), the sweep's numbers whether or not a power law fits them."""
-    against = against or dict.fromkeys(groups, next(iter(groups)))
-    finals = {}
-    for name, runs in groups.items():
-        for y in ys:
-            try:
-                finals[name, y] = final_values(runs, x, y, window)
-            except (ValueError, OSError):
-                pass
-    head = "".join(f" {y.removeprefix('eval.'):>21} {'verdict':>22}" for y in ys)
-    print(f"{'run':<16} {x + ' MACs':>14}{head}", flush=True)
-    for name in groups:
-        cells, c = [], None
-        for y in ys:
-            if (name, y) not in finals:
-                cells.append(f" {'-':>21} {'-':>22}")
-                continue
-            c = finals[name, y][0] if c is None else c
-            mean, half = stats.seed_interval(finals[name, y][1])
-            value = f"{mean:.4f}" + (f" +- {half:.4f}" if math.isfinite(half) else "")
-            ref = against.get(name, name)
-            word = "-" if name == ref or (ref, y) not in finals else \
-                verdict_words(seed_verdict(finals[name, y][1], finals[ref, y][1], direction(y)), name, ref)
-            cells.append(f" {value:>21} {word:>22}")
-        print(f"{name:<16} {(f'{c:.3e}' if c is not None else '-'):>14}" + "".join(cells), flush=True)
 
 
 def write_results(spec, sweep_file, study):

@@ -1,8 +1,9 @@
 """A sweep and its runs: the sweep file read and checked, each variant's run folders (one per seed), their points
-and final values, and the verdict of a variant against the baseline over seeds.
+and final values, the verdict of a variant against the baseline over seeds, the sweep's printed table
+(print_table) and its power law fitted, written and drawn (fit_and_draw).
 
-fit_scaling.py runs sweeps (child processes, the lock, resuming) and fits and draws their laws; what it reads and
-decides about a sweep's files is here, so a test or a notebook can use it without the script. A sweep file:
+fit_scaling.py runs sweeps (child processes, the lock, resuming); what it reads, decides and draws about a sweep's
+runs is here, so a test or a notebook can use it without the script. A sweep file:
 
     kind: train | test_time        config: the base YAML (relative to the sweep file)     out: the runs' folder
     common: [overrides for every run]   variants: {name: [overrides] or {overrides, parent, parent_key, ...}}
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from minidp import config as cfglib
-from minidp import files, scaling, stats
+from minidp import files, scaling, stats, viz
 from minidp.compare import better_direction
 from minidp.errors import InputError
 
@@ -276,3 +277,81 @@ def results_study(spec, study, description, command, commit, window=5):
         f"; evaluations on {images} validation scenes" if any(y.startswith("eval.") for y in ys) else "")
     return {"study": study, "description": description, "evidence": evidence, "command": command,
             "columns": columns, "runs": rows}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# A sweep's table and law (fit_scaling.py prints and draws them)
+
+
+def print_table(groups, x, ys, window=5, against=None):
+    """One line per variant: its final compute and, per y, its final value (the loss smoothed): the mean +- the
+    95 % t-interval over its seeds, and the verdict of variant - its reference (against[name]; the first variant by
+    default), the sweep's numbers whether or not a power law fits them."""
+    against = against or dict.fromkeys(groups, next(iter(groups)))
+    finals = {}
+    for name, runs in groups.items():
+        for y in ys:
+            try:
+                finals[name, y] = final_values(runs, x, y, window)
+            except (ValueError, OSError):
+                pass
+    head = "".join(f" {y.removeprefix('eval.'):>21} {'verdict':>22}" for y in ys)
+    print(f"{'run':<16} {x + ' MACs':>14}{head}", flush=True)
+    for name in groups:
+        cells, c = [], None
+        for y in ys:
+            if (name, y) not in finals:
+                cells.append(f" {'-':>21} {'-':>22}")
+                continue
+            c = finals[name, y][0] if c is None else c
+            mean, half = stats.seed_interval(finals[name, y][1])
+            value = f"{mean:.4f}" + (f" +- {half:.4f}" if math.isfinite(half) else "")
+            ref = against.get(name, name)
+            word = "-" if name == ref or (ref, y) not in finals else \
+                verdict_words(seed_verdict(finals[name, y][1], finals[ref, y][1], direction(y)), name, ref)
+            cells.append(f" {value:>21} {word:>22}")
+        print(f"{name:<16} {(f'{c:.3e}' if c is not None else '-'):>14}" + "".join(cells), flush=True)
+
+
+def fit_and_draw(groups, x, y, out, window=5, n_max=1, max_iter=20):
+    """Collect each variant's points (the mean over its seeds), fit, write scaling_<y>.json and .png into `out`;
+    groups: {variant: [run directories]}. Returns the result dict."""
+    if x == "inference" and y == "loss":
+        raise InputError("--x inference needs an evaluation metric (--y eval.<key>), not the training loss")
+    if direction(y) == "higher":  # mIoU, delta1: they rise towards 1, and a falling power law fits what is left
+        raise InputError(f"{y} rises as the model improves; a power law in compute is fitted to an error: "
+                         f"--y {y}_err (1 - {y.removeprefix('eval.')})")
+    curves = {}
+    for name, runs in groups.items():
+        where = runs[0] if len(runs) == 1 else runs[0].parent
+        try:
+            xs, ys = variant_points(runs, x, y, window)
+        except ValueError as e:
+            files.warning(f"skipping {where}: {e}")
+            continue
+        if xs.size == 0 or np.any(xs <= 0) or np.any(ys <= 0):
+            files.warning(f"skipping {where}: no positive ({x} MACs, {y}) point")
+            continue
+        curves[name] = (xs, ys)
+    if not curves:
+        raise InputError(f"no usable run among {len(groups)} director{'y' if len(groups) == 1 else 'ies'} for {y}")
+    C, L = (np.concatenate(parts) for parts in zip(*curves.values()))  # every variant's points, (n,) each
+    try:
+        fit = scaling.fit_power_law(C, L, n_max=n_max, max_iter=max_iter)
+    except ValueError as e:
+        raise InputError(f"cannot fit {y}: {e}") from None
+    name = y.removeprefix("eval.")
+    law = scaling.format_law(fit["a"], fit["b"])
+    result = {"x": x, "y": y, "a": fit["a"], "b": fit["b"], "r2": fit["r2"], "law": law,
+              "iterations": fit["iterations"], "points_used": [[C[i], L[i]] for i in fit["used"]],
+              "hull": [[C[i], L[i]] for i in fit["hull"]], "runs": sorted(curves), "n_points": int(C.size)}
+    out.mkdir(parents=True, exist_ok=True)
+    files.write_text(out / f"scaling_{name}.json", json.dumps(result, indent=2) + "\n")  # atomic
+    line = np.array([C.min(), C.max()])
+    plotted = {**curves, "envelope": (C[fit["hull"]], L[fit["hull"]]),
+               f"{law} (R^2 {fit['r2']:.3f})": (line, scaling.power_law(line, fit["a"], fit["b"]))}
+    viz.plot_curves(plotted, out / f"scaling_{name}.png", xlabel=f"{x} compute (MACs)", ylabel=name,
+                    logx=True, logy=True)
+    print(f"{name}: {law} | R^2 {fit['r2']:.4f} | {len(fit['used'])} of {C.size} points from {len(curves)} runs"
+          f" | {fit['iterations']} fits -> {out / f'scaling_{name}.json'}", flush=True)
+    return result

@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 import fit_scaling  # noqa: E402
 from helpers import run_child_forked  # noqa: E402
+from minidp import sweeps  # noqa: E402
 
 A, B = 0.23, -0.0098  # the scaling paper's pre-training law
 # a micro sweep's common overrides: micro DiTs at 16 px on 16 scenes, batch 4, logging every step, evaluated on 2
@@ -222,13 +223,13 @@ def test_sweep_table_lists_each_run_and_a_metric_of_equal_compute_is_a_warning_n
     for name, absrel in (("linear", 0.16), ("cosine", 0.15), ("scaled", 0.155)):
         write_run(tmp_path / name, [1e12, 2e12], loss=[0.05, 0.04], evaluation={"absrel": absrel})
     groups = {n: [tmp_path / n] for n in ("linear", "cosine", "scaled")}
-    fit_scaling.print_table(groups, "train", ["loss", "eval.absrel"], window=1)
+    sweeps.print_table(groups, "train", ["loss", "eval.absrel"], window=1)
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
     assert rows["cosine"].split()[1:3] == ["2.000e+12", "0.0400"] and "0.1500" in rows["cosine"]
     assert "0.1600" in rows["linear"]
     assert "1 seed" in rows["cosine"] and "better" not in rows["cosine"]  # one seed: no interval, no verdict
     with pytest.raises(fit_scaling.InputError, match="same compute"):
-        fit_scaling.fit_and_draw(groups, "train", "eval.absrel", tmp_path)
+        sweeps.fit_and_draw(groups, "train", "eval.absrel", tmp_path)
 
 
 def fake_train_py(calls):
